@@ -1,0 +1,1 @@
+"""Configuration files (JSON), installed as the package tflic.configs."""

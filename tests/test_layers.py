@@ -1,0 +1,84 @@
+"""Swin layers: shapes, padding invariance, serialization."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tflic import layers
+import tflic.layers.swin_block  # pylint: disable=unused-import
+import tflic.layers.window_attention  # pylint: disable=unused-import
+
+
+def _reference_block(block, x):
+  """Plain attention over the real tokens of a map that fits in one window."""
+  _, h, w, c = x.shape
+  ws, heads = block.window_size, block.num_heads
+  tokens = tf.reshape(block.norm1(x), [h * w, c])
+  q, k, v = tf.split(block.attn.qkv(tokens), 3, axis=-1)
+  split = lambda t: tf.transpose(tf.reshape(t, [h * w, heads, c // heads]), [1, 0, 2])
+  q, k, v = split(q) * (c // heads)**-0.5, split(k), split(v)
+  real = np.array([i * ws + j for i in range(h) for j in range(w)])
+  index = layers.window_attention.relative_position_index(ws)[real][:, real]
+  bias = tf.gather(block.attn.relative_position_bias_table, index)  # [n, n, heads]
+  logits = tf.matmul(q, k, transpose_b=True) + tf.transpose(bias, [2, 0, 1])
+  out = tf.matmul(tf.nn.softmax(logits), v)
+  out = block.attn.proj(tf.reshape(tf.transpose(out, [1, 0, 2]), [h * w, c]))
+  y = tf.reshape(tf.reshape(x, [h * w, c]) + out, x.shape)
+  return y + block.mlp(block.norm2(y))
+
+
+@pytest.mark.parametrize("size", [(3, 3), (4, 4), (2, 3)])
+def test_padded_tokens_are_never_attended(size):
+  """A map smaller than the window is padded; the result must equal attention over the
+  real tokens alone (the padding is masked, not attended to as zeros)."""
+  tf.random.set_seed(0)
+  block = layers.SwinBlock(dim=8, num_heads=2, window_size=4)
+  x = tf.random.normal([1, *size, 8])
+  np.testing.assert_allclose(block(x), _reference_block(block, x), atol=1e-5)
+
+
+def test_shifted_block_keeps_shape_and_is_finite():
+  tf.random.set_seed(0)
+  block = layers.SwinBlock(dim=8, num_heads=2, window_size=4, shift=True)
+  x = tf.random.normal([2, 5, 7, 8])
+  y = block(x)
+  assert y.shape == x.shape
+  assert np.isfinite(y.numpy()).all()
+
+
+def test_shift_mask_separates_wrapped_regions():
+  mask = layers.swin_block.attention_mask(4, 4, 4, 4, window_size=2, shift=1).numpy()
+  # The last window of the rolled map holds tokens from all four image corners:
+  # each may only attend to itself.
+  assert ((mask[-1] == 0) == np.eye(4, dtype=bool)).all()
+  assert (mask[0] == 0).all()
+
+
+@pytest.mark.parametrize("layer", [
+    layers.SwinBlock(dim=8, num_heads=2, window_size=4, shift=True, mlp_ratio=2.0),
+    layers.WindowAttention(dim=8, num_heads=2, window_size=4),
+    layers.PatchMerging(out_dim=6),
+    layers.PatchSplit(out_dim=6),
+    layers.CrossAttentionBlock(dim=8, num_heads=2),
+])
+def test_get_config_round_trip(layer):
+  clone = type(layer).from_config(layer.get_config())
+  assert clone.get_config() == layer.get_config()
+
+
+def test_resampling_shapes():
+  x = tf.zeros([2, 8, 6, 5])
+  assert layers.PatchMerging(7)(x).shape == (2, 4, 3, 7)
+  assert layers.PatchSplit(3)(x).shape == (2, 16, 12, 3)
+
+
+def test_cross_attention_ignores_masked_tokens():
+  tf.random.set_seed(0)
+  block = layers.CrossAttentionBlock(dim=8, num_heads=2)
+  queries = tf.random.normal([3, 2, 8])
+  context = tf.random.normal([3, 5, 8])
+  mask = tf.constant([[True, False, True, False, False]] * 2)[None]
+  out = block(queries, context, mask)
+  changed = tf.concat([context[:, :1], context[:, 1:2] * 100, context[:, 2:3],
+                       context[:, 3:] + 50], axis=1)
+  np.testing.assert_allclose(block(queries, changed, mask), out, atol=1e-6)

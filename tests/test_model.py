@@ -1,0 +1,80 @@
+"""The full model: shapes, arbitrary sizes, rate control."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tflic import checkpoint
+from tflic import config
+from tflic import model as model_lib
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  tf.random.set_seed(0)
+  return checkpoint.build_model(config.load("tiny"))
+
+
+def test_training_pass_shapes(tiny):
+  out = tiny(tf.random.uniform([2, 64, 96, 3]), 0.5)
+  assert out["x_hat"].shape == (2, 64, 96, 3)
+  assert out["y"].shape == (2, 4, 6, 32)
+  assert out["bits_y"].shape == out["bits_z"].shape == (2,)
+  assert (out["bits_y"].numpy() > 0).all()
+
+
+@pytest.mark.parametrize("size", [(37, 53), (16, 80), (97, 131), (5, 5)])
+def test_any_size_is_padded_and_cropped(tiny, size):
+  x = tf.random.uniform([1, *size, 3])
+  x_hat, bits = tiny.reconstruct(x, 0.5, coded=False)
+  assert x_hat.shape == x.shape
+  padded = model_lib.pad_to_multiple(x, 16)
+  assert padded.shape[1] % 16 == 0 and padded.shape[2] % 16 == 0
+  ref = tiny(padded, 0.5, training=False)["x_hat"][:, :size[0], :size[1]]
+  np.testing.assert_allclose(x_hat, ref, atol=1e-5)
+  assert float(bits[0]) > 0
+
+
+def test_edge_padding_replicates_last_row_and_column():
+  x = tf.reshape(tf.range(6, dtype=tf.float32), [1, 2, 3, 1])
+  padded = model_lib.pad_to_multiple(x, 4)[0, :, :, 0].numpy()
+  assert padded.shape == (4, 4)
+  np.testing.assert_array_equal(padded[:, 3], padded[:, 2])
+  np.testing.assert_array_equal(padded[3], padded[1])
+
+
+def test_coded_forward_rounds_around_the_mean(tiny):
+  x = tf.random.uniform([1, 32, 48, 3])
+  out = tiny.coded_forward(x, 0.3)
+  residual = (out["y_hat"] - out["mean"]).numpy()
+  np.testing.assert_allclose(residual, np.round(residual), atol=1e-4)
+
+
+def test_quality_interpolates_gains(tiny):
+  tiny.log_gains.assign(tf.reshape(tf.range(4 * 32, dtype=tf.float32), [4, 32]) / 100)
+  np.testing.assert_allclose(tiny.log_gain(0.0), tiny.log_gains[0])
+  np.testing.assert_allclose(tiny.log_gain(1.0), tiny.log_gains[3])
+  np.testing.assert_allclose(tiny.log_gain(tiny.quality_of(2)), tiny.log_gains[2], atol=1e-6)
+  middle = (tiny.log_gains[1] + tiny.log_gains[2]) / 2
+  np.testing.assert_allclose(tiny.log_gain(0.5), middle, atol=1e-6)
+  tiny.log_gains.assign(tf.zeros_like(tiny.log_gains))
+
+
+def test_scale_index_round_trip(tiny):
+  index = tf.constant([0.0, 10.5, 63.0])
+  log_scale = tf.math.log(tiny.scale_fn(index))
+  np.testing.assert_allclose(tiny.scale_index(log_scale), index, atol=1e-4)
+  assert float(tiny.scale_index(tf.constant(-50.0))) == 0.0
+  assert float(tiny.scale_index(tf.constant(50.0))) == 63.0
+
+
+def test_configs_load_and_reject_bad_input(tmp_path):
+  from tflic import errors  # pylint: disable=g-import-not-at-top
+  for name in ("tiny", "small", "paper"):
+    assert config.load(name).name == name
+  with pytest.raises(errors.TflicError, match="no config named"):
+    config.load("huge")
+  bad = tmp_path / "bad.json"
+  bad.write_text('{"model": {"latent_channels": 30, "num_groups": 4}}')
+  with pytest.raises(errors.TflicError, match="invalid config"):
+    config.load(str(bad))

@@ -1,0 +1,113 @@
+"""Training: the loss goes down, runs resume, interruptions and NaNs lose nothing."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tflic import config
+from tflic import data
+from tflic import errors
+from tflic import training
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run_train(*args, timeout=300):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run([sys.executable, "-m", "tflic.train", "--progress=false", *args],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _checkpoint_steps(workdir):
+  return sorted(int(p.name.split("-")[1].split(".")[0])
+                for p in (workdir / "checkpoints").glob("ckpt-*.index"))
+
+
+def test_training_tiny_lowers_the_loss(train_dir, tmp_path):
+  cfg = config.load("tiny")
+  trainer = training.Trainer(cfg, str(tmp_path), tf.distribute.get_strategy(), seed=0)
+  batches = iter(data.train_dataset(str(train_dir), 64, 4, seed=1))
+  fixed = next(batches)
+
+  def evaluate():
+    # Rounded latents (no noise) and every lambda: a deterministic loss.
+    return np.mean([float(training.rate_distortion(trainer.model, fixed, i, cfg.train,
+                                                   training=False)["loss"])
+                    for i in range(trainer.model.num_lambdas)])
+
+  before = evaluate()
+  for _ in range(30):
+    trainer.train_step(next(batches))
+  after = evaluate()
+  assert int(trainer.step.numpy()) == 30
+  assert after < 0.8 * before, (before, after)
+
+
+def test_kill_9_then_rerun_resumes(train_dir, tmp_path):
+  """kill -9 loses at most one checkpoint interval; re-running resumes, then stops."""
+  workdir = tmp_path / "killed"
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "tflic.train", "--progress=false", "--config=tiny",
+       f"--workdir={workdir}", "--steps=100000", "--checkpoint_every=5",
+       f"--dataset={train_dir}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.time() + 240
+    while time.time() < deadline and not (
+        (workdir / "checkpoints").exists() and _checkpoint_steps(workdir)):
+      time.sleep(0.5)
+    time.sleep(1)
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  saved = _checkpoint_steps(workdir)
+  assert saved, "no checkpoint written before the kill"
+  target = saved[-1] + 3
+  resumed = _run_train("--config=tiny", f"--workdir={workdir}", f"--steps={target}",
+                       f"--dataset={train_dir}")
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert f"resuming from step {saved[-1]}" in resumed.stdout
+  assert _checkpoint_steps(workdir)[-1] == target
+  again = _run_train("--config=tiny", f"--workdir={workdir}", f"--steps={target}",
+                     f"--dataset={train_dir}")
+  assert again.returncode == 0 and f"already trained to step {target}" in again.stdout
+
+
+def test_mirrored_strategy_on_two_logical_cpus(train_dir, tmp_path):
+  result = _run_train("--config=tiny", f"--workdir={tmp_path / 'mirrored'}", "--steps=4",
+                      "--strategy=mirrored", "--logical_cpus=2", f"--dataset={train_dir}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "MirroredStrategy with 2 replica(s)" in result.stdout
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(train_dir, tmp_path, monkeypatch):
+  cfg = config.load("tiny")
+  real_step = training.Trainer.train_step
+
+  def poisoned(self, x):
+    lambda_index, metrics = real_step(self, x)
+    if int(self.step.numpy()) == 14:
+      metrics["loss"] = float("nan")
+    return lambda_index, metrics
+
+  monkeypatch.setattr(training.Trainer, "train_step", poisoned)
+  with pytest.raises(errors.TflicError, match="loss became nan at step 14.*step 10"):
+    training.train(cfg, str(tmp_path), 30, str(train_dir), tf.distribute.get_strategy(),
+                   progress=False)
+  assert _checkpoint_steps(tmp_path) == [10]
+
+
+def test_bad_arguments_give_one_line_errors(tmp_path):
+  missing = _run_train("--config=tiny", f"--workdir={tmp_path}", "--dataset=/nonexistent")
+  assert missing.returncode == 2
+  assert missing.stderr.strip().splitlines()[-1].startswith("tflic train: error: no images")
+  unknown = _run_train("--config=gigantic", f"--workdir={tmp_path}")
+  assert unknown.returncode == 2 and "no config named" in unknown.stderr

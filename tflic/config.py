@@ -1,0 +1,122 @@
+"""Model and training configurations, stored as JSON files in configs/.
+
+`load("small")` reads the named file shipped as `tflic.configs`; any other argument is
+taken as a path to a JSON file of the same form.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+from importlib import resources
+
+from tflic import errors
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Sizes of the transforms, hyperprior, context model and the rate set."""
+  latent_channels: int  # M
+  num_groups: int  # K; M must be divisible by K
+  embed_dims: tuple  # per analysis stage; synthesis mirrors them
+  depths: tuple  # Swin blocks per stage
+  num_heads: tuple  # attention heads per stage
+  window_size: int  # Swin window of g_a / g_s
+  hyper_channels: int  # channels of z
+  hyper_dim: int  # width of h_a / h_s
+  hyper_depth: int  # Swin blocks in h_a and in h_s
+  hyper_heads: int
+  hyper_window: int
+  context_window: int  # w, odd
+  context_dim: int
+  context_depth: int
+  context_heads: int
+  context_mode: str = "wavefront"
+  mlp_ratio: float = 2.0
+  lambdas: tuple = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483)
+  num_scales: int = 64
+  scale_min: float = 0.11
+  scale_max: float = 256.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation and data settings."""
+  batch_size: int = 8
+  patch_size: int = 128
+  learning_rate: float = 1e-4
+  warmup_steps: int = 1000
+  decay_steps: int = 0  # 0: constant learning rate after warm-up
+  clip_norm: float = 1.0
+  quantization: str = "noise"  # "noise" or "ste" (for the decoder's input)
+  distortion: str = "mse"  # "mse" or "ms-ssim"
+  checkpoint_every: int = 500
+  log_every: int = 50
+  keep_checkpoints: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """A named model plus how to train it."""
+  name: str
+  model: ModelConfig
+  train: TrainConfig
+
+  def to_json(self):
+    """The config as a JSON string (stored next to checkpoints and in exports)."""
+    return json.dumps(dataclasses.asdict(self), indent=2)
+
+
+def _tuples(d):
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def from_dict(d):
+  """Builds a validated Config from a dict as stored in the JSON files."""
+  try:
+    model = ModelConfig(**_tuples(d["model"]))
+    train = TrainConfig(**d.get("train", {}))
+  except (KeyError, TypeError) as e:
+    raise errors.TflicError(f"invalid config: {e}") from None
+  if model.latent_channels % model.num_groups:
+    raise errors.TflicError("invalid config: latent_channels must be divisible by num_groups")
+  if model.context_window % 2 != 1:
+    raise errors.TflicError("invalid config: context_window must be odd")
+  if not len(model.embed_dims) == len(model.depths) == len(model.num_heads) == 4:
+    raise errors.TflicError("invalid config: embed_dims, depths, num_heads need 4 stages")
+  if model.context_mode not in ("serial", "wavefront"):
+    raise errors.TflicError(f"invalid config: unknown context_mode {model.context_mode!r}")
+  if train.quantization not in ("noise", "ste") or train.distortion not in ("mse", "ms-ssim"):
+    raise errors.TflicError("invalid config: quantization must be noise|ste, "
+                            "distortion mse|ms-ssim")
+  return Config(name=d.get("name", "custom"), model=model, train=train)
+
+
+def _config_dir():
+  """configs/ of the source tree, or the installed copy (setup.py maps it to tflic.configs)."""
+  source_tree = pathlib.Path(__file__).resolve().parents[1] / "configs"
+  if source_tree.is_dir():
+    return source_tree
+  return resources.files("tflic.configs")
+
+
+def names():
+  """Names of the shipped configs."""
+  return sorted(p.name[:-5] for p in _config_dir().iterdir() if p.name.endswith(".json"))
+
+
+def load(name_or_path):
+  """Loads a config by name (a file in configs/) or from a JSON file path."""
+  if os.path.exists(name_or_path):
+    with open(name_or_path, encoding="utf-8") as f:
+      text = f.read()
+  else:
+    resource = _config_dir() / f"{name_or_path}.json"
+    if not resource.is_file():
+      raise errors.TflicError(f"no config named {name_or_path!r} and no such file; "
+                              f"known: {', '.join(names())}")
+    text = resource.read_text(encoding="utf-8")
+  try:
+    return from_dict(json.loads(text))
+  except json.JSONDecodeError as e:
+    raise errors.TflicError(f"config {name_or_path} is not valid JSON: {e}") from None

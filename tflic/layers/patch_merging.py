@@ -1,0 +1,25 @@
+"""2x downsampling by merging each 2x2 patch of tokens (Swin's patch merging)."""
+
+import tensorflow as tf
+
+
+@tf.keras.utils.register_keras_serializable(package="tflic")
+class PatchMerging(tf.keras.layers.Layer):
+  """[B, H, W, C] -> [B, H/2, W/2, out_dim]: space-to-depth, LayerNorm, linear.
+
+  H and W must be even; the model pads its input so that every stage sees even sizes.
+  """
+
+  def __init__(self, out_dim, **kwargs):
+    super().__init__(**kwargs)
+    self.out_dim = out_dim
+    self.norm = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
+    self.reduction = tf.keras.layers.Dense(out_dim, use_bias=False, name="reduction")
+
+  def call(self, x):
+    return self.reduction(self.norm(tf.nn.space_to_depth(x, 2)))
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(out_dim=self.out_dim)
+    return config

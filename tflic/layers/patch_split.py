@@ -1,0 +1,22 @@
+"""2x upsampling by splitting each token into a 2x2 patch (inverse of patch merging)."""
+
+import tensorflow as tf
+
+
+@tf.keras.utils.register_keras_serializable(package="tflic")
+class PatchSplit(tf.keras.layers.Layer):
+  """[B, H, W, C] -> [B, 2H, 2W, out_dim]: LayerNorm, linear to 4 * out_dim, depth-to-space."""
+
+  def __init__(self, out_dim, **kwargs):
+    super().__init__(**kwargs)
+    self.out_dim = out_dim
+    self.norm = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
+    self.expansion = tf.keras.layers.Dense(4 * out_dim, name="expansion")
+
+  def call(self, x):
+    return tf.nn.depth_to_space(self.expansion(self.norm(x)), 2)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(out_dim=self.out_dim)
+    return config

@@ -1,0 +1,99 @@
+"""Swin transformer block: (shifted) window attention and an MLP, pre-norm residuals."""
+
+import tensorflow as tf
+
+from tflic.layers.window_attention import WindowAttention
+
+# Additive attention logit for pairs that must not attend; exp() of it is exactly 0 in
+# float32 and it still fits float16.
+_MASKED = -1e4
+
+
+def _window_partition(x, window_size):
+  """[B, H, W, C] (H, W multiples of window_size) -> [B * nW, window_size**2, C]."""
+  shape = tf.shape(x)
+  c = x.shape[-1] if x.shape[-1] is not None else shape[3]
+  x = tf.reshape(x, [shape[0], shape[1] // window_size, window_size,
+                     shape[2] // window_size, window_size, c])
+  return tf.reshape(tf.transpose(x, [0, 1, 3, 2, 4, 5]), [-1, window_size**2, c])
+
+
+def _window_merge(windows, batch, height, width, window_size):
+  """Inverse of `_window_partition`."""
+  c = windows.shape[-1]
+  x = tf.reshape(windows, [batch, height // window_size, width // window_size,
+                           window_size, window_size, c])
+  return tf.reshape(tf.transpose(x, [0, 1, 3, 2, 4, 5]), [batch, height, width, c])
+
+
+def attention_mask(height, width, padded_height, padded_width, window_size, shift):
+  """Additive mask [nW, N, N] for the windows of a padded, cyclically shifted map.
+
+  Tokens attend to each other only if they are both real (not padding) and were
+  neighbours before the cyclic shift, so results never depend on the padding amount.
+  """
+  rows = tf.range(padded_height)
+  cols = tf.range(padded_width)
+  valid = (rows[:, None] < height) & (cols[None, :] < width)
+  if shift:
+    # Regions of the shifted map that came from different sides of the image.
+    def regions(index, size):
+      return tf.where(index < size - window_size, 0,
+                      tf.where(index < size - shift, 1, 2))
+    ids = regions(rows, padded_height)[:, None] * 3 + regions(cols, padded_width)[None, :]
+    valid = tf.roll(valid, shift=[-shift, -shift], axis=[0, 1])
+  else:
+    ids = tf.zeros([padded_height, padded_width], tf.int32)
+  ids = tf.where(valid, ids, -1)
+  ids = _window_partition(ids[None, :, :, None], window_size)[:, :, 0]  # [nW, N]
+  return tf.where(ids[:, :, None] == ids[:, None, :], 0.0, _MASKED)
+
+
+@tf.keras.utils.register_keras_serializable(package="tflic")
+class SwinBlock(tf.keras.layers.Layer):
+  """One Swin transformer block on a [B, H, W, dim] feature map, any H and W.
+
+  The map is padded to a multiple of the window size; padded tokens are masked out of
+  the attention and cropped away, so the output does not depend on the padding.
+  """
+
+  def __init__(self, dim, num_heads, window_size, shift=False, mlp_ratio=4.0, **kwargs):
+    super().__init__(**kwargs)
+    self.dim = dim
+    self.num_heads = num_heads
+    self.window_size = window_size
+    self.shift = bool(shift)
+    self.mlp_ratio = mlp_ratio
+    self.norm1 = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm1")
+    self.attn = WindowAttention(dim, num_heads, window_size, name="attn")
+    self.norm2 = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm2")
+    self.mlp = tf.keras.Sequential([
+        tf.keras.layers.Dense(int(dim * mlp_ratio), activation="gelu"),
+        tf.keras.layers.Dense(dim),
+    ], name="mlp")
+
+  def call(self, x):
+    ws = self.window_size
+    shape = tf.shape(x)
+    batch, height, width = shape[0], shape[1], shape[2]
+    padded_height = (height + ws - 1) // ws * ws
+    padded_width = (width + ws - 1) // ws * ws
+    shift = ws // 2 if self.shift else 0
+
+    h = self.norm1(x)
+    h = tf.pad(h, [[0, 0], [0, padded_height - height], [0, padded_width - width], [0, 0]])
+    if shift:
+      h = tf.roll(h, shift=[-shift, -shift], axis=[1, 2])
+    mask = attention_mask(height, width, padded_height, padded_width, ws, shift)
+    h = self.attn(_window_partition(h, ws), mask=mask)
+    h = _window_merge(h, batch, padded_height, padded_width, ws)
+    if shift:
+      h = tf.roll(h, shift=[shift, shift], axis=[1, 2])
+    x = x + h[:, :height, :width]
+    return x + self.mlp(self.norm2(x))
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(dim=self.dim, num_heads=self.num_heads, window_size=self.window_size,
+                  shift=self.shift, mlp_ratio=self.mlp_ratio)
+    return config

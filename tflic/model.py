@@ -1,0 +1,187 @@
+"""The tflic model: Swin transforms, hyperprior, chunk context model, variable rate.
+
+`TflicModel` is a Keras model whose `__call__` is the parallel training pass. It also
+exposes the pieces the codec reuses (`analysis`, `hyperprior`, the context model, the
+scale <-> index mapping), so that training and coding share every computation.
+"""
+
+import math
+
+import tensorflow as tf
+import tensorflow_compression as tfc
+
+from tflic import context_model
+from tflic import transforms
+
+# The latent y is 1/16 of the image; z is 1/4 of y.
+LATENT_STRIDE = 16
+HYPER_STRIDE = 4
+
+
+def pad_to_multiple(x, multiple):
+  """Pads [B, H, W, C] at the bottom/right by edge replication to multiples of `multiple`.
+
+  Edge replication (unlike zeros) adds no new content, so the padding costs few bits.
+  """
+  shape = tf.shape(x)
+  height, width = shape[1], shape[2]
+  padded_height = (height + multiple - 1) // multiple * multiple
+  padded_width = (width + multiple - 1) // multiple * multiple
+  rows = tf.minimum(tf.range(padded_height), height - 1)
+  cols = tf.minimum(tf.range(padded_width), width - 1)
+  return tf.gather(tf.gather(x, rows, axis=1), cols, axis=2)
+
+
+class TflicModel(tf.keras.Model):
+  """Learned image codec model (see DESIGN.md).
+
+  Args:
+    config: a `tflic.config.ModelConfig`.
+  """
+
+  def __init__(self, config, **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    self.num_lambdas = len(config.lambdas)
+    self.analysis = transforms.analysis_transform(config)
+    self.synthesis = transforms.synthesis_transform(config)
+    self.hyper_analysis = transforms.hyper_analysis_transform(config)
+    self.hyper_synthesis = transforms.hyper_synthesis_transform(config)
+    self.context = context_model.ContextTransformer(
+        num_groups=config.num_groups,
+        group_channels=config.latent_channels // config.num_groups,
+        window=config.context_window, dim=config.context_dim, depth=config.context_depth,
+        num_heads=config.context_heads, mlp_ratio=config.mlp_ratio,
+        mode=config.context_mode, name="context")
+    self.hyperprior = tfc.NoisyDeepFactorized(batch_shape=[config.hyper_channels])
+    # Per-lambda channel gains on y (Cui et al., "Asymmetric gained deep image compression").
+    self.log_gains = tf.Variable(tf.zeros([self.num_lambdas, config.latent_channels]),
+                                 name="log_gains")
+    self.lambdas = tf.constant(config.lambdas, tf.float32)
+    self._log_scale_min = math.log(config.scale_min)
+    self._log_scale_step = (math.log(config.scale_max) - math.log(config.scale_min)) / (
+        config.num_scales - 1)
+
+  # -- rate control -----------------------------------------------------------------------
+
+  def log_gain(self, quality):
+    """Log-gain vector [M] for a continuous quality in [0, 1] (log-linear interpolation)."""
+    t = tf.clip_by_value(tf.cast(quality, tf.float32), 0.0, 1.0) * (self.num_lambdas - 1)
+    lower = tf.minimum(tf.cast(tf.floor(t), tf.int32), self.num_lambdas - 2)
+    a = t - tf.cast(lower, tf.float32)
+    return (1 - a) * self.log_gains[lower] + a * self.log_gains[lower + 1]
+
+  def quality_of(self, lambda_index):
+    """The quality at which the gains equal those of lambda number `lambda_index`."""
+    return tf.cast(lambda_index, tf.float32) / (self.num_lambdas - 1)
+
+  # -- entropy model pieces ---------------------------------------------------------------
+
+  def scale_fn(self, index):
+    """Gaussian scale for a (float) table index."""
+    return tf.exp(self._log_scale_min + self._log_scale_step * index)
+
+  def scale_index(self, log_scale):
+    """Float table index of a predicted log-scale; the coder truncates it to int."""
+    return tf.clip_by_value((log_scale - self._log_scale_min) / self._log_scale_step,
+                            0.0, self.config.num_scales - 1.0)
+
+  def latent_entropy_model(self, compression=False):
+    """tfc model for y's chunks: discretized Gaussians indexed by scale."""
+    return tfc.LocationScaleIndexedEntropyModel(
+        tfc.NoisyNormal, self.config.num_scales, self.scale_fn, coding_rank=3,
+        compression=compression)
+
+  def hyper_entropy_model(self, compression=False):
+    """tfc model for z: the learned factorized prior."""
+    return tfc.ContinuousBatchedEntropyModel(self.hyperprior, coding_rank=3,
+                                             compression=compression)
+
+  def hyper_features(self, z_hat, latent_height, latent_width):
+    """h_s(z_hat), cropped to the latent grid."""
+    return self.hyper_synthesis(z_hat)[:, :latent_height, :latent_width]
+
+  def hyper_latent(self, y):
+    """h_a(y), with y padded to a multiple of the hyper stride."""
+    return self.hyper_analysis(pad_to_multiple(y, HYPER_STRIDE))
+
+  def synthesize(self, y_hat, log_gain):
+    """g_s on the un-gained latent; images are centred on 0.5 so training starts grey."""
+    return self.synthesis(y_hat * tf.exp(-log_gain)) + 0.5
+
+  # -- passes -----------------------------------------------------------------------------
+
+  def call(self, x, quality, training=True, quantization="noise"):
+    """Parallel (teacher-forced) pass for training.
+
+    Args:
+      x: float images [B, H, W, 3] in [0, 1], H and W multiples of 16.
+      quality: scalar in [0, 1].
+      training: if True, uniform noise stands in for quantization; if False, y and z
+        are rounded, but the context still sees y rounded without the mean offset, so
+        this is an approximation of the coder (`coded_forward` is exact).
+      quantization: "noise" or "ste": what the synthesis sees in training.
+
+    Returns:
+      dict with x_hat, bits_y and bits_z [B], y, y_hat, mean, log_scale.
+    """
+    log_gain = self.log_gain(quality)
+    y = self.analysis(x) * tf.exp(log_gain)
+    z = self.hyper_latent(y)
+    z_tilde, bits_z = self.hyper_entropy_model()(z, training=training)
+    hyper = self.hyper_features(z_tilde, tf.shape(y)[1], tf.shape(y)[2])
+    if training:
+      # The decoder's context is y rounded around the predicted mean, which is within
+      # half a step of y: uniform noise of the same width stands in for it.
+      y_context = y + tf.random.uniform(tf.shape(y), -0.5, 0.5)
+    else:
+      y_context = tf.round(y)
+    mean, log_scale = self.context(y_context, hyper)
+    y_tilde, bits_y = self.latent_entropy_model()(
+        y, self.scale_index(log_scale), loc=mean, training=training)
+    if training and quantization == "ste":
+      y_tilde = tfc.round_st(y - mean) + mean
+    x_hat = self.synthesize(y_tilde, log_gain)
+    return dict(x_hat=x_hat, bits_y=bits_y, bits_z=bits_z, y=y, y_hat=y_tilde, mean=mean,
+                log_scale=log_scale)
+
+  def coded_forward(self, x, quality):
+    """Exactly what the codec does, without writing bits: y_hat in coding order.
+
+    x: float images [B, H, W, 3] in [0, 1], H and W multiples of 16. Returns a dict with
+    x_hat, y_hat, z_hat, mean, log_scale and the ideal bits of y and z.
+    """
+    log_gain = self.log_gain(quality)
+    y = self.analysis(x) * tf.exp(log_gain)
+    z_hat = self.hyper_entropy_model().quantize(self.hyper_latent(y))
+    hyper = self.hyper_features(z_hat, tf.shape(y)[1], tf.shape(y)[2])
+    k = self.config.num_groups
+
+    def quantize_step(state, positions, group, mean, log_scale):
+      del log_scale
+      y_chunks = context_model.gather_group(y, positions, group, k)
+      return state, tf.round(y_chunks - mean) + mean
+
+    y_hat, _ = context_model.coding_loop(self.context, hyper, tf.shape(y), quantize_step, ())
+    mean, log_scale = self.context(y_hat, hyper)
+    _, bits_y = self.latent_entropy_model()(
+        y_hat, self.scale_index(log_scale), loc=mean, training=False)
+    _, bits_z = self.hyper_entropy_model()(z_hat, training=False)
+    x_hat = self.synthesize(y_hat, log_gain)
+    return dict(x_hat=x_hat, y_hat=y_hat, z_hat=z_hat, mean=mean, log_scale=log_scale,
+                bits_y=bits_y, bits_z=bits_z)
+
+  def reconstruct(self, x, quality, coded=True):
+    """Compresses and reconstructs images of any size (no bitstream): [B, H, W, 3] in [0, 1].
+
+    The input is padded to a multiple of 16 by edge replication and the output cropped
+    back. With `coded=True` the latent is quantized in coding order exactly as by the
+    codec; otherwise by the faster parallel approximation. Returns (x_hat, bits).
+    """
+    height, width = tf.shape(x)[1], tf.shape(x)[2]
+    padded = pad_to_multiple(x, LATENT_STRIDE)
+    if coded:
+      out = self.coded_forward(padded, quality)
+    else:
+      out = self(padded, quality, training=False)
+    return out["x_hat"][:, :height, :width], out["bits_y"] + out["bits_z"]

@@ -1,0 +1,92 @@
+r"""Trains a tflic model.
+
+  python -m tflic.train --config=tiny --workdir=/tmp/tiny --steps=30
+
+Re-running the same command resumes from the latest checkpoint in --workdir and trains
+until the global step reaches --steps. TensorBoard logs go to WORKDIR/train.
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+import tensorflow as tf
+
+from tflic import checkpoint as checkpoint_lib
+from tflic import config as config_lib
+from tflic import data
+from tflic import errors
+from tflic import training
+
+_CONFIG = flags.DEFINE_string(
+    "config", "small", "Config name in configs/ (tiny, small, paper) or a JSON file path.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
+_STEPS = flags.DEFINE_integer("steps", 100000, "Train until this global step.")
+_DATASET = flags.DEFINE_string(
+    "dataset", "../shared/data/train",
+    "Folder or glob of training images, or tfds:NAME for a locally prepared tfds dataset.")
+_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "tensorflow-datasets data_dir.")
+_STRATEGY = flags.DEFINE_enum(
+    "strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+    "tf.distribute strategy. multi_worker reads TF_CONFIG; tpu needs --tpu.")
+_TPU = flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu.")
+_JIT = flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Override the config's global batch size.")
+_PATCH = flags.DEFINE_integer("patch_size", None, "Override the config's crop size.")
+_LR = flags.DEFINE_float("learning_rate", None, "Override the config's learning rate.")
+_CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", None,
+                                         "Override the config's checkpoint interval.")
+_LOGICAL_CPUS = flags.DEFINE_integer(
+    "logical_cpus", 0, "Split the CPU into this many logical devices, to run a "
+    "distribution strategy without accelerators (tests, debugging).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed for data order, noise and lambda sampling.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not _WORKDIR.value:
+    raise errors.TflicError("--workdir is required")
+  cfg = config_lib.load(_CONFIG.value)
+  saved = checkpoint_lib.load_config(_WORKDIR.value)
+  overrides = {k: v for k, v in dict(batch_size=_BATCH.value, patch_size=_PATCH.value,
+                                      learning_rate=_LR.value,
+                                      checkpoint_every=_CHECKPOINT_EVERY.value).items()
+               if v is not None}
+  if overrides:
+    cfg = config_lib.from_dict({**json.loads(cfg.to_json()),
+                                "train": {**json.loads(cfg.to_json())["train"], **overrides}})
+  if saved is not None and saved.model != cfg.model:
+    raise errors.TflicError(
+        f"{_WORKDIR.value} holds a '{saved.name}' model that differs from --config="
+        f"{_CONFIG.value}; use another --workdir")
+  if not _DATASET.value.startswith("tfds:"):
+    data.image_files(_DATASET.value)  # fail early, with one line, on a wrong path
+  if _LOGICAL_CPUS.value:
+    cpu, = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * _LOGICAL_CPUS.value)
+  strategy = training.make_strategy(_STRATEGY.value, _TPU.value)
+  print(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
+  if training.is_chief(strategy):
+    checkpoint_lib.save_config(_WORKDIR.value, cfg)
+  training.train(cfg, _WORKDIR.value, _STEPS.value, _DATASET.value, strategy,
+        jit_compile=_JIT.value, seed=_SEED.value, tfds_data_dir=_TFDS_DATA_DIR.value,
+        progress=_PROGRESS.value)
+
+
+def run():
+  """`python -m tflic.train`: absl app with one-line errors."""
+  def wrapped(argv):
+    try:
+      main(argv)
+    except errors.TflicError as e:
+      print(f"tflic train: error: {e}", file=sys.stderr)
+      sys.exit(2)
+  app.run(wrapped)
+
+
+if __name__ == "__main__":
+  run()

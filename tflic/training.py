@@ -1,0 +1,212 @@
+"""Training: the distributed train step, checkpoints, logging, NaN guard.
+
+`train()` is what `python -m tflic.train` runs; `Trainer` is usable on its own (tests,
+benchmarks, notebooks).
+"""
+
+import math
+import os
+import signal
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from tflic import checkpoint as checkpoint_lib
+from tflic import data
+from tflic import errors
+
+
+def make_strategy(name, tpu=""):
+  """The tf.distribute strategy named by --strategy."""
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if name == "tpu":
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+  return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+  """True for the worker that owns the checkpoints (always, without a cluster)."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return True
+  return resolver.task_type == "chief" or (
+      resolver.task_type == "worker" and resolver.task_id == 0 and
+      "chief" not in resolver.cluster_spec().as_dict())
+
+
+def learning_rate_schedule(train_config):
+  """Linear warm-up, then constant or cosine decay (train_config.decay_steps > 0)."""
+  decay_steps = train_config.decay_steps or 1
+  return tf.keras.optimizers.schedules.CosineDecay(
+      initial_learning_rate=0.0, decay_steps=decay_steps,
+      alpha=0.01 if train_config.decay_steps else 1.0,
+      warmup_target=train_config.learning_rate,
+      warmup_steps=max(train_config.warmup_steps, 1))
+
+
+def rate_distortion(model, x, lambda_index, train_config, training=True):
+  """Loss and metrics of one batch at one lambda: a dict of scalars.
+
+  loss = bpp + lambda * 255^2 * MSE (x in [0, 1]), or bpp + lambda * (1 - MS-SSIM).
+  """
+  out = model(x, model.quality_of(lambda_index), training=training,
+              quantization=train_config.quantization)
+  num_pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:3]), tf.float32)
+  bpp = tf.reduce_mean(out["bits_y"] + out["bits_z"]) / num_pixels
+  mse = tf.reduce_mean(tf.square(out["x_hat"] - x))
+  lmbda = tf.gather(model.lambdas, lambda_index)
+  if train_config.distortion == "ms-ssim":
+    msssim = tf.reduce_mean(tf.image.ssim_multiscale(
+        tf.clip_by_value(out["x_hat"], 0, 1), x, 1.0, power_factors=(0.0448, 0.2856, 0.3001)))
+    loss = bpp + lmbda * (1 - msssim)
+  else:
+    loss = bpp + lmbda * 255.0**2 * mse
+  psnr = -10.0 * tf.math.log(tf.maximum(mse, 1e-10)) / tf.math.log(10.0)
+  return dict(loss=loss, bpp=bpp, mse=mse * 255.0**2, psnr=psnr,
+              bpp_z=tf.reduce_mean(out["bits_z"]) / num_pixels)
+
+
+class Trainer:
+  """Owns the model, optimizer, checkpoints and the distributed train step."""
+
+  def __init__(self, cfg, workdir, strategy, jit_compile=False, seed=0):
+    self.cfg = cfg
+    self.workdir = workdir
+    self.strategy = strategy
+    self.rng = np.random.default_rng(seed)
+    tf.random.set_seed(seed)
+    with strategy.scope():
+      self.model = checkpoint_lib.build_model(cfg)
+      self.optimizer = tf.keras.optimizers.Adam(
+          learning_rate_schedule(cfg.train), global_clipnorm=cfg.train.clip_norm)
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                          step=self.step)
+    directory = os.path.join(workdir, checkpoint_lib.CHECKPOINT_SUBDIR)
+    if not is_chief(strategy):
+      # Every worker must write (collective ops), but only the chief's copy is kept.
+      directory = os.path.join(workdir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
+    self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
+                                              max_to_keep=cfg.train.keep_checkpoints)
+    self._train_step = tf.function(self._distributed_step, jit_compile=False)
+    self._jit_compile = jit_compile
+
+  def restore(self):
+    """Restores the latest checkpoint, if any; returns the step reached."""
+    if self.manager.latest_checkpoint:
+      self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+    return int(self.step.numpy())
+
+  def save(self):
+    self.manager.save(checkpoint_number=self.step)
+
+  def _replica_step(self, x, lambda_index):
+    def loss_fn(x):
+      metrics = rate_distortion(self.model, x, lambda_index, self.cfg.train)
+      return metrics
+    with tf.GradientTape() as tape:
+      metrics = (tf.function(loss_fn, jit_compile=True) if self._jit_compile
+                 else loss_fn)(x)
+      loss = metrics["loss"] / self.strategy.num_replicas_in_sync
+    variables = self.model.trainable_variables
+    grads = tape.gradient(loss, variables)
+    self.optimizer.apply_gradients(zip(grads, variables))
+    return metrics
+
+  def _distributed_step(self, x, lambda_index):
+    metrics = self.strategy.run(self._replica_step, args=(x, lambda_index))
+    self.step.assign_add(1)
+    return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+            for k, v in metrics.items()}
+
+  def train_step(self, x):
+    """One optimisation step at a randomly drawn lambda; returns (lambda index, metrics)."""
+    lambda_index = int(self.rng.integers(self.model.num_lambdas))
+    metrics = self._train_step(x, tf.constant(lambda_index))
+    return lambda_index, {k: float(v) for k, v in metrics.items()}
+
+  def parameter_count(self):
+    return sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
+
+
+class _Interrupted(Exception):
+  pass
+
+
+def _raise_interrupted(signum, frame):
+  del frame
+  raise _Interrupted(signal.Signals(signum).name)
+
+
+def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
+          tfds_data_dir=None, progress=True):
+  """Trains until global step `steps`; returns the last metrics per lambda."""
+  trainer = Trainer(cfg, workdir, strategy, jit_compile=jit_compile, seed=seed)
+  start = trainer.restore()
+  if start >= steps:
+    print(f"{workdir}: already trained to step {start} (>= --steps={steps}); nothing to do")
+    return {}
+  if start:
+    print(f"resuming from step {start}")
+  logging.info("parameters: %d", trainer.parameter_count())
+  train_cfg = cfg.train
+  batches = data.train_dataset(dataset, train_cfg.patch_size, train_cfg.batch_size,
+                               seed=seed, tfds_data_dir=tfds_data_dir)
+  iterator = iter(strategy.experimental_distribute_dataset(batches))
+  writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
+  pixels_per_step = train_cfg.batch_size * train_cfg.patch_size**2
+  bar = tf.keras.utils.Progbar(steps, stateful_metrics=["loss", "bpp", "psnr", "steps/s"],
+                               verbose=1 if progress else 0)
+  bar.update(start)
+  sums = {}  # per lambda: running sums of the metrics since the last log
+  last_good, last_log_time, last_log_step = start, time.perf_counter(), start
+  summary = {}
+  signal.signal(signal.SIGTERM, _raise_interrupted)
+  try:
+    while trainer.step.numpy() < steps:
+      lambda_index, metrics = trainer.train_step(next(iterator))
+      step = int(trainer.step.numpy())
+      if not all(math.isfinite(v) for v in metrics.values()):
+        raise errors.TflicError(
+            f"loss became {metrics['loss']} at step {step} (lambda #{lambda_index}); "
+            f"stopped; the last good checkpoint (step {last_good}) is kept in {workdir}")
+      entry = sums.setdefault(lambda_index, {"count": 0})
+      entry["count"] += 1
+      for k, v in metrics.items():
+        entry[k] = entry.get(k, 0.0) + v
+      if step % train_cfg.log_every == 0 or step == steps:
+        now = time.perf_counter()
+        steps_per_second = (step - last_log_step) / max(now - last_log_time, 1e-9)
+        last_log_time, last_log_step = now, step
+        with writer.as_default(step=step):
+          tf.summary.scalar("steps_per_second", steps_per_second)
+          tf.summary.scalar("pixels_per_second", steps_per_second * pixels_per_step)
+          tf.summary.scalar("learning_rate", trainer.optimizer.learning_rate)
+          for index, entry in sorted(sums.items()):
+            means = {k: v / entry["count"] for k, v in entry.items() if k != "count"}
+            summary[index] = means
+            for k, v in means.items():
+              tf.summary.scalar(f"lambda_{index}/{k}", v)
+            tf.summary.scalar("loss", means["loss"])
+        sums = {}
+        bar.update(step, [("loss", metrics["loss"]), ("bpp", metrics["bpp"]),
+                          ("psnr", metrics["psnr"]), ("steps/s", steps_per_second)])
+      if step % train_cfg.checkpoint_every == 0:
+        trainer.save()
+        last_good = step
+  except (KeyboardInterrupt, _Interrupted) as e:
+    print(f"\ninterrupted ({e or 'SIGINT'}) at step {int(trainer.step.numpy())}; saving")
+  finally:
+    writer.flush()
+  if int(trainer.step.numpy()) != last_good:
+    trainer.save()
+  print(f"\ncheckpoint at step {int(trainer.step.numpy())} in {workdir}")
+  return summary

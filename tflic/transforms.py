@@ -1,0 +1,55 @@
+"""Analysis / synthesis transforms (g_a, g_s) and hyperprior transforms (h_a, h_s).
+
+All four are stacks of Swin blocks between 2x resampling layers. g_a maps an image
+[B, H, W, 3] in [0, 1] to the latent y [B, H/16, W/16, M]; h_a maps y to z at a further
+1/4 resolution. Blocks alternate regular and shifted windows.
+"""
+
+import tensorflow as tf
+
+from tflic.layers import PatchMerging, PatchSplit, SwinBlock
+
+
+def _swin_stage(dim, depth, num_heads, window_size, mlp_ratio, name):
+  return [SwinBlock(dim, num_heads, window_size, shift=i % 2 == 1, mlp_ratio=mlp_ratio,
+                    name=f"{name}_block{i}") for i in range(depth)]
+
+
+def analysis_transform(config):
+  """g_a: image -> y, four 2x downsampling stages."""
+  layers = []
+  for i, (dim, depth, heads) in enumerate(
+      zip(config.embed_dims, config.depths, config.num_heads)):
+    layers.append(PatchMerging(dim, name=f"merge{i}"))
+    layers += _swin_stage(dim, depth, heads, config.window_size, config.mlp_ratio, f"stage{i}")
+  layers.append(tf.keras.layers.Dense(config.latent_channels, name="to_latent"))
+  return tf.keras.Sequential(layers, name="analysis")
+
+
+def synthesis_transform(config):
+  """g_s: y -> image, mirroring g_a with four 2x upsampling stages."""
+  layers = [tf.keras.layers.Dense(config.embed_dims[-1], name="from_latent")]
+  for i in reversed(range(4)):
+    layers += _swin_stage(config.embed_dims[i], config.depths[i], config.num_heads[i],
+                          config.window_size, config.mlp_ratio, f"stage{i}")
+    out_dim = config.embed_dims[i - 1] if i else 3
+    layers.append(PatchSplit(out_dim, name=f"split{i}"))
+  return tf.keras.Sequential(layers, name="synthesis")
+
+
+def hyper_analysis_transform(config):
+  """h_a: y -> z, two 2x downsamplings."""
+  return tf.keras.Sequential(
+      [PatchMerging(config.hyper_dim, name="merge0")] +
+      _swin_stage(config.hyper_dim, config.hyper_depth, config.hyper_heads,
+                  config.hyper_window, config.mlp_ratio, "stage") +
+      [PatchMerging(config.hyper_channels, name="merge1")], name="hyper_analysis")
+
+
+def hyper_synthesis_transform(config):
+  """h_s: z_hat -> hyperprior features [.., hyper_dim] at the resolution of y."""
+  return tf.keras.Sequential(
+      [PatchSplit(config.hyper_dim, name="split0")] +
+      _swin_stage(config.hyper_dim, config.hyper_depth, config.hyper_heads,
+                  config.hyper_window, config.mlp_ratio, "stage") +
+      [PatchSplit(config.hyper_dim, name="split1")], name="hyper_synthesis")
