@@ -25,3 +25,41 @@ def kodak_dir():
   if not path.is_dir():
     pytest.fail(f"Kodak images not found at {path}")
   return path
+
+
+def _random_tiny_workdir(path, mode):
+  """A tiny model with random weights, saved as a training directory."""
+  import json  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tflic import checkpoint  # pylint: disable=g-import-not-at-top
+  from tflic import config  # pylint: disable=g-import-not-at-top
+  d = json.loads(config.load("tiny").to_json())
+  d["model"]["context_mode"] = mode
+  cfg = config.from_dict(d)
+  tf.random.set_seed(0)
+  model = checkpoint.build_model(cfg)
+  # Gains > 1 make the latents span several symbols, as in a trained model.
+  model.log_gains.assign(tf.random.uniform(model.log_gains.shape, 0.5, 2.0))
+  checkpoint.save_model(str(path), cfg, model)
+  return path
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tmp_path_factory):
+  """Training directory of a random tiny wavefront model."""
+  return _random_tiny_workdir(tmp_path_factory.mktemp("tiny_wavefront"), "wavefront")
+
+
+@pytest.fixture(scope="session")
+def tiny_serial_workdir(tmp_path_factory):
+  """Training directory of a random tiny serial-mask model."""
+  return _random_tiny_workdir(tmp_path_factory.mktemp("tiny_serial"), "serial")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_workdir, tmp_path_factory):
+  """Exported SavedModel of the tiny wavefront model (usable as --model)."""
+  from tflic import savedmodel  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp("exported") / "tiny"
+  savedmodel.export_checkpoint(str(tiny_workdir), str(out))
+  return out

@@ -58,6 +58,7 @@ def test_shift_mask_separates_wrapped_regions():
     layers.SwinBlock(dim=8, num_heads=2, window_size=4, shift=True, mlp_ratio=2.0),
     layers.WindowAttention(dim=8, num_heads=2, window_size=4),
     layers.PatchMerging(out_dim=6),
+    layers.PatchMerging(out_dim=6, norm=False),
     layers.PatchSplit(out_dim=6),
     layers.CrossAttentionBlock(dim=8, num_heads=2),
 ])

@@ -47,3 +47,12 @@ def restore_model(workdir):
   step = tf.Variable(0, dtype=tf.int64)
   tf.train.Checkpoint(model=model, step=step).restore(latest).expect_partial()
   return cfg, model, int(step.numpy())
+
+
+def save_model(workdir, cfg, model, step=0):
+  """Writes config and a model-only checkpoint (no optimizer state), e.g. for shipping."""
+  save_config(workdir, cfg)
+  checkpoint = tf.train.Checkpoint(model=model, step=tf.Variable(step, dtype=tf.int64))
+  manager = tf.train.CheckpointManager(
+      checkpoint, os.path.join(workdir, CHECKPOINT_SUBDIR), max_to_keep=1)
+  return manager.save(checkpoint_number=step)

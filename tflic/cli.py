@@ -32,7 +32,7 @@ subcommands:
 
 def _quiet_tensorflow():
   # TF's C++ start-up chatter would bury the one line a user needs to read.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(argv=None):
@@ -46,6 +46,11 @@ def main(argv=None):
     print(f"tflic: error: unknown subcommand {command!r}; try `tflic --help`", file=sys.stderr)
     return 2
   _quiet_tensorflow()
+  if command != "info":
+    # TF 2.14 imported after absl's app.run has started runs an absl init callback in the
+    # middle of its own import that sets up the eager context too early; tf.functions
+    # traced afterwards misbehave (tensor `==` compares identity). `info` needs no TF.
+    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   from tflic import errors  # pylint: disable=g-import-not-at-top

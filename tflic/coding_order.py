@@ -36,7 +36,7 @@ def position_rank(height, width):
   d = i + j
   # Index along the diagonal in scan direction; diagonals never hold more than
   # height positions, so d * height + along is a sort key that respects diagonals.
-  along = tf.where(d % 2 == 1, i, height - 1 - i)
+  along = tf.where(tf.equal(d % 2, 1), i, height - 1 - i)
   key = tf.reshape(d * height + along, [-1])
   order = tf.argsort(key, stable=True)
   rank = tf.math.invert_permutation(order)

@@ -14,6 +14,7 @@ from absl import flags
 import tensorflow as tf
 
 from tflic import checkpoint as checkpoint_lib
+from tflic import common_flags
 from tflic import config as config_lib
 from tflic import data
 from tflic import errors
@@ -23,9 +24,8 @@ _CONFIG = flags.DEFINE_string(
     "config", "small", "Config name in configs/ (tiny, small, paper) or a JSON file path.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
 _STEPS = flags.DEFINE_integer("steps", 100000, "Train until this global step.")
-_DATASET = flags.DEFINE_string(
-    "dataset", "../shared/data/train",
-    "Folder or glob of training images, or tfds:NAME for a locally prepared tfds dataset.")
+_DATASET = common_flags.DATASET
+DEFAULT_DATASET = "../shared/data/train"
 _TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "tensorflow-datasets data_dir.")
 _STRATEGY = flags.DEFINE_enum(
     "strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
@@ -41,7 +41,7 @@ _LOGICAL_CPUS = flags.DEFINE_integer(
     "logical_cpus", 0, "Split the CPU into this many logical devices, to run a "
     "distribution strategy without accelerators (tests, debugging).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for data order, noise and lambda sampling.")
-_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+_PROGRESS = common_flags.PROGRESS
 
 
 def main(argv):
@@ -62,8 +62,9 @@ def main(argv):
     raise errors.TflicError(
         f"{_WORKDIR.value} holds a '{saved.name}' model that differs from --config="
         f"{_CONFIG.value}; use another --workdir")
-  if not _DATASET.value.startswith("tfds:"):
-    data.image_files(_DATASET.value)  # fail early, with one line, on a wrong path
+  dataset = _DATASET.value or DEFAULT_DATASET
+  if not dataset.startswith("tfds:"):
+    data.image_files(dataset)  # fail early, with one line, on a wrong path
   if _LOGICAL_CPUS.value:
     cpu, = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(
@@ -72,7 +73,7 @@ def main(argv):
   print(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
   if training.is_chief(strategy):
     checkpoint_lib.save_config(_WORKDIR.value, cfg)
-  training.train(cfg, _WORKDIR.value, _STEPS.value, _DATASET.value, strategy,
+  training.train(cfg, _WORKDIR.value, _STEPS.value, dataset, strategy,
         jit_compile=_JIT.value, seed=_SEED.value, tfds_data_dir=_TFDS_DATA_DIR.value,
         progress=_PROGRESS.value)
 

@@ -12,20 +12,20 @@ from typing import Dict, List, Sequence
 
 from absl import flags
 
+from tflic import common_flags
 from tflic import errors
 from tflic.evaluation import bdrate
 from tflic.evaluation import codecs as codecs_lib
 from tflic.evaluation import harness
 from tflic.evaluation import report
 
-_DATASET = flags.DEFINE_string("dataset", None, "Directory of images to evaluate on.")
-_OUT = flags.DEFINE_string("out", None, "Output directory for results.json, tables and plots.")
+_DATASET = common_flags.DATASET
+_OUT = common_flags.OUT  # results.json, tables and plots
 _CODECS = flags.DEFINE_list(
     "codecs", ["jpeg", "webp", "avif", "jpeg2000"],
     f"Codecs to evaluate, from: {', '.join(sorted(codecs_lib.CODECS))}. Codecs whose tools are "
     "missing are skipped with a notice.")
-_MODEL = flags.DEFINE_string("model", None, "Model for the tflic codec (what tflic.codec.load "
-                             "accepts).")
+_MODEL = common_flags.MODEL
 _QUALITIES = flags.DEFINE_multi_string(
     "qualities", [],
     "Settings to sweep, as CODEC:Q1,Q2,... (repeat the flag for several codecs), or Q1,Q2,... "
@@ -39,7 +39,7 @@ _PUBLISHED = flags.DEFINE_string(
     "a JSON path in the same format.")
 _RESUME = flags.DEFINE_bool("resume", True, "Keep and skip measurements already in "
                             "OUT/results.json; --noresume starts afresh.")
-_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
+_PROGRESS = common_flags.PROGRESS
 
 
 def _notice(message):

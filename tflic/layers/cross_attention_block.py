@@ -2,6 +2,8 @@
 
 import tensorflow as tf
 
+from tflic.layers.initializers import small_normal
+
 
 @tf.keras.utils.register_keras_serializable(package="tflic")
 class CrossAttentionBlock(tf.keras.layers.Layer):
@@ -21,13 +23,15 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
     self.mlp_ratio = mlp_ratio
     self.norm_query = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm_query")
     self.norm_context = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm_context")
-    self.query = tf.keras.layers.Dense(dim, name="query")
-    self.key_value = tf.keras.layers.Dense(2 * dim, name="key_value")
-    self.proj = tf.keras.layers.Dense(dim, name="proj")
+    self.query = tf.keras.layers.Dense(dim, name="query", kernel_initializer=small_normal())
+    self.key_value = tf.keras.layers.Dense(2 * dim, name="key_value",
+        kernel_initializer=small_normal())
+    self.proj = tf.keras.layers.Dense(dim, name="proj", kernel_initializer=small_normal())
     self.norm_mlp = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm_mlp")
     self.mlp = tf.keras.Sequential([
-        tf.keras.layers.Dense(int(dim * mlp_ratio), activation="gelu"),
-        tf.keras.layers.Dense(dim),
+        tf.keras.layers.Dense(int(dim * mlp_ratio), activation="gelu",
+            kernel_initializer=small_normal()),
+        tf.keras.layers.Dense(dim, kernel_initializer=small_normal()),
     ], name="mlp")
 
   def _split_heads(self, x):

@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from tflic.layers.initializers import small_normal
 from tflic.layers.window_attention import WindowAttention
 
 # Additive attention logit for pairs that must not attend; exp() of it is exactly 0 in
@@ -46,7 +47,7 @@ def attention_mask(height, width, padded_height, padded_width, window_size, shif
     ids = tf.zeros([padded_height, padded_width], tf.int32)
   ids = tf.where(valid, ids, -1)
   ids = _window_partition(ids[None, :, :, None], window_size)[:, :, 0]  # [nW, N]
-  return tf.where(ids[:, :, None] == ids[:, None, :], 0.0, _MASKED)
+  return tf.where(tf.equal(ids[:, :, None], ids[:, None, :]), 0.0, _MASKED)
 
 
 @tf.keras.utils.register_keras_serializable(package="tflic")
@@ -68,8 +69,9 @@ class SwinBlock(tf.keras.layers.Layer):
     self.attn = WindowAttention(dim, num_heads, window_size, name="attn")
     self.norm2 = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm2")
     self.mlp = tf.keras.Sequential([
-        tf.keras.layers.Dense(int(dim * mlp_ratio), activation="gelu"),
-        tf.keras.layers.Dense(dim),
+        tf.keras.layers.Dense(int(dim * mlp_ratio), activation="gelu",
+            kernel_initializer=small_normal()),
+        tf.keras.layers.Dense(dim, kernel_initializer=small_normal()),
     ], name="mlp")
 
   def call(self, x):

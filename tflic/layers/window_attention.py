@@ -3,6 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+from tflic.layers.initializers import small_normal
+
 
 def relative_position_index(window_size):
   """Index into the bias table for every (query, key) pair of a window.
@@ -32,8 +34,9 @@ class WindowAttention(tf.keras.layers.Layer):
     self.num_heads = num_heads
     self.window_size = window_size
     self.qkv_bias = qkv_bias
-    self.qkv = tf.keras.layers.Dense(3 * dim, use_bias=qkv_bias, name="qkv")
-    self.proj = tf.keras.layers.Dense(dim, name="proj")
+    self.qkv = tf.keras.layers.Dense(3 * dim, use_bias=qkv_bias, name="qkv",
+        kernel_initializer=small_normal())
+    self.proj = tf.keras.layers.Dense(dim, name="proj", kernel_initializer=small_normal())
     self._index = relative_position_index(window_size).reshape(-1)
 
   def build(self, input_shape):

@@ -1,0 +1,221 @@
+"""The codec writes real files that decode exactly, alone, and fail safely when damaged."""
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tflic import bitstream
+from tflic import checkpoint
+from tflic import codec
+from tflic import errors
+from tflic import model as model_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SIZES = [(97, 131), (16, 200), (200, 16), (1, 1), (37, 53)]
+
+
+@pytest.fixture(scope="module")
+def codecs(tiny_workdir, tiny_serial_workdir):
+  """Codec, its module and model for each decoding mode."""
+  result = {}
+  for workdir in (tiny_workdir, tiny_serial_workdir):
+    cfg, model, _ = checkpoint.restore_model(str(workdir))
+    module = codec.CodecModule(model, cfg.to_json())
+    result[cfg.model.context_mode] = (codec.Codec(module), module, model)
+  return result
+
+
+def _image(height, width, seed=0):
+  rng = np.random.default_rng(seed)
+  # Smooth content plus noise: latents of a few symbols, like a photo's.
+  yy, xx = np.mgrid[:height, :width]
+  base = 128 + 60 * np.sin(yy[..., None] / 7.0 + np.arange(3)) * np.cos(xx[..., None] / 9.0)
+  return np.clip(base + rng.normal(0, 10, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["wavefront", "serial"])
+def test_round_trip_equals_coded_forward(codecs, mode):
+  the_codec, module, model = codecs[mode]
+  for height, width in SIZES:
+    if mode == "serial" and height * width > 5000:
+      continue  # the serial loop is slow; small sizes cover it
+    image = _image(height, width)
+    data = the_codec.compress(image, 0.4)
+    header, _, _ = bitstream.unpack(data)
+    assert (header.height, header.width, header.mode) == (height, width, mode)
+    decoded = the_codec.decompress(data)
+    assert decoded.shape == image.shape and decoded.dtype == np.uint8
+    x = model_lib.pad_to_multiple(tf.constant(image, tf.float32)[None] / 255.0, 16)
+    # Run in a graph like the codec: eager kernels round differently in the last bit.
+    reference = tf.function(model.coded_forward)(x, tf.constant(header.quality))
+    np.testing.assert_array_equal(module.decode_latent(tf.constant(data)).numpy(),
+                                  reference["y_hat"].numpy())
+    expected = np.round(np.clip(reference["x_hat"][0, :height, :width] * 255, 0, 255))
+    np.testing.assert_array_equal(decoded, expected.astype(np.uint8))
+
+
+def test_quality_knob_changes_rate(codecs):
+  the_codec = codecs["wavefront"][0]
+  image = _image(64, 64)
+  sizes = [len(the_codec.compress(image, q)) for q in (0.0, 1.0)]
+  assert sizes[0] != sizes[1]
+
+
+def test_mode_mismatch_is_refused(codecs):
+  _, _, model = codecs["wavefront"]
+  with pytest.raises(errors.TflicError, match="trained with the wavefront"):
+    codec.CodecModule(model, mode="serial")
+
+
+def test_another_models_file_is_rejected(codecs):
+  data = codecs["serial"][0].compress(_image(20, 20), 0.5)
+  with pytest.raises(errors.TflicError, match="different model"):
+    codecs["wavefront"][0].decompress(data)
+  # The graph checks the fingerprint too (SavedModel users have no Python checks).
+  with pytest.raises(tf.errors.InvalidArgumentError, match="different model"):
+    codecs["wavefront"][1].decompress(tf.constant(data))
+
+
+def test_header_layout_matches_python_reader(codecs):
+  data = codecs["wavefront"][0].compress(_image(33, 45), 0.25)
+  header, z_stream, y_stream = bitstream.unpack(data)
+  assert len(data) == bitstream.HEADER_SIZE + len(z_stream) + len(y_stream)
+  assert header.checksum == zlib.adler32(data[:28] + data[32:])
+  assert header.quality_code == round(0.25 * 65535)
+  assert float(codec.adler32(tf.constant(b"Wikipedia"))) == 0x11E60398
+
+
+def test_non_finite_latents_are_rejected(tiny_workdir):
+  cfg, model, _ = checkpoint.restore_model(str(tiny_workdir))
+  model.log_gains.assign(tf.fill(model.log_gains.shape, float("nan")))
+  with pytest.raises(errors.TflicError, match="non-finite latents"):
+    codec.Codec(codec.CodecModule(model)).compress(_image(16, 16), 0.5)
+
+
+def test_huge_latents_are_clamped_not_hung(tiny_workdir):
+  cfg, model, _ = checkpoint.restore_model(str(tiny_workdir))
+  model.log_gains.assign(tf.fill(model.log_gains.shape, 40.0))  # y ~ e^40
+  the_codec = codec.Codec(codec.CodecModule(model))
+  data = the_codec.compress(_image(16, 16), 0.5)
+  assert the_codec.decompress(data).shape == (16, 16, 3)
+
+
+def _mutations(data, rng, count):
+  """Damaged copies of a file: flips, truncations, garbage, some with a valid checksum."""
+  out = []
+  for i in range(count):
+    d = bytearray(data)
+    kind = i % 4
+    if kind == 0:
+      for _ in range(rng.integers(1, 4)):
+        d[rng.integers(len(d))] ^= 1 << rng.integers(8)
+    elif kind == 1:
+      d = d[:rng.integers(len(d))]
+    elif kind == 2:
+      d += rng.bytes(int(rng.integers(1, 16)))
+    else:  # stream damage the checksum does not catch: only the range coder sees it
+      for _ in range(rng.integers(1, 4)):
+        d[rng.integers(bitstream.HEADER_SIZE, len(d))] = rng.integers(256)
+      d[28:32] = bitstream.checksum(bytes(d)).to_bytes(4, "little")
+    out.append(bytes(d))
+  return out
+
+
+_FUZZ_PROCESS = textwrap.dedent("""
+    import json, sys, time
+    from tflic import codec, errors
+    model_dir, original, damaged_list, out = sys.argv[1:]
+    the_codec = codec.load(model_dir)
+    results = []
+    for path in open(damaged_list).read().split():
+      data = open(path, "rb").read()
+      start = time.perf_counter()
+      try:
+        image = the_codec.decompress(data)
+        outcome = "image" if image.ndim == 3 and image.shape[2] == 3 else "bad-image"
+        message = ""
+      except errors.TflicError as e:
+        outcome, message = "error", str(e)
+      results.append(dict(outcome=outcome, message=message,
+                          seconds=time.perf_counter() - start))
+      json.dump(results, open(out, "w"))
+""")
+
+
+def test_random_corruptions_fail_cleanly(tiny_model_dir, tmp_path):
+  """300 damaged files decoded in a child process: each gives a one-line error or an
+  image, within a time bound; the process neither crashes nor hangs."""
+  the_codec = codec.load(str(tiny_model_dir))
+  data = the_codec.compress(_image(48, 64), 0.6)
+  damaged = [d for d in _mutations(data, np.random.default_rng(0), 300) if d != data]
+  paths = []
+  for i, d in enumerate(damaged):
+    paths.append(tmp_path / f"{i}.tflic")
+    paths[-1].write_bytes(d)
+  (tmp_path / "list.txt").write_text("\n".join(map(str, paths)))
+  script = tmp_path / "fuzz.py"
+  script.write_text(_FUZZ_PROCESS)
+  out = tmp_path / "results.json"
+  result = subprocess.run(
+      [sys.executable, str(script), str(tiny_model_dir), "-", str(tmp_path / "list.txt"),
+       str(out)], cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+      capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  import json  # pylint: disable=g-import-not-at-top
+  results = json.loads(out.read_text())
+  assert len(results) == len(damaged)
+  assert all(r["outcome"] in ("image", "error") for r in results)
+  assert all(r["message"] and "\n" not in r["message"] for r in results
+             if r["outcome"] == "error")
+  assert max(r["seconds"] for r in results) < 30
+  assert sum(r["outcome"] == "error" for r in results) >= 200
+
+
+_PLAIN_PROCESS = textwrap.dedent("""
+    import sys
+    import tensorflow as tf
+    import tensorflow_compression  # registers the range coder ops
+    model_dir, image_png, own_tflic, other_tflic, out_png = sys.argv[1:]
+    loaded = tf.saved_model.load(model_dir)
+    image = tf.io.decode_png(tf.io.read_file(image_png), channels=3)
+    stream = loaded.compress(image, tf.constant(0.5))
+    tf.io.write_file(own_tflic, stream)
+    decoded = loaded.signatures["decompress"](bitstream=tf.io.read_file(other_tflic))["image"]
+    tf.io.write_file(out_png, tf.io.encode_png(decoded))
+    assert not any(m.startswith("tflic") for m in sys.modules), "tflic was imported"
+""")
+
+
+def test_savedmodel_round_trips_in_a_plain_process(tiny_model_dir, tmp_path):
+  """Only tensorflow + tensorflow_compression: same bytes, byte-identical PNG."""
+  the_codec = codec.load(str(tiny_model_dir))
+  image = _image(50, 70)
+  png = tmp_path / "in.png"
+  png.write_bytes(tf.io.encode_png(image).numpy())
+  data = the_codec.compress(image, 0.5)
+  (tmp_path / "here.tflic").write_bytes(data)
+  script = tmp_path / "plain.py"
+  script.write_text(_PLAIN_PROCESS)
+  result = subprocess.run(
+      [sys.executable, str(script), str(tiny_model_dir), str(png), str(tmp_path / "there.tflic"),
+       str(tmp_path / "here.tflic"), str(tmp_path / "there.png")],
+      cwd=tmp_path, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
+      text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert (tmp_path / "there.tflic").read_bytes() == data
+  here_png = tf.io.encode_png(the_codec.decompress(data)).numpy()
+  assert (tmp_path / "there.png").read_bytes() == here_png
+
+
+def test_load_rejects_what_is_not_a_model(tmp_path):
+  with pytest.raises(errors.TflicError, match="model not found"):
+    codec.load(str(tmp_path / "nothing"))
+  with pytest.raises(errors.TflicError, match="no trained model"):
+    codec.load(str(tmp_path))

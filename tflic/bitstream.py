@@ -1,0 +1,89 @@
+"""The .tflic file format (see docs/bitstream.md): a fixed 32-byte header, then streams.
+
+This module reads and writes headers in Python (for `tflic info`, and for clear errors
+before any decoding). The codec's TensorFlow graph writes and checks the same layout with
+TF ops, so that an exported SavedModel decodes files without this module.
+"""
+
+import dataclasses
+import struct
+import zlib
+
+from tflic import errors
+
+MAGIC = b"TFLC"
+VERSION = 1
+# magic, version, flags, fingerprint, height, width, quality, z bytes, y bytes, adler32
+HEADER_FORMAT = "<4sBB8sHHHIII"
+HEADER_SIZE = struct.calcsize(HEADER_FORMAT)  # 32
+CHECKSUM_OFFSET = HEADER_SIZE - 4
+MAX_SIDE = 65535
+QUALITY_STEPS = 65535  # quality is stored as round(quality * 65535)
+MODE_FLAGS = {"wavefront": 0, "serial": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class Header:
+  """Decoded header fields of a .tflic file."""
+  version: int
+  mode: str
+  fingerprint: bytes
+  height: int
+  width: int
+  quality_code: int
+  z_bytes: int
+  y_bytes: int
+  checksum: int
+
+  @property
+  def quality(self):
+    """The quality the encoder used (quantized to 1/65535)."""
+    return self.quality_code / QUALITY_STEPS
+
+
+def quantize_quality(quality):
+  """The uint16 code of a quality in [0, 1]; encoder and decoder use code / 65535."""
+  if not 0.0 <= quality <= 1.0:
+    raise errors.TflicError(f"quality must be in [0, 1], got {quality}")
+  return int(round(quality * QUALITY_STEPS))
+
+
+def checksum(data):
+  """Adler-32 of a file without its checksum field (what the header stores)."""
+  return zlib.adler32(data[:CHECKSUM_OFFSET] + data[HEADER_SIZE:])
+
+
+def pack(mode, fingerprint, height, width, quality_code, z_stream, y_stream):
+  """A complete .tflic file from its parts."""
+  head = struct.pack(HEADER_FORMAT, MAGIC, VERSION, MODE_FLAGS[mode], fingerprint, height,
+                     width, quality_code, len(z_stream), len(y_stream), 0)
+  data = head + z_stream + y_stream
+  return data[:CHECKSUM_OFFSET] + struct.pack("<I", checksum(data)) + data[HEADER_SIZE:]
+
+
+def unpack(data):
+  """(Header, z_stream, y_stream) of a .tflic file; TflicError if it is not a valid one."""
+  if len(data) < HEADER_SIZE:
+    raise errors.TflicError(f"not a tflic file: {len(data)} bytes, shorter than a header")
+  (magic, version, flags, fingerprint, height, width, quality_code, z_bytes, y_bytes,
+   stored_checksum) = struct.unpack(HEADER_FORMAT, data[:HEADER_SIZE])
+  if magic != MAGIC:
+    raise errors.TflicError("not a tflic file (bad magic bytes)")
+  if version != VERSION:
+    raise errors.TflicError(f"unsupported tflic format version {version} (this is {VERSION})")
+  modes = {v: k for k, v in MODE_FLAGS.items()}
+  if flags not in modes:
+    raise errors.TflicError(f"corrupt tflic file: unknown flags {flags:#x}")
+  expected = HEADER_SIZE + z_bytes + y_bytes
+  if len(data) != expected:
+    what = "truncated" if len(data) < expected else "has trailing bytes"
+    raise errors.TflicError(f"corrupt tflic file: {what} ({len(data)} bytes, header says "
+                            f"{expected})")
+  if checksum(data) != stored_checksum:
+    raise errors.TflicError("corrupt tflic file: checksum mismatch")
+  if not height or not width:
+    raise errors.TflicError("corrupt tflic file: zero image size")
+  header = Header(version, modes[flags], fingerprint, height, width, quality_code, z_bytes,
+                  y_bytes, stored_checksum)
+  z_stream = data[HEADER_SIZE:HEADER_SIZE + z_bytes]
+  return header, z_stream, data[HEADER_SIZE + z_bytes:]

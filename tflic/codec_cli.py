@@ -1,0 +1,204 @@
+"""`tflic compress`, `tflic decompress` and `tflic info` (dispatched by tflic/cli.py).
+
+  tflic compress [--model=PATH] [--quality=Q] IN.png OUT.tflic
+  tflic compress a.png b.jpg OUTDIR/          # OUTDIR/a.tflic, OUTDIR/b.tflic
+  tflic decompress [--model=PATH] IN.tflic OUT.png
+  tflic decompress a.tflic b.tflic OUTDIR/    # OUTDIR/a.png, OUTDIR/b.png
+  tflic info IN.tflic [...]
+
+With several inputs a bad one is reported on one line and the rest are still processed;
+the exit status is 2 if any failed. `info` reads headers only, without TensorFlow, so
+tflic.codec (which imports it) is imported only by the commands that code.
+"""
+
+import functools
+import os
+import sys
+import time
+
+from absl import flags
+import tqdm
+
+from tflic import bitstream
+from tflic import common_flags
+from tflic import errors
+from tflic import image_io
+
+_MODEL = common_flags.MODEL
+_OVERWRITE = common_flags.OVERWRITE
+_QUALITY = flags.DEFINE_float(
+    "quality", 0.5, "Rate-distortion trade-off in [0, 1]; higher is larger and better.",
+    lower_bound=0.0, upper_bound=1.0)
+_MAX_PIXELS = flags.DEFINE_integer(
+    "max_pixels", image_io.DEFAULT_MAX_PIXELS,
+    "Refuse images with more pixels than this (protects against decompression bombs).",
+    lower_bound=1)
+
+
+class _ModelError(errors.TflicError):
+  """The model cannot be loaded: every remaining file would fail the same way."""
+
+
+def compress_main(argv):
+  """`tflic compress IN [IN ...] OUT.tflic|OUTDIR`; returns the exit status."""
+  return _convert_all(argv, "IN.png [IN2 ...] OUT.tflic|OUTDIR", ".tflic", _compress_one)
+
+
+def decompress_main(argv):
+  """`tflic decompress IN.tflic [IN2 ...] OUT.png|OUTDIR`; returns the exit status."""
+  return _convert_all(argv, "IN.tflic [IN2 ...] OUT.png|OUTDIR", ".png", _decompress_one)
+
+
+def info_main(argv):
+  """`tflic info IN.tflic [...]`: prints each file's header; returns the exit status."""
+  program, paths = argv[0], argv[1:]
+  if not paths:
+    raise errors.TflicError("expected IN.tflic [IN2.tflic ...]")
+  failed = 0
+  for i, path in enumerate(paths):
+    try:
+      data, header = _read_tflic(path)
+    except errors.TflicError as e:
+      _report(program, str(e))
+      failed += 1
+      continue
+    print(("\n" if i else "") + _describe(path, header, len(data)))
+  return 2 if failed else 0
+
+
+def _describe(path, header, total_bytes):
+  """The lines `tflic info` prints for one file."""
+  pixels = header.height * header.width
+  return "\n".join([
+      f"{path}:",
+      f"  version:     {header.version}",
+      f"  mode:        {header.mode}",
+      f"  fingerprint: {header.fingerprint.hex()}",
+      f"  size:        {header.width}x{header.height}",
+      f"  quality:     {header.quality:.4f}",
+      f"  z stream:    {header.z_bytes} bytes",
+      f"  y stream:    {header.y_bytes} bytes",
+      f"  total:       {total_bytes} bytes",
+      f"  bpp:         {8 * total_bytes / pixels:.4f}",
+  ])
+
+
+def _convert_all(argv, usage, out_suffix, convert_one):
+  """Runs convert_one(src, dst) on each input; one line per file, errors included."""
+  program, jobs = argv[0], _plan(argv[1:], usage, out_suffix)
+  failed = 0
+  done = set()
+  # The bar goes to stderr, and only when it is a terminal: a log file gets no \r noise.
+  progress = tqdm.tqdm(jobs, desc=program, unit="file", disable=len(jobs) < 2 or None)
+  for src, dst in progress:
+    try:
+      if os.path.abspath(dst) in done:
+        raise errors.TflicError(f"{src}: output {dst} was written by an earlier input")
+      line = convert_one(src, dst)
+      done.add(os.path.abspath(dst))
+      tqdm.tqdm.write(line, file=sys.stdout)
+    except _ModelError:
+      raise
+    except errors.TflicError as e:
+      failed += 1
+      _report(program, str(e))
+  return 2 if failed else 0
+
+
+def _plan(args, usage, out_suffix):
+  """(input, output) pairs from the positional arguments; TflicError if they are wrong."""
+  if len(args) < 2:
+    raise errors.TflicError(f"expected {usage}, got {len(args)} argument(s)")
+  *inputs, output = args
+  if os.path.isdir(output):
+    return [(src, os.path.join(output, _stem(src) + out_suffix)) for src in inputs]
+  if len(inputs) > 1 or output.endswith(("/", os.sep)):
+    raise errors.TflicError(f"output directory {output} does not exist")
+  return [(inputs[0], output)]
+
+
+def _stem(path):
+  return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+
+
+def _compress_one(src, dst):
+  """Compresses one image file; returns the line to print."""
+  image_io.check_output(dst, _OVERWRITE.value)  # before the slow part
+  image = image_io.read_image(src, _MAX_PIXELS.value)
+  height, width = image.shape[:2]
+  codec = _codec_module()
+  if min(height, width) < codec.MIN_SIDE:
+    raise errors.TflicError(f"{src}: image is {width}x{height}, smaller than the minimum "
+                            f"of {codec.MIN_SIDE} pixels per side")
+  model = _load_model(_MODEL.value)
+  start = time.perf_counter()
+  try:
+    data = model.compress(image, _QUALITY.value)
+  except errors.TflicError as e:
+    raise _about(src, e) from None
+  image_io.atomic_write(dst, data, _OVERWRITE.value)
+  size = os.path.getsize(dst)  # the bpp users see is that of the file actually written
+  return _summary(src, dst, width, height, size, time.perf_counter() - start)
+
+
+def _decompress_one(src, dst):
+  """Decompresses one .tflic file; returns the line to print."""
+  image_io.check_output(dst, _OVERWRITE.value)
+  data, header = _read_tflic(src)  # clear errors before any TensorFlow work
+  if header.height * header.width > _MAX_PIXELS.value:
+    raise errors.TflicError(
+        f"{src}: image would be {header.width}x{header.height} = "
+        f"{header.height * header.width} pixels, more than the limit of "
+        f"{_MAX_PIXELS.value} (see --max_pixels)")
+  model = _load_model(_MODEL.value)
+  start = time.perf_counter()
+  try:
+    image = model.decompress(data)
+  except errors.TflicError as e:
+    raise _about(src, e) from None
+  image_io.write_png(dst, image, _OVERWRITE.value)
+  height, width = image.shape[:2]
+  return _summary(src, dst, width, height, len(data), time.perf_counter() - start)
+
+
+def _read_tflic(path):
+  """(file bytes, Header) of a .tflic file; TflicError naming the file if invalid."""
+  data = image_io.read_bytes(path)
+  try:
+    header, _, _ = bitstream.unpack(data)
+  except errors.TflicError as e:
+    raise _about(path, e) from None
+  return data, header
+
+
+def _summary(src, dst, width, height, tflic_bytes, seconds):
+  """One result line; bytes and bpp are those of the .tflic file."""
+  bpp = 8 * tflic_bytes / (height * width)
+  return (f"{src} -> {dst}: {width}x{height}, {tflic_bytes} bytes, {bpp:.4f} bpp, "
+          f"{seconds:.2f} s")
+
+
+def _codec_module():
+  """tflic.codec, imported on first use: it imports TensorFlow, which `info` must not wait for."""
+  # tflic.cli imports TensorFlow before absl's app.run for every subcommand but `info`.
+  from tflic import codec  # pylint: disable=g-import-not-at-top
+  return codec
+
+
+@functools.cache
+def _load_model(path):
+  """The Codec for --model (None: the bundled one), loaded once, on first use."""
+  codec = _codec_module()
+  try:
+    return codec.load(path or codec.default_model_path())
+  except errors.TflicError as e:
+    raise _ModelError(str(e)) from None
+
+
+def _about(path, error):
+  """`error`'s message prefixed with the file it is about."""
+  return errors.TflicError(f"{path}: {error}")
+
+
+def _report(program, message):
+  tqdm.tqdm.write(f"{program}: error: {message}", file=sys.stderr)

@@ -1,0 +1,17 @@
+"""Flags shared by several `tflic` subcommands.
+
+absl flags are global: subcommands that both take `--model` must share one definition,
+or importing both (as the tests do) fails.
+"""
+
+from absl import flags
+
+MODEL = flags.DEFINE_string(
+    "model", None, "Exported SavedModel directory or training directory "
+    "(default: the model bundled with tflic).")
+DATASET = flags.DEFINE_string(
+    "dataset", None, "Images: a folder or glob (train also takes tfds:NAME for a "
+    "tensorflow-datasets dataset prepared on disk; its default is ../shared/data/train).")
+OUT = flags.DEFINE_string("out", None, "Output directory.")
+OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
+PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")

@@ -1,0 +1,12 @@
+"""Weight initialization shared by the transformer layers."""
+
+import tensorflow as tf
+
+
+def small_normal():
+  """ViT/Swin initialization (truncated normal, std 0.02).
+
+  Residual branches start near zero, so a fresh block is close to the identity and does
+  not drown the signal it carries (Glorot-initialized blocks slowed our autoencoders down).
+  """
+  return tf.keras.initializers.TruncatedNormal(stddev=0.02)

@@ -1,0 +1,59 @@
+"""SavedModel export of the codec (library; the script is tflic/export.py).
+
+The SavedModel has the signatures `compress(image: uint8[H, W, 3], quality: float32[]) ->
+{"bitstream": string[]}` and `decompress(bitstream: string[]) -> {"image": uint8[H, W, 3]}`,
+and the tf.functions `compress`, `decompress` and `decode_latent` as attributes. It loads in
+any process that has run `import tensorflow_compression` (which registers the range coder
+ops); no tflic code is needed.
+"""
+
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from tflic import checkpoint as checkpoint_lib
+from tflic import codec
+from tflic import errors
+
+
+def serving_signatures(module):
+  """Signatures with named outputs, for TF Serving and `loaded.signatures[...]`."""
+  @tf.function(input_signature=module.compress.input_signature)
+  def compress(image, quality):
+    return {"bitstream": module.compress(image, quality)}
+
+  @tf.function(input_signature=module.decompress.input_signature)
+  def decompress(bitstream):
+    return {"image": module.decompress(bitstream)}
+
+  return {"compress": compress.get_concrete_function(),
+          "decompress": decompress.get_concrete_function()}
+
+
+def export(module, out, overwrite=False):
+  """Writes a CodecModule as a SavedModel at `out`, atomically (temp dir, then rename)."""
+  out = os.path.abspath(out)
+  if os.path.exists(out) and not overwrite:
+    raise errors.TflicError(f"{out} exists; pass --overwrite to replace it")
+  parent = os.path.dirname(out)
+  if not os.path.isdir(parent):
+    raise errors.TflicError(f"output directory {parent} does not exist")
+  staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+  try:
+    tf.saved_model.save(module, staging, signatures=serving_signatures(module))
+    if os.path.exists(out):
+      shutil.rmtree(out)
+    os.replace(staging, out)
+  finally:
+    if os.path.exists(staging):
+      shutil.rmtree(staging)
+  return out
+
+
+def export_checkpoint(workdir, out, overwrite=False):
+  """Restores the latest checkpoint of a training directory and exports it."""
+  cfg, model, step = checkpoint_lib.restore_model(workdir)
+  module = codec.CodecModule(model, cfg.to_json())
+  return export(module, out, overwrite=overwrite), step
