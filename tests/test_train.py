@@ -111,3 +111,38 @@ def test_bad_arguments_give_one_line_errors(tmp_path):
   assert missing.stderr.strip().splitlines()[-1].startswith("tflic train: error: no images")
   unknown = _run_train("--config=gigantic", f"--workdir={tmp_path}")
   assert unknown.returncode == 2 and "no config named" in unknown.stderr
+
+
+def _free_port():
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_multi_worker_on_loopback(train_dir, tmp_path):
+  """Two worker processes on 127.0.0.1 train one model; only the chief keeps checkpoints."""
+  import json  # pylint: disable=g-import-not-at-top
+  workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+  workdir = tmp_path / "multi"
+  procs = []
+  for index in range(2):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
+        {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "tflic.train", "--progress=false", "--config=tiny",
+         f"--workdir={workdir}", "--steps=4", "--checkpoint_every=2",
+         "--strategy=multi_worker", f"--dataset={train_dir}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  outputs = []
+  try:
+    for proc in procs:
+      outputs.append(proc.communicate(timeout=300))
+  finally:
+    for proc in procs:
+      proc.kill()
+  for proc, (out, err) in zip(procs, outputs):
+    assert proc.returncode == 0, err[-3000:]
+    assert "CollectiveAllReduceStrategy with 2 replica(s)" in out  # = MultiWorkerMirrored
+  assert _checkpoint_steps(workdir) == [2, 4]
+  assert not list(workdir.glob("worker_tmp_*"))

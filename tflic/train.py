@@ -37,6 +37,9 @@ _PATCH = flags.DEFINE_integer("patch_size", None, "Override the config's crop si
 _LR = flags.DEFINE_float("learning_rate", None, "Override the config's learning rate.")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", None,
                                          "Override the config's checkpoint interval.")
+_CONTEXT_MODE = flags.DEFINE_enum(
+    "context_mode", None, ["wavefront", "serial"],
+    "Override the config's context mask (it fixes the decoding order of the model).")
 _LOGICAL_CPUS = flags.DEFINE_integer(
     "logical_cpus", 0, "Split the CPU into this many logical devices, to run a "
     "distribution strategy without accelerators (tests, debugging).")
@@ -55,9 +58,11 @@ def main(argv):
                                       learning_rate=_LR.value,
                                       checkpoint_every=_CHECKPOINT_EVERY.value).items()
                if v is not None}
-  if overrides:
-    cfg = config_lib.from_dict({**json.loads(cfg.to_json()),
-                                "train": {**json.loads(cfg.to_json())["train"], **overrides}})
+  if overrides or _CONTEXT_MODE.value:
+    d = json.loads(cfg.to_json())
+    d["train"].update(overrides)
+    d["model"]["context_mode"] = _CONTEXT_MODE.value or d["model"]["context_mode"]
+    cfg = config_lib.from_dict(d)
   if saved is not None and saved.model != cfg.model:
     raise errors.TflicError(
         f"{_WORKDIR.value} holds a '{saved.name}' model that differs from --config="

@@ -90,8 +90,9 @@ class Trainer:
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           step=self.step)
-    directory = os.path.join(workdir, checkpoint_lib.CHECKPOINT_SUBDIR)
-    if not is_chief(strategy):
+    directory = self.checkpoint_dir = os.path.join(workdir, checkpoint_lib.CHECKPOINT_SUBDIR)
+    self._chief = is_chief(strategy)
+    if not self._chief:
       # Every worker must write (collective ops), but only the chief's copy is kept.
       directory = os.path.join(workdir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
@@ -100,13 +101,17 @@ class Trainer:
     self._jit_compile = jit_compile
 
   def restore(self):
-    """Restores the latest checkpoint, if any; returns the step reached."""
-    if self.manager.latest_checkpoint:
-      self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+    """Restores the chief's latest checkpoint, if any; returns the step reached."""
+    latest = tf.train.latest_checkpoint(self.checkpoint_dir)
+    if latest:
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
     return int(self.step.numpy())
 
   def save(self):
+    """Writes a checkpoint (every worker must call this; only the chief's copy stays)."""
     self.manager.save(checkpoint_number=self.step)
+    if not self._chief:
+      tf.io.gfile.rmtree(self.manager.directory)
 
   def _replica_step(self, x, lambda_index):
     def loss_fn(x):
