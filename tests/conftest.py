@@ -11,20 +11,21 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def _shared(name):
+  path = SHARED_DATA / name
+  if not path.is_dir():
+    pytest.fail(f"{name} images not found at {path}")
+  return path
+
+
 @pytest.fixture(scope="session")
 def train_dir():
-  path = SHARED_DATA / "train"
-  if not path.is_dir():
-    pytest.fail(f"training images not found at {path}")
-  return path
+  return _shared("train")
 
 
 @pytest.fixture(scope="session")
 def kodak_dir():
-  path = SHARED_DATA / "kodak"
-  if not path.is_dir():
-    pytest.fail(f"Kodak images not found at {path}")
-  return path
+  return _shared("kodak")
 
 
 def _random_tiny_workdir(path, mode):

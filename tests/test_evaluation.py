@@ -254,11 +254,19 @@ def test_tflic_codec_plugs_in_through_tflic_codec_load(monkeypatch, tmp_path):
   fake.load = broken_load
   with pytest.raises(errors.TflicError, match="cannot load tflic model"):
     codecs.make_codec("tflic", model_path="missing")
+  fake.load = lambda path: FakeModel()
+  fake.default_model_path = lambda: str(tmp_path / "bundled")
+  assert codecs.make_codec("tflic").model_path == str(tmp_path / "bundled")  # no --model
+
+  def not_bundled():
+    raise errors.TflicError("no bundled model in this installation; pass --model=PATH")
+
+  fake.default_model_path = not_bundled
+  with pytest.raises(errors.TflicError, match="no bundled model"):
+    codecs.make_codec("tflic")
   monkeypatch.setitem(sys.modules, "tflic.codec", None)  # Makes the import fail.
   with pytest.raises(errors.TflicError, match="cannot import tflic.codec"):
     codecs.make_codec("tflic", model_path="missing")
-  with pytest.raises(errors.TflicError, match="needs --model"):
-    codecs.make_codec("tflic")
   with pytest.raises(errors.TflicError, match="outside"):
     codecs.make_codec("tflic", [1.5], model_path="missing")
 

@@ -45,7 +45,8 @@ def restore_model(workdir):
                             f"{CHECKPOINT_SUBDIR}/)")
   model = build_model(cfg)
   step = tf.Variable(0, dtype=tf.int64)
-  tf.train.Checkpoint(model=model, step=step).restore(latest).expect_partial()
+  status = tf.train.Checkpoint(model=model, step=step).restore(latest)
+  status.expect_partial().assert_existing_objects_matched()  # optimizer slots may be absent
   return cfg, model, int(step.numpy())
 
 

@@ -53,7 +53,6 @@ def main(argv=None):
     import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from tflic import errors  # pylint: disable=g-import-not-at-top
   module_name, function_name = SUBCOMMANDS[command]
   module = importlib.import_module(module_name)
   function = getattr(module, function_name)
@@ -67,6 +66,14 @@ def main(argv=None):
     print(f"tflic {command}: error: {e}", file=sys.stderr)
     return 2
 
+  app.run(guarded(function, command), argv=absl_argv)
+  return 0
+
+
+def guarded(function, command):
+  """Wraps an absl main so that TflicError and Ctrl-C end it with one line."""
+  from tflic import errors  # pylint: disable=g-import-not-at-top
+
   def run(absl_argv):
     try:
       return function(absl_argv)
@@ -77,8 +84,7 @@ def main(argv=None):
       print(f"tflic {command}: interrupted", file=sys.stderr)
       sys.exit(130)
 
-  app.run(run, argv=absl_argv)
-  return 0
+  return run
 
 
 if __name__ == "__main__":

@@ -9,11 +9,11 @@ tensorflow-compression's range coder inside. It loads in any process that has ru
 It is also what `tflic compress --model=...` takes.
 """
 
-import sys
 
 from absl import app
 from absl import flags
 
+from tflic import cli
 from tflic import common_flags
 from tflic import errors
 from tflic import savedmodel
@@ -33,10 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  def _run(argv):
-    try:
-      main(argv)
-    except errors.TflicError as e:
-      print(f"tflic export: error: {e}", file=sys.stderr)
-      sys.exit(2)
-  app.run(_run)
+  app.run(cli.guarded(main, "export"))

@@ -7,13 +7,13 @@ until the global step reaches --steps. TensorBoard logs go to WORKDIR/train.
 """
 
 import json
-import sys
 
 from absl import app
 from absl import flags
 import tensorflow as tf
 
 from tflic import checkpoint as checkpoint_lib
+from tflic import cli
 from tflic import common_flags
 from tflic import config as config_lib
 from tflic import data
@@ -83,16 +83,5 @@ def main(argv):
         progress=_PROGRESS.value)
 
 
-def run():
-  """`python -m tflic.train`: absl app with one-line errors."""
-  def wrapped(argv):
-    try:
-      main(argv)
-    except errors.TflicError as e:
-      print(f"tflic train: error: {e}", file=sys.stderr)
-      sys.exit(2)
-  app.run(wrapped)
-
-
 if __name__ == "__main__":
-  run()
+  app.run(cli.guarded(main, "train"))

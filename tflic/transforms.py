@@ -40,19 +40,20 @@ def synthesis_transform(config):
   return tf.keras.Sequential(layers, name="synthesis")
 
 
-def hyper_analysis_transform(config):
-  """h_a: y -> z, two 2x downsamplings."""
+def _hyper_transform(config, resample, out_dim, name):
+  """resample -> Swin blocks -> resample, at the hyperprior's width."""
   return tf.keras.Sequential(
-      [PatchMerging(config.hyper_dim, norm=False, name="merge0")] +
+      [resample(config.hyper_dim, norm=False, name="resample0")] +
       _swin_stage(config.hyper_dim, config.hyper_depth, config.hyper_heads,
                   config.hyper_window, config.mlp_ratio, "stage") +
-      [PatchMerging(config.hyper_channels, norm=False, name="merge1")], name="hyper_analysis")
+      [resample(out_dim, norm=False, name="resample1")], name=name)
+
+
+def hyper_analysis_transform(config):
+  """h_a: y -> z, two 2x downsamplings."""
+  return _hyper_transform(config, PatchMerging, config.hyper_channels, "hyper_analysis")
 
 
 def hyper_synthesis_transform(config):
   """h_s: z_hat -> hyperprior features [.., hyper_dim] at the resolution of y."""
-  return tf.keras.Sequential(
-      [PatchSplit(config.hyper_dim, norm=False, name="split0")] +
-      _swin_stage(config.hyper_dim, config.hyper_depth, config.hyper_heads,
-                  config.hyper_window, config.mlp_ratio, "stage") +
-      [PatchSplit(config.hyper_dim, norm=False, name="split1")], name="hyper_synthesis")
+  return _hyper_transform(config, PatchSplit, config.hyper_dim, "hyper_synthesis")

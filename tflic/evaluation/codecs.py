@@ -324,14 +324,14 @@ class TflicCodec(Codec):
 
   def __init__(self, settings=None, model_path=None):
     super().__init__(settings)
-    if not model_path:
-      raise errors.TflicError("codec tflic needs --model=PATH")
-    self.model_path = model_path
     try:
       # Imported here: it loads TensorFlow models, which classical evaluations do not need.
       tflic_codec = importlib.import_module("tflic.codec")
     except ImportError as e:
       raise errors.TflicError(f"codec tflic is unavailable: cannot import tflic.codec ({e})") from e
+    # Without --model, the model bundled with the package.
+    model_path = model_path or tflic_codec.default_model_path()
+    self.model_path = model_path
     try:
       self._model = tflic_codec.load(model_path)
     except errors.TflicError:

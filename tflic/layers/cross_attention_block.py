@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from tflic.layers.initializers import mlp
 from tflic.layers.initializers import small_normal
 
 
@@ -28,11 +29,7 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
         kernel_initializer=small_normal())
     self.proj = tf.keras.layers.Dense(dim, name="proj", kernel_initializer=small_normal())
     self.norm_mlp = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm_mlp")
-    self.mlp = tf.keras.Sequential([
-        tf.keras.layers.Dense(int(dim * mlp_ratio), activation="gelu",
-            kernel_initializer=small_normal()),
-        tf.keras.layers.Dense(dim, kernel_initializer=small_normal()),
-    ], name="mlp")
+    self.mlp = mlp(dim, mlp_ratio)
 
   def _split_heads(self, x):
     shape = tf.concat([tf.shape(x)[:-1], [self.num_heads, self.dim // self.num_heads]], 0)

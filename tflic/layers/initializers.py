@@ -1,4 +1,4 @@
-"""Weight initialization shared by the transformer layers."""
+"""Weight initialization and the MLP shared by the transformer layers."""
 
 import tensorflow as tf
 
@@ -10,3 +10,12 @@ def small_normal():
   not drown the signal it carries (Glorot-initialized blocks slowed our autoencoders down).
   """
   return tf.keras.initializers.TruncatedNormal(stddev=0.02)
+
+
+def mlp(dim, mlp_ratio, name="mlp"):
+  """The transformer MLP: dim -> dim * mlp_ratio (GELU) -> dim."""
+  return tf.keras.Sequential([
+      tf.keras.layers.Dense(int(dim * mlp_ratio), activation="gelu",
+                            kernel_initializer=small_normal()),
+      tf.keras.layers.Dense(dim, kernel_initializer=small_normal()),
+  ], name=name)

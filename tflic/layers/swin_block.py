@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from tflic.layers.initializers import small_normal
+from tflic.layers.initializers import mlp
 from tflic.layers.window_attention import WindowAttention
 
 # Additive attention logit for pairs that must not attend; exp() of it is exactly 0 in
@@ -68,11 +68,7 @@ class SwinBlock(tf.keras.layers.Layer):
     self.norm1 = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm1")
     self.attn = WindowAttention(dim, num_heads, window_size, name="attn")
     self.norm2 = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm2")
-    self.mlp = tf.keras.Sequential([
-        tf.keras.layers.Dense(int(dim * mlp_ratio), activation="gelu",
-            kernel_initializer=small_normal()),
-        tf.keras.layers.Dense(dim, kernel_initializer=small_normal()),
-    ], name="mlp")
+    self.mlp = mlp(dim, mlp_ratio)
 
   def call(self, x):
     ws = self.window_size
