@@ -13,7 +13,7 @@ setuptools.setup(
     # `--config=small` works after a non-editable install too.
     packages=setuptools.find_packages(include=["tflic", "tflic.*"]) + ["tflic.configs"],
     package_dir={"tflic.configs": "configs"},
-    package_data={"tflic.configs": ["*.json"], "tflic": ["data/**/*", "evaluation/*.json"]},
+    package_data={"tflic.configs": ["*.json"], "tflic": ["bundled/**/*", "evaluation/*.json"]},
     include_package_data=True,
     install_requires=[
         "tensorflow==2.14.1",

@@ -309,7 +309,7 @@ def load(path):
 
 def default_model_path():
   """The model bundled with the package."""
-  path = os.path.join(os.path.dirname(__file__), "data", "model")
+  path = os.path.join(os.path.dirname(__file__), "bundled", "model")
   if not is_saved_model(path):
     raise errors.TflicError("no bundled model in this installation; pass --model=PATH")
   return path
