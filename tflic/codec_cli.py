@@ -33,6 +33,8 @@ _MAX_PIXELS = flags.DEFINE_integer(
     "max_pixels", image_io.DEFAULT_MAX_PIXELS,
     "Refuse images with more pixels than this (protects against decompression bombs).",
     lower_bound=1)
+for _name in ("model", "overwrite"):
+  flags.declare_key_flag(_name)  # listed by `tflic SUBCOMMAND --help`
 
 
 class _ModelError(errors.TflicError):

@@ -40,6 +40,8 @@ _PUBLISHED = flags.DEFINE_string(
 _RESUME = flags.DEFINE_bool("resume", True, "Keep and skip measurements already in "
                             "OUT/results.json; --noresume starts afresh.")
 _PROGRESS = common_flags.PROGRESS
+for _name in ("dataset", "out", "model", "progress"):
+  flags.declare_key_flag(_name)  # listed by `tflic SUBCOMMAND --help`
 
 
 def _notice(message):
