@@ -33,8 +33,7 @@ _MAX_PIXELS = flags.DEFINE_integer(
     "max_pixels", image_io.DEFAULT_MAX_PIXELS,
     "Refuse images with more pixels than this (protects against decompression bombs).",
     lower_bound=1)
-for _name in ("model", "overwrite"):
-  flags.declare_key_flag(_name)  # listed by `tflic SUBCOMMAND --help`
+common_flags.declare_key_flags(__name__, "model", "overwrite")
 
 
 class _ModelError(errors.TflicError):

@@ -4,6 +4,8 @@ absl flags are global: subcommands that both take `--model` must share one defin
 or importing both (as the tests do) fails.
 """
 
+import sys
+
 from absl import flags
 
 MODEL = flags.DEFINE_string(
@@ -15,3 +17,11 @@ DATASET = flags.DEFINE_string(
 OUT = flags.DEFINE_string("out", None, "Output directory.")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
 PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def declare_key_flags(module_name, *names):
+  """Lists these shared flags in the `--help` of module `module_name` (pass __name__)."""
+  if module_name == "__main__":  # absl names the main module after the script
+    module_name = sys.argv[0]
+  for name in names:
+    flags.FLAGS.register_key_flag_for_module(module_name, flags.FLAGS[name])

@@ -21,8 +21,7 @@ from tflic import savedmodel
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Training directory (--workdir).")
 _OUT = common_flags.OUT  # the SavedModel directory
 _OVERWRITE = common_flags.OVERWRITE
-for _name in ("out", "overwrite"):
-  flags.declare_key_flag(_name)  # listed by `tflic SUBCOMMAND --help`
+common_flags.declare_key_flags(__name__, "out", "overwrite")
 
 
 def main(argv):

@@ -45,8 +45,7 @@ _LOGICAL_CPUS = flags.DEFINE_integer(
     "distribution strategy without accelerators (tests, debugging).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for data order, noise and lambda sampling.")
 _PROGRESS = common_flags.PROGRESS
-for _name in ("dataset", "progress"):
-  flags.declare_key_flag(_name)  # listed by `tflic SUBCOMMAND --help`
+common_flags.declare_key_flags(__name__, "dataset", "progress")
 
 
 def main(argv):

@@ -40,8 +40,7 @@ _PUBLISHED = flags.DEFINE_string(
 _RESUME = flags.DEFINE_bool("resume", True, "Keep and skip measurements already in "
                             "OUT/results.json; --noresume starts afresh.")
 _PROGRESS = common_flags.PROGRESS
-for _name in ("dataset", "out", "model", "progress"):
-  flags.declare_key_flag(_name)  # listed by `tflic SUBCOMMAND --help`
+common_flags.declare_key_flags(__name__, "dataset", "out", "model", "progress")
 
 
 def _notice(message):
