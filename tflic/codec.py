@@ -105,10 +105,6 @@ class CodecModule(tf.Module):
     stride = model_lib.LATENT_STRIDE
     return (height + stride - 1) // stride, (width + stride - 1) // stride
 
-  def _coding_loop(self, hyper, latent_shape, step_fn, handle):
-    return context_model.coding_loop(self.model.context, hyper, latent_shape, step_fn,
-                                     handle)
-
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
                                 tf.TensorSpec([], tf.float32)])
   def compress(self, image, quality):
@@ -147,7 +143,8 @@ class CodecModule(tf.Module):
       return handle, tf.cast(symbols, tf.float32) + mean
 
     handle = tfc.create_range_encoder([], self.latent_model.cdf)
-    _, handle = self._coding_loop(hyper, tf.shape(y), encode_step, handle)
+    _, handle = context_model.coding_loop(self.model.context, hyper, tf.shape(y),
+                                          encode_step, handle)
     y_stream = tfc.entropy_encode_finalize(handle)
 
     head = tf.strings.join([
@@ -227,7 +224,8 @@ class CodecModule(tf.Module):
     latent_shape = tf.stack([1, latent_height, latent_width,
                              self.model.config.latent_channels])
     handle = tfc.create_range_decoder(y_stream, self.latent_model.cdf)
-    y_hat, handle = self._coding_loop(hyper, latent_shape, decode_step, handle)
+    y_hat, handle = context_model.coding_loop(self.model.context, hyper, latent_shape,
+                                              decode_step, handle)
     complete = tfc.entropy_decode_finalize(handle)
     with tf.control_dependencies([tf.debugging.assert_equal(
         complete, True, message="corrupt tflic file: y stream ends early")]):

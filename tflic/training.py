@@ -97,8 +97,10 @@ class Trainer:
       directory = os.path.join(workdir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                               max_to_keep=cfg.train.keep_checkpoints)
-    self._train_step = tf.function(self._distributed_step, jit_compile=False)
-    self._jit_compile = jit_compile
+    self._train_step = tf.function(self._distributed_step)
+    # Only the forward pass is compiled: the optimizer update stays outside XLA.
+    self._loss = (tf.function(self._rate_distortion, jit_compile=True) if jit_compile
+                  else self._rate_distortion)
 
   def restore(self):
     """Restores the chief's latest checkpoint, if any; returns the step reached."""
@@ -113,13 +115,12 @@ class Trainer:
     if not self._chief:
       tf.io.gfile.rmtree(self.manager.directory)
 
+  def _rate_distortion(self, x, lambda_index):
+    return rate_distortion(self.model, x, lambda_index, self.cfg.train)
+
   def _replica_step(self, x, lambda_index):
-    def loss_fn(x):
-      metrics = rate_distortion(self.model, x, lambda_index, self.cfg.train)
-      return metrics
     with tf.GradientTape() as tape:
-      metrics = (tf.function(loss_fn, jit_compile=True) if self._jit_compile
-                 else loss_fn)(x)
+      metrics = self._loss(x, lambda_index)
       loss = metrics["loss"] / self.strategy.num_replicas_in_sync
     variables = self.model.trainable_variables
     grads = tape.gradient(loss, variables)
