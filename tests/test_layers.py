@@ -60,6 +60,8 @@ def test_shift_mask_separates_wrapped_regions():
     layers.PatchMerging(out_dim=6),
     layers.PatchMerging(out_dim=6, norm=False),
     layers.PatchSplit(out_dim=6),
+    layers.PatchMerging(out_dim=6, norm=False, kernel_size=3),
+    layers.PatchSplit(out_dim=6, norm=False, kernel_size=3),
     layers.CrossAttentionBlock(dim=8, num_heads=2),
 ])
 def test_get_config_round_trip(layer):
@@ -71,6 +73,10 @@ def test_resampling_shapes():
   x = tf.zeros([2, 8, 6, 5])
   assert layers.PatchMerging(7)(x).shape == (2, 4, 3, 7)
   assert layers.PatchSplit(3)(x).shape == (2, 16, 12, 3)
+  assert layers.PatchMerging(7, kernel_size=5)(x).shape == (2, 4, 3, 7)
+  assert layers.PatchSplit(3, kernel_size=3)(x).shape == (2, 16, 12, 3)
+  with pytest.raises(ValueError, match="odd"):
+    layers.PatchMerging(7, kernel_size=2)
 
 
 def test_cross_attention_ignores_masked_tokens():

@@ -33,6 +33,8 @@ class ModelConfig:
   context_heads: int
   context_mode: str = "wavefront"
   mlp_ratio: float = 2.0
+  # 0: Swin's linear patch merging / splitting; odd k: k x k (strided / sub-pixel) convs.
+  resample_kernel: int = 0
   lambdas: tuple = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483)
   num_scales: int = 64
   scale_min: float = 0.11
@@ -84,6 +86,8 @@ def from_dict(d):
     raise errors.TflicError("invalid config: context_window must be odd")
   if not len(model.embed_dims) == len(model.depths) == len(model.num_heads) == 4:
     raise errors.TflicError("invalid config: embed_dims, depths, num_heads need 4 stages")
+  if model.resample_kernel and model.resample_kernel % 2 != 1:
+    raise errors.TflicError("invalid config: resample_kernel must be 0 or odd")
   if model.context_mode not in ("serial", "wavefront"):
     raise errors.TflicError(f"invalid config: unknown context_mode {model.context_mode!r}")
   if train.quantization not in ("noise", "ste") or train.distortion not in ("mse", "ms-ssim"):

@@ -18,12 +18,17 @@ def _swin_stage(dim, depth, num_heads, window_size, mlp_ratio, name):
                     name=f"{name}_block{i}") for i in range(depth)]
 
 
+def _resample_kernel(config):
+  return config.resample_kernel or None
+
+
 def analysis_transform(config):
   """g_a: image -> y, four 2x downsampling stages."""
   layers = []
   for i, (dim, depth, heads) in enumerate(
       zip(config.embed_dims, config.depths, config.num_heads)):
-    layers.append(PatchMerging(dim, norm=False, name=f"merge{i}"))
+    layers.append(PatchMerging(dim, norm=False, kernel_size=_resample_kernel(config),
+                               name=f"merge{i}"))
     layers += _swin_stage(dim, depth, heads, config.window_size, config.mlp_ratio, f"stage{i}")
   layers.append(tf.keras.layers.Dense(config.latent_channels, name="to_latent"))
   return tf.keras.Sequential(layers, name="analysis")
@@ -36,17 +41,20 @@ def synthesis_transform(config):
     layers += _swin_stage(config.embed_dims[i], config.depths[i], config.num_heads[i],
                           config.window_size, config.mlp_ratio, f"stage{i}")
     out_dim = config.embed_dims[i - 1] if i else 3
-    layers.append(PatchSplit(out_dim, norm=False, name=f"split{i}"))
+    layers.append(PatchSplit(out_dim, norm=False, kernel_size=_resample_kernel(config),
+                             name=f"split{i}"))
   return tf.keras.Sequential(layers, name="synthesis")
 
 
 def _hyper_transform(config, resample, out_dim, name):
   """resample -> Swin blocks -> resample, at the hyperprior's width."""
   return tf.keras.Sequential(
-      [resample(config.hyper_dim, norm=False, name="resample0")] +
+      [resample(config.hyper_dim, norm=False, kernel_size=_resample_kernel(config),
+                name="resample0")] +
       _swin_stage(config.hyper_dim, config.hyper_depth, config.hyper_heads,
                   config.hyper_window, config.mlp_ratio, "stage") +
-      [resample(out_dim, norm=False, name="resample1")], name=name)
+      [resample(out_dim, norm=False, kernel_size=_resample_kernel(config),
+                name="resample1")], name=name)
 
 
 def hyper_analysis_transform(config):
