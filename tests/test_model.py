@@ -1,11 +1,14 @@
 """The full model: shapes, arbitrary sizes, rate control."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tflic import checkpoint
 from tflic import config
+from tflic import errors
 from tflic import model as model_lib
 
 
@@ -21,6 +24,17 @@ def test_training_pass_shapes(tiny):
   assert out["y"].shape == (2, 4, 6, 32)
   assert out["bits_y"].shape == out["bits_z"].shape == (2,)
   assert (out["bits_y"].numpy() > 0).all()
+
+
+def test_conv_resampling_variant_keeps_shapes():
+  d = json.loads(config.load("tiny").to_json())
+  d["model"]["resample_kernel"] = 3
+  out = checkpoint.build_model(config.from_dict(d))(tf.random.uniform([1, 48, 80, 3]), 0.5)
+  assert out["x_hat"].shape == (1, 48, 80, 3)
+  assert out["y"].shape == (1, 3, 5, 32)
+  d["model"]["resample_kernel"] = 4
+  with pytest.raises(errors.TflicError, match="resample_kernel"):
+    config.from_dict(d)
 
 
 @pytest.mark.parametrize("size", [(37, 53), (16, 80), (97, 131), (5, 5)])
@@ -50,14 +64,35 @@ def test_coded_forward_rounds_around_the_mean(tiny):
   np.testing.assert_allclose(residual, np.round(residual), atol=1e-4)
 
 
+def test_initial_gains_follow_sqrt_lambda():
+  fresh = checkpoint.build_model(config.load("tiny"))
+  log_lambdas = np.log(np.array(config.load("tiny").model.lambdas))
+  gains = fresh.log_gains.numpy()
+  np.testing.assert_allclose(gains[1:] - gains[:-1],
+                             np.tile(np.diff(log_lambdas)[:, None] / 2, [1, 32]), rtol=1e-5)
+  np.testing.assert_allclose(gains.mean(0), 0, atol=1e-6)
+
+
+def test_respread_gains_keeps_each_channels_mean(tiny):
+  initial = tiny.log_gains.numpy()
+  rng = np.random.default_rng(0)
+  narrow = rng.normal(size=initial.shape).astype(np.float32) * 0.05 + 0.3
+  tiny.log_gains.assign(narrow)
+  tiny.respread_gains()
+  np.testing.assert_allclose(tiny.log_gains.numpy().mean(0), narrow.mean(0), atol=1e-6)
+  np.testing.assert_allclose(tiny.log_gains.numpy() - narrow.mean(0), initial, atol=1e-6)
+  tiny.log_gains.assign(initial)
+
+
 def test_quality_interpolates_gains(tiny):
+  initial = tiny.log_gains.numpy()
   tiny.log_gains.assign(tf.reshape(tf.range(4 * 32, dtype=tf.float32), [4, 32]) / 100)
   np.testing.assert_allclose(tiny.log_gain(0.0), tiny.log_gains[0])
   np.testing.assert_allclose(tiny.log_gain(1.0), tiny.log_gains[3])
   np.testing.assert_allclose(tiny.log_gain(tiny.quality_of(2)), tiny.log_gains[2], atol=1e-6)
   middle = (tiny.log_gains[1] + tiny.log_gains[2]) / 2
   np.testing.assert_allclose(tiny.log_gain(0.5), middle, atol=1e-6)
-  tiny.log_gains.assign(tf.zeros_like(tiny.log_gains))
+  tiny.log_gains.assign(initial)
 
 
 def test_scale_index_round_trip(tiny):

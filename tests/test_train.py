@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tflic import checkpoint
 from tflic import config
 from tflic import data
 from tflic import errors
@@ -146,3 +147,23 @@ def test_multi_worker_on_loopback(train_dir, tmp_path):
     assert "CollectiveAllReduceStrategy with 2 replica(s)" in out  # = MultiWorkerMirrored
   assert _checkpoint_steps(workdir) == [2, 4]
   assert not list(workdir.glob("worker_tmp_*"))
+
+
+def test_resume_with_respread_gains_and_ste_fine_tuning(train_dir, tmp_path):
+  cfg = config.load("tiny")
+  trainer = training.Trainer(cfg, str(tmp_path), tf.distribute.get_strategy(), seed=0)
+  narrow = np.full(trainer.model.log_gains.shape, 0.2, np.float32)
+  trainer.model.log_gains.assign(narrow)
+  trainer.save()
+  checkpoint.save_config(str(tmp_path), cfg)
+  result = _run_train("--config=tiny", f"--workdir={tmp_path}", f"--dataset={train_dir}",
+                      "--steps=1", "--respread_gains", "--quantization=ste",
+                      "--learning_rate=1e-9")
+  assert result.returncode == 0, result.stderr
+  _, resumed, step = checkpoint.restore_model(str(tmp_path))
+  assert step == 1
+  log_lambdas = np.log(np.array(cfg.model.lambdas))
+  expected = 0.2 + 0.5 * (log_lambdas - log_lambdas.mean())[:, None]
+  np.testing.assert_allclose(resumed.log_gains.numpy(),
+                             np.broadcast_to(expected, narrow.shape), atol=1e-4)
+  assert checkpoint.load_config(str(tmp_path)).train.quantization == "ste"

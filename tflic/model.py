@@ -54,10 +54,10 @@ class TflicModel(tf.keras.Model):
         num_heads=config.context_heads, mlp_ratio=config.mlp_ratio,
         mode=config.context_mode, name="context")
     self.hyperprior = tfc.NoisyDeepFactorized(batch_shape=[config.hyper_channels])
-    # Per-lambda channel gains on y (Cui et al., "Asymmetric gained deep image compression").
-    self.log_gains = tf.Variable(tf.zeros([self.num_lambdas, config.latent_channels]),
-                                 name="log_gains")
     self.lambdas = tf.constant(config.lambdas, tf.float32)
+    # Per-lambda channel gains on y (Cui et al., "Asymmetric gained deep image compression").
+    self.log_gains = tf.Variable(
+        tf.tile(self._gain_spread()[:, None], [1, config.latent_channels]), name="log_gains")
     self._log_scale_min = math.log(config.scale_min)
     self._log_scale_step = (math.log(config.scale_max) - math.log(config.scale_min)) / (
         config.num_scales - 1)
@@ -70,6 +70,23 @@ class TflicModel(tf.keras.Model):
     lower = tf.minimum(tf.cast(tf.floor(t), tf.int32), self.num_lambdas - 2)
     a = t - tf.cast(lower, tf.float32)
     return (1 - a) * self.log_gains[lower] + a * self.log_gains[lower + 1]
+
+  def _gain_spread(self):
+    """Log-gain offsets of the lambdas at the high-rate optimum (step ~ 1/sqrt(lambda)).
+
+    Gains start there because Adam moves them by at most the learning rate per step:
+    from equal gains, the lambdas stay alike for thousands of steps.
+    """
+    log_lambdas = tf.math.log(self.lambdas)
+    return 0.5 * (log_lambdas - tf.reduce_mean(log_lambdas))
+
+  def respread_gains(self):
+    """Resets the spread of the gains across lambdas, keeping each channel's mean gain.
+
+    For checkpoints trained from equal initial gains, whose spread is still too narrow.
+    """
+    mean = tf.reduce_mean(self.log_gains, axis=0, keepdims=True)
+    self.log_gains.assign(mean + self._gain_spread()[:, None])
 
   def quality_of(self, lambda_index):
     """The quality at which the gains equal those of lambda number `lambda_index`."""

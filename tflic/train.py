@@ -35,6 +35,10 @@ _JIT = flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.
 _BATCH = flags.DEFINE_integer("batch_size", None, "Override the config's global batch size.")
 _PATCH = flags.DEFINE_integer("patch_size", None, "Override the config's crop size.")
 _LR = flags.DEFINE_float("learning_rate", None, "Override the config's learning rate.")
+_QUANTIZATION = flags.DEFINE_enum(
+    "quantization", None, ["noise", "ste"],
+    "Override what the synthesis sees in training: y plus uniform noise, or y rounded "
+    "with a straight-through gradient (e.g. to fine-tune for the decoder's rounding).")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", None,
                                          "Override the config's checkpoint interval.")
 _CONTEXT_MODE = flags.DEFINE_enum(
@@ -43,6 +47,10 @@ _CONTEXT_MODE = flags.DEFINE_enum(
 _LOGICAL_CPUS = flags.DEFINE_integer(
     "logical_cpus", 0, "Split the CPU into this many logical devices, to run a "
     "distribution strategy without accelerators (tests, debugging).")
+_RESPREAD_GAINS = flags.DEFINE_bool(
+    "respread_gains", False,
+    "Once, when resuming a checkpoint trained from equal gains: reset the gains' spread "
+    "across lambdas to the high-rate optimum.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for data order, noise and lambda sampling.")
 _PROGRESS = common_flags.PROGRESS
 common_flags.declare_key_flags(__name__, "dataset", "progress")
@@ -57,6 +65,7 @@ def main(argv):
   saved = checkpoint_lib.load_config(_WORKDIR.value)
   overrides = {k: v for k, v in dict(batch_size=_BATCH.value, patch_size=_PATCH.value,
                                       learning_rate=_LR.value,
+                                      quantization=_QUANTIZATION.value,
                                       checkpoint_every=_CHECKPOINT_EVERY.value).items()
                if v is not None}
   if overrides or _CONTEXT_MODE.value:
@@ -81,7 +90,7 @@ def main(argv):
     checkpoint_lib.save_config(_WORKDIR.value, cfg)
   training.train(cfg, _WORKDIR.value, _STEPS.value, dataset, strategy,
         jit_compile=_JIT.value, seed=_SEED.value, tfds_data_dir=_TFDS_DATA_DIR.value,
-        progress=_PROGRESS.value)
+        progress=_PROGRESS.value, respread_gains=_RESPREAD_GAINS.value)
 
 
 if __name__ == "__main__":

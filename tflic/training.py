@@ -153,10 +153,16 @@ def _raise_interrupted(signum, frame):
 
 
 def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
-          tfds_data_dir=None, progress=True):
-  """Trains until global step `steps`; returns the last metrics per lambda."""
+          tfds_data_dir=None, progress=True, respread_gains=False):
+  """Trains until global step `steps`; returns the last metrics per lambda.
+
+  `respread_gains` resets the restored gains' spread across lambdas (see
+  `TflicModel.respread_gains`) before training on.
+  """
   trainer = Trainer(cfg, workdir, strategy, jit_compile=jit_compile, seed=seed)
   start = trainer.restore()
+  if respread_gains:
+    trainer.model.respread_gains()
   if start >= steps:
     print(f"{workdir}: already trained to step {start} (>= --steps={steps}); nothing to do")
     return {}
