@@ -64,6 +64,47 @@ def test_coded_forward_rounds_around_the_mean(tiny):
   np.testing.assert_allclose(residual, np.round(residual), atol=1e-4)
 
 
+def _latent_and_hyper(model, x, quality):
+  y = model.analysis(x) * tf.exp(model.log_gain(quality))
+  z_hat = model.hyper_entropy_model().quantize(model.hyper_latent(y))
+  return y, model.hyper_features(z_hat, tf.shape(y)[1], tf.shape(y)[2])
+
+
+def test_decoders_latent_is_a_fixed_point_of_the_rounded_context(tiny):
+  x = tf.random.uniform([1, 48, 64, 3])
+  coded = tiny.coded_forward(x, 0.3)
+  y, hyper = _latent_and_hyper(tiny, x, 0.3)
+  np.testing.assert_allclose(tiny.rounded_context(y, coded["y_hat"], hyper),
+                             coded["y_hat"], atol=1e-4)
+  # round(y), the evaluation pass's default context, is not what the decoder sees.
+  assert np.abs(tf.round(y) - coded["y_hat"]).max() > 0.01
+
+
+def test_rounded_context_is_within_half_a_step_and_straight_through(tiny):
+  x = tf.random.uniform([1, 32, 48, 3])
+  y, hyper = _latent_and_hyper(tiny, x, 0.7)
+  weights = tf.random.normal(tf.shape(y))
+  with tf.GradientTape() as tape:
+    tape.watch(y)
+    context = tiny.rounded_context(y, y + tf.random.uniform(tf.shape(y), -0.5, 0.5), hyper)
+    loss = tf.reduce_sum(context * weights)
+  assert np.abs(context - y).max() <= 0.5 + 1e-5
+  np.testing.assert_allclose(tape.gradient(loss, y), weights)
+
+
+def test_rounded_context_input_trains_and_bad_names_are_refused(tiny):
+  x = tf.random.uniform([2, 32, 32, 3])
+  with tf.GradientTape() as tape:
+    out = tiny(x, 0.5, training=True, context_input="rounded")
+    loss = tf.reduce_mean(out["bits_y"])
+  grads = [tf.convert_to_tensor(g) for g in tape.gradient(
+      loss, tiny.analysis.trainable_variables + tiny.context.trainable_variables)]
+  assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
+  assert any(np.abs(g.numpy()).max() > 0 for g in grads)
+  with pytest.raises(ValueError, match="context_input"):
+    tiny(x, 0.5, context_input="exact")
+
+
 def test_initial_gains_follow_sqrt_lambda():
   fresh = checkpoint.build_model(config.load("tiny"))
   log_lambdas = np.log(np.array(config.load("tiny").model.lambdas))
@@ -113,3 +154,7 @@ def test_configs_load_and_reject_bad_input(tmp_path):
   bad.write_text('{"model": {"latent_channels": 30, "num_groups": 4}}')
   with pytest.raises(errors.TflicError, match="invalid config"):
     config.load(str(bad))
+  d = json.loads(config.load("tiny").to_json())
+  d["train"]["context_input"] = "exact"
+  with pytest.raises(errors.TflicError, match="context_input must be noise|rounded"):
+    config.from_dict(d)

@@ -158,6 +158,7 @@ def test_resume_with_respread_gains_and_ste_fine_tuning(train_dir, tmp_path):
   checkpoint.save_config(str(tmp_path), cfg)
   result = _run_train("--config=tiny", f"--workdir={tmp_path}", f"--dataset={train_dir}",
                       "--steps=1", "--respread_gains", "--quantization=ste",
+                      "--context_input=rounded",
                       "--learning_rate=1e-9")
   assert result.returncode == 0, result.stderr
   _, resumed, step = checkpoint.restore_model(str(tmp_path))
@@ -166,4 +167,5 @@ def test_resume_with_respread_gains_and_ste_fine_tuning(train_dir, tmp_path):
   expected = 0.2 + 0.5 * (log_lambdas - log_lambdas.mean())[:, None]
   np.testing.assert_allclose(resumed.log_gains.numpy(),
                              np.broadcast_to(expected, narrow.shape), atol=1e-4)
-  assert checkpoint.load_config(str(tmp_path)).train.quantization == "ste"
+  trained = checkpoint.load_config(str(tmp_path)).train
+  assert (trained.quantization, trained.context_input) == ("ste", "rounded")

@@ -51,6 +51,7 @@ class TrainConfig:
   decay_steps: int = 0  # 0: constant learning rate after warm-up
   clip_norm: float = 1.0
   quantization: str = "noise"  # "noise" or "ste" (for the decoder's input)
+  context_input: str = "noise"  # "noise" or "rounded" (the decoder's context, approximated)
   distortion: str = "mse"  # "mse" or "ms-ssim"
   checkpoint_every: int = 500
   log_every: int = 50
@@ -93,6 +94,8 @@ def from_dict(d):
   if train.quantization not in ("noise", "ste") or train.distortion not in ("mse", "ms-ssim"):
     raise errors.TflicError("invalid config: quantization must be noise|ste, "
                             "distortion mse|ms-ssim")
+  if train.context_input not in ("noise", "rounded"):
+    raise errors.TflicError("invalid config: context_input must be noise|rounded")
   return Config(name=d.get("name", "custom"), model=model, train=train)
 
 

@@ -128,16 +128,20 @@ class TflicModel(tf.keras.Model):
 
   # -- passes -----------------------------------------------------------------------------
 
-  def call(self, x, quality, training=True, quantization="noise"):
+  def call(self, x, quality, training=True, quantization="noise", context_input="noise"):
     """Parallel (teacher-forced) pass for training.
 
     Args:
       x: float images [B, H, W, 3] in [0, 1], H and W multiples of 16.
       quality: scalar in [0, 1].
       training: if True, uniform noise stands in for quantization; if False, y and z
-        are rounded, but the context still sees y rounded without the mean offset, so
-        this is an approximation of the coder (`coded_forward` is exact).
+        are rounded. Either way this is an approximation of the coder, whose context
+        sees y rounded around means that depend on earlier chunks (`coded_forward` is
+        exact).
       quantization: "noise" or "ste": what the synthesis sees in training.
+      context_input: what the context model sees. "noise": y plus uniform noise in
+        training, round(y) otherwise. "rounded": y rounded around the means of a first
+        context pass, as the decoder's context is (see `rounded_context`).
 
     Returns:
       dict with x_hat, bits_y and bits_z [B], y, y_hat, mean, log_scale.
@@ -148,11 +152,13 @@ class TflicModel(tf.keras.Model):
     z_tilde, bits_z = self.hyper_entropy_model()(z, training=training)
     hyper = self.hyper_features(z_tilde, tf.shape(y)[1], tf.shape(y)[2])
     if training:
-      # The decoder's context is y rounded around the predicted mean, which is within
-      # half a step of y: uniform noise of the same width stands in for it.
       y_context = y + tf.random.uniform(tf.shape(y), -0.5, 0.5)
     else:
       y_context = tf.round(y)
+    if context_input == "rounded":
+      y_context = self.rounded_context(y, y_context, hyper)
+    elif context_input != "noise":
+      raise ValueError(f"context_input must be noise or rounded, got {context_input!r}")
     mean, log_scale = self.context(y_context, hyper)
     y_tilde, bits_y = self.latent_entropy_model()(
         y, self.scale_index(log_scale), loc=mean, training=training)
@@ -161,6 +167,18 @@ class TflicModel(tf.keras.Model):
     x_hat = self.synthesize(y_tilde, log_gain)
     return dict(x_hat=x_hat, bits_y=bits_y, bits_z=bits_z, y=y, y_hat=y_tilde, mean=mean,
                 log_scale=log_scale)
+
+  def rounded_context(self, y, first_context, hyper):
+    """y rounded around the means predicted from `first_context`: the decoder's context.
+
+    The decoder's context holds round(y - mean) + mean, with each chunk's mean predicted
+    from the chunks before it; one parallel pass on an approximation of y gives those
+    means closely. The gradient reaches y straight through the rounding, as through
+    noise, but not the first pass.
+    """
+    mean, _ = self.context(tf.stop_gradient(first_context), hyper)
+    mean = tf.stop_gradient(mean)
+    return y + tf.stop_gradient(tf.round(y - mean) + mean - y)
 
   def coded_forward(self, x, quality):
     """Exactly what the codec does, without writing bits: y_hat in coding order.

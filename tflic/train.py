@@ -39,6 +39,11 @@ _QUANTIZATION = flags.DEFINE_enum(
     "quantization", None, ["noise", "ste"],
     "Override what the synthesis sees in training: y plus uniform noise, or y rounded "
     "with a straight-through gradient (e.g. to fine-tune for the decoder's rounding).")
+_CONTEXT_INPUT = flags.DEFINE_enum(
+    "context_input", None, ["noise", "rounded"],
+    "Override what the context model sees in training: y plus uniform noise, or y rounded "
+    "around the means of a first context pass, as the decoder's context is (slower; e.g. "
+    "to fine-tune for the coded rate).")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", None,
                                          "Override the config's checkpoint interval.")
 _CONTEXT_MODE = flags.DEFINE_enum(
@@ -66,6 +71,7 @@ def main(argv):
   overrides = {k: v for k, v in dict(batch_size=_BATCH.value, patch_size=_PATCH.value,
                                       learning_rate=_LR.value,
                                       quantization=_QUANTIZATION.value,
+                                      context_input=_CONTEXT_INPUT.value,
                                       checkpoint_every=_CHECKPOINT_EVERY.value).items()
                if v is not None}
   if overrides or _CONTEXT_MODE.value:

@@ -58,7 +58,8 @@ def rate_distortion(model, x, lambda_index, train_config, training=True):
   loss = bpp + lambda * 255^2 * MSE (x in [0, 1]), or bpp + lambda * (1 - MS-SSIM).
   """
   out = model(x, model.quality_of(lambda_index), training=training,
-              quantization=train_config.quantization)
+              quantization=train_config.quantization,
+              context_input=train_config.context_input)
   num_pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:3]), tf.float32)
   bpp = tf.reduce_mean(out["bits_y"] + out["bits_z"]) / num_pixels
   mse = tf.reduce_mean(tf.square(out["x_hat"] - x))
