@@ -211,12 +211,14 @@ class TflicModel(tf.keras.Model):
 
     The input is padded to a multiple of 16 by edge replication and the output cropped
     back. With `coded=True` the latent is quantized in coding order exactly as by the
-    codec; otherwise by the faster parallel approximation. Returns (x_hat, bits).
+    codec; otherwise by the faster parallel approximation with the decoder-like rounded
+    context, whose bits are close to the coded ones (round(y) as context underestimates
+    them, by up to 19% at low rates on Kodak). Returns (x_hat, bits).
     """
     height, width = tf.shape(x)[1], tf.shape(x)[2]
     padded = pad_to_multiple(x, LATENT_STRIDE)
     if coded:
       out = self.coded_forward(padded, quality)
     else:
-      out = self(padded, quality, training=False)
+      out = self(padded, quality, training=False, context_input="rounded")
     return out["x_hat"][:, :height, :width], out["bits_y"] + out["bits_z"]
