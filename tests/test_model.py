@@ -64,16 +64,14 @@ def test_coded_forward_rounds_around_the_mean(tiny):
   np.testing.assert_allclose(residual, np.round(residual), atol=1e-4)
 
 
-def _latent_and_hyper(model, x, quality):
-  y = model.analysis(x) * tf.exp(model.log_gain(quality))
-  z_hat = model.hyper_entropy_model().quantize(model.hyper_latent(y))
-  return y, model.hyper_features(z_hat, tf.shape(y)[1], tf.shape(y)[2])
+def _coded_latent_and_hyper(model, x, quality):
+  coded = model.coded_forward(x, quality)
+  y = coded["y"]
+  return coded, y, model.hyper_features(coded["z_hat"], tf.shape(y)[1], tf.shape(y)[2])
 
 
 def test_decoders_latent_is_a_fixed_point_of_the_rounded_context(tiny):
-  x = tf.random.uniform([1, 48, 64, 3])
-  coded = tiny.coded_forward(x, 0.3)
-  y, hyper = _latent_and_hyper(tiny, x, 0.3)
+  coded, y, hyper = _coded_latent_and_hyper(tiny, tf.random.uniform([1, 48, 64, 3]), 0.3)
   np.testing.assert_allclose(tiny.rounded_context(y, coded["y_hat"], hyper),
                              coded["y_hat"], atol=1e-4)
   # round(y), the evaluation pass's default context, is not what the decoder sees.
@@ -81,8 +79,7 @@ def test_decoders_latent_is_a_fixed_point_of_the_rounded_context(tiny):
 
 
 def test_rounded_context_is_within_half_a_step_and_straight_through(tiny):
-  x = tf.random.uniform([1, 32, 48, 3])
-  y, hyper = _latent_and_hyper(tiny, x, 0.7)
+  _, y, hyper = _coded_latent_and_hyper(tiny, tf.random.uniform([1, 32, 48, 3]), 0.7)
   weights = tf.random.normal(tf.shape(y))
   with tf.GradientTape() as tape:
     tape.watch(y)

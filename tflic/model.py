@@ -184,7 +184,7 @@ class TflicModel(tf.keras.Model):
     """Exactly what the codec does, without writing bits: y_hat in coding order.
 
     x: float images [B, H, W, 3] in [0, 1], H and W multiples of 16. Returns a dict with
-    x_hat, y_hat, z_hat, mean, log_scale and the ideal bits of y and z.
+    x_hat, y, y_hat, z_hat, mean, log_scale and the ideal bits of y and z.
     """
     log_gain = self.log_gain(quality)
     y = self.analysis(x) * tf.exp(log_gain)
@@ -203,7 +203,7 @@ class TflicModel(tf.keras.Model):
         y_hat, self.scale_index(log_scale), loc=mean, training=False)
     _, bits_z = self.hyper_entropy_model()(z_hat, training=False)
     x_hat = self.synthesize(y_hat, log_gain)
-    return dict(x_hat=x_hat, y_hat=y_hat, z_hat=z_hat, mean=mean, log_scale=log_scale,
+    return dict(x_hat=x_hat, y=y, y_hat=y_hat, z_hat=z_hat, mean=mean, log_scale=log_scale,
                 bits_y=bits_y, bits_z=bits_z)
 
   def reconstruct(self, x, quality, coded=True):
