@@ -1,6 +1,7 @@
 """The full model: shapes, arbitrary sizes, rate control."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -102,6 +103,46 @@ def test_rounded_context_input_trains_and_bad_names_are_refused(tiny):
     tiny(x, 0.5, context_input="exact")
 
 
+def test_rounded_hyper_input_is_the_codecs_z_hat_with_straight_through_gradient(
+    tiny, monkeypatch):
+  x = tf.random.uniform([2, 32, 32, 3], seed=3)
+  seen = []
+  hyper_features = tiny.hyper_features
+  def spy(z_hat, height, width):
+    seen.append(z_hat)
+    return hyper_features(z_hat, height, width)
+  monkeypatch.setattr(tiny, "hyper_features", spy)
+  z = tiny.hyper_latent(tiny.analysis(x) * tf.exp(tiny.log_gain(0.5)))
+  codec_z_hat = tiny.hyper_entropy_model().quantize(z)
+  tiny(x, 0.5, training=True)
+  assert np.abs(seen[-1] - codec_z_hat).max() > 0.01  # z plus noise
+  with tf.GradientTape() as tape:
+    out = tiny(x, 0.5, training=True, hyper_input="rounded")
+    loss = tf.reduce_mean(out["bits_y"])
+  np.testing.assert_array_equal(seen[-1], codec_z_hat)
+  grads = tape.gradient(loss, tiny.hyper_analysis.trainable_variables)
+  assert any(np.abs(tf.convert_to_tensor(g).numpy()).max() > 0 for g in grads)
+  with pytest.raises(ValueError, match="hyper_input"):
+    tiny(x, 0.5, hyper_input="exact")
+
+
+def test_rounded_rate_input_is_the_bits_of_the_rounded_latent(tiny):
+  x = tf.random.uniform([2, 32, 32, 3], seed=4)
+  with tf.GradientTape() as tape:
+    out = tiny(x, 0.5, training=True, quantization="ste", rate_input="rounded")
+    loss = tf.reduce_mean(out["bits_y"] + out["bits_z"])
+  k = np.round(out["y"] - out["mean"]).astype(np.float64)
+  scale = tiny.scale_fn(tiny.scale_index(out["log_scale"])).numpy().astype(np.float64)
+  cdf = lambda v: 0.5 * (1 + np.vectorize(math.erf)(v / (scale * math.sqrt(2))))
+  expected = -np.log2(cdf(k + 0.5) - cdf(k - 0.5)).sum(axis=(1, 2, 3))
+  np.testing.assert_allclose(out["bits_y"], expected, rtol=1e-3)
+  grads = tape.gradient(loss, tiny.analysis.trainable_variables)
+  assert all(np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)
+  assert any(np.abs(tf.convert_to_tensor(g).numpy()).max() > 0 for g in grads)
+  with pytest.raises(ValueError, match="rate_input"):
+    tiny(x, 0.5, rate_input="exact")
+
+
 def test_initial_gains_follow_sqrt_lambda():
   fresh = checkpoint.build_model(config.load("tiny"))
   log_lambdas = np.log(np.array(config.load("tiny").model.lambdas))
@@ -152,6 +193,8 @@ def test_configs_load_and_reject_bad_input(tmp_path):
   with pytest.raises(errors.TflicError, match="invalid config"):
     config.load(str(bad))
   d = json.loads(config.load("tiny").to_json())
-  d["train"]["context_input"] = "exact"
-  with pytest.raises(errors.TflicError, match="context_input must be noise|rounded"):
-    config.from_dict(d)
+  for name in ("context_input", "hyper_input", "rate_input"):
+    bad_input = json.loads(json.dumps(d))
+    bad_input["train"][name] = "exact"
+    with pytest.raises(errors.TflicError, match=f"{name} must be noise|rounded"):
+      config.from_dict(bad_input)

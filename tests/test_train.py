@@ -158,7 +158,8 @@ def test_resume_with_respread_gains_and_ste_fine_tuning(train_dir, tmp_path):
   checkpoint.save_config(str(tmp_path), cfg)
   result = _run_train("--config=tiny", f"--workdir={tmp_path}", f"--dataset={train_dir}",
                       "--steps=1", "--respread_gains", "--quantization=ste",
-                      "--context_input=rounded",
+                      "--context_input=rounded", "--hyper_input=rounded",
+                      "--rate_input=rounded",
                       "--learning_rate=1e-9")
   assert result.returncode == 0, result.stderr
   _, resumed, step = checkpoint.restore_model(str(tmp_path))
@@ -168,4 +169,5 @@ def test_resume_with_respread_gains_and_ste_fine_tuning(train_dir, tmp_path):
   np.testing.assert_allclose(resumed.log_gains.numpy(),
                              np.broadcast_to(expected, narrow.shape), atol=1e-4)
   trained = checkpoint.load_config(str(tmp_path)).train
-  assert (trained.quantization, trained.context_input) == ("ste", "rounded")
+  assert (trained.quantization, trained.context_input, trained.hyper_input,
+          trained.rate_input) == ("ste", "rounded", "rounded", "rounded")

@@ -41,6 +41,11 @@ class ModelConfig:
   scale_max: float = 256.0
 
 
+# What training may feed a part of the model in place of the codec's rounding: the latent
+# plus uniform noise, or the latent rounded as the codec does (straight-through gradient).
+TRAINING_INPUTS = ("noise", "rounded")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Optimisation and data settings."""
@@ -52,6 +57,8 @@ class TrainConfig:
   clip_norm: float = 1.0
   quantization: str = "noise"  # "noise" or "ste" (for the decoder's input)
   context_input: str = "noise"  # "noise" or "rounded" (the decoder's context, approximated)
+  hyper_input: str = "noise"  # "noise" or "rounded" (what the hyper synthesis sees)
+  rate_input: str = "noise"  # "noise" or "rounded" (what the rate term measures)
   distortion: str = "mse"  # "mse" or "ms-ssim"
   checkpoint_every: int = 500
   log_every: int = 50
@@ -94,8 +101,9 @@ def from_dict(d):
   if train.quantization not in ("noise", "ste") or train.distortion not in ("mse", "ms-ssim"):
     raise errors.TflicError("invalid config: quantization must be noise|ste, "
                             "distortion mse|ms-ssim")
-  if train.context_input not in ("noise", "rounded"):
-    raise errors.TflicError("invalid config: context_input must be noise|rounded")
+  for name in ("context_input", "hyper_input", "rate_input"):
+    if getattr(train, name) not in TRAINING_INPUTS:
+      raise errors.TflicError(f"invalid config: {name} must be noise|rounded")
   return Config(name=d.get("name", "custom"), model=model, train=train)
 
 

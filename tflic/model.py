@@ -10,6 +10,7 @@ import math
 import tensorflow as tf
 import tensorflow_compression as tfc
 
+from tflic import config as config_lib
 from tflic import context_model
 from tflic import transforms
 
@@ -128,28 +129,45 @@ class TflicModel(tf.keras.Model):
 
   # -- passes -----------------------------------------------------------------------------
 
-  def call(self, x, quality, training=True, quantization="noise", context_input="noise"):
+  def call(self, x, quality, training=True, quantization="noise", context_input="noise",
+           hyper_input="noise", rate_input="noise"):
     """Parallel (teacher-forced) pass for training.
 
     Args:
       x: float images [B, H, W, 3] in [0, 1], H and W multiples of 16.
       quality: scalar in [0, 1].
-      training: if True, uniform noise stands in for quantization; if False, y and z
-        are rounded. Either way this is an approximation of the coder, whose context
-        sees y rounded around means that depend on earlier chunks (`coded_forward` is
-        exact).
+      training: if True, uniform noise stands in for quantization (as far as the
+        options below keep it); if False, y and z are rounded. Either way this is an
+        approximation of the coder, whose context sees y rounded around means that
+        depend on earlier chunks (`coded_forward` is exact).
       quantization: "noise" or "ste": what the synthesis sees in training.
       context_input: what the context model sees. "noise": y plus uniform noise in
         training, round(y) otherwise. "rounded": y rounded around the means of a first
         context pass, as the decoder's context is (see `rounded_context`).
+      hyper_input: what the hyper synthesis sees in training. "noise": z plus uniform
+        noise; "rounded": z quantized as by the codec, with a straight-through gradient.
+      rate_input: what bits_y and bits_z are measured on in training. "noise": the
+        density of the latents plus uniform noise (which exceeds the coded bits where
+        scales are small); "rounded": the probabilities of the rounded latents, i.e. the
+        coded bits, with a straight-through gradient.
 
     Returns:
       dict with x_hat, bits_y and bits_z [B], y, y_hat, mean, log_scale.
     """
+    for name, value in (("context_input", context_input), ("hyper_input", hyper_input),
+                        ("rate_input", rate_input)):
+      if value not in config_lib.TRAINING_INPUTS:
+        raise ValueError(f"{name} must be noise or rounded, got {value!r}")
+    noisy_rate = training and rate_input == "noise"
     log_gain = self.log_gain(quality)
     y = self.analysis(x) * tf.exp(log_gain)
     z = self.hyper_latent(y)
-    z_tilde, bits_z = self.hyper_entropy_model()(z, training=training)
+    hyper_model = self.hyper_entropy_model()
+    z_tilde, bits_z = hyper_model(z, training=noisy_rate)
+    if training and hyper_input == "rounded":
+      z_tilde = hyper_model.quantize(z)
+    elif training and not noisy_rate:
+      z_tilde = z + tf.random.uniform(tf.shape(z), -0.5, 0.5)
     hyper = self.hyper_features(z_tilde, tf.shape(y)[1], tf.shape(y)[2])
     if training:
       y_context = y + tf.random.uniform(tf.shape(y), -0.5, 0.5)
@@ -157,13 +175,13 @@ class TflicModel(tf.keras.Model):
       y_context = tf.round(y)
     if context_input == "rounded":
       y_context = self.rounded_context(y, y_context, hyper)
-    elif context_input != "noise":
-      raise ValueError(f"context_input must be noise or rounded, got {context_input!r}")
     mean, log_scale = self.context(y_context, hyper)
     y_tilde, bits_y = self.latent_entropy_model()(
-        y, self.scale_index(log_scale), loc=mean, training=training)
+        y, self.scale_index(log_scale), loc=mean, training=noisy_rate)
     if training and quantization == "ste":
       y_tilde = tfc.round_st(y - mean) + mean
+    elif training and not noisy_rate:
+      y_tilde = y + tf.random.uniform(tf.shape(y), -0.5, 0.5)
     x_hat = self.synthesize(y_tilde, log_gain)
     return dict(x_hat=x_hat, bits_y=bits_y, bits_z=bits_z, y=y, y_hat=y_tilde, mean=mean,
                 log_scale=log_scale)

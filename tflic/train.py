@@ -40,10 +40,19 @@ _QUANTIZATION = flags.DEFINE_enum(
     "Override what the synthesis sees in training: y plus uniform noise, or y rounded "
     "with a straight-through gradient (e.g. to fine-tune for the decoder's rounding).")
 _CONTEXT_INPUT = flags.DEFINE_enum(
-    "context_input", None, ["noise", "rounded"],
+    "context_input", None, config_lib.TRAINING_INPUTS,
     "Override what the context model sees in training: y plus uniform noise, or y rounded "
     "around the means of a first context pass, as the decoder's context is (slower; e.g. "
     "to fine-tune for the coded rate).")
+_HYPER_INPUT = flags.DEFINE_enum(
+    "hyper_input", None, config_lib.TRAINING_INPUTS,
+    "Override what the hyper synthesis sees in training: z plus uniform noise, or z "
+    "quantized as by the codec, with a straight-through gradient.")
+_RATE_INPUT = flags.DEFINE_enum(
+    "rate_input", None, config_lib.TRAINING_INPUTS,
+    "Override what the rate term measures in training: the density of the latents plus "
+    "uniform noise, or the probabilities of the rounded latents (the coded bits), with a "
+    "straight-through gradient.")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", None,
                                          "Override the config's checkpoint interval.")
 _CONTEXT_MODE = flags.DEFINE_enum(
@@ -72,6 +81,8 @@ def main(argv):
                                       learning_rate=_LR.value,
                                       quantization=_QUANTIZATION.value,
                                       context_input=_CONTEXT_INPUT.value,
+                                      hyper_input=_HYPER_INPUT.value,
+                                      rate_input=_RATE_INPUT.value,
                                       checkpoint_every=_CHECKPOINT_EVERY.value).items()
                if v is not None}
   if overrides or _CONTEXT_MODE.value:

@@ -59,7 +59,9 @@ def rate_distortion(model, x, lambda_index, train_config, training=True):
   """
   out = model(x, model.quality_of(lambda_index), training=training,
               quantization=train_config.quantization,
-              context_input=train_config.context_input)
+              context_input=train_config.context_input,
+              hyper_input=train_config.hyper_input,
+              rate_input=train_config.rate_input)
   num_pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:3]), tf.float32)
   bpp = tf.reduce_mean(out["bits_y"] + out["bits_z"]) / num_pixels
   mse = tf.reduce_mean(tf.square(out["x_hat"] - x))
