@@ -314,6 +314,7 @@ def test_info_prints_header_without_tensorflow(tflic_files):
     (["compress", "--quality=1.5", "rgb.png", "out.tflic"], ["--quality"]),
     (["compress", "--quality=-0.1", "rgb.png", "out.tflic"], ["--quality"]),
     (["compress", "--max_pixels=0", "rgb.png", "out.tflic"], ["--max_pixels"]),
+    (["compress", "--refine_steps=-1", "rgb.png", "out.tflic"], ["--refine_steps"]),
     (["compress", "rgb.png", "gray.png", "out"], ["output directory out does not exist"]),
     (["compress", "rgb.png", "out/"], ["output directory out/ does not exist"]),
     (["compress", "missing.png", "out.tflic"], ["missing.png", "No such file"]),
@@ -445,6 +446,14 @@ def test_single_file_round_trip(images, tiny_model_dir, tmp_path, run_main):
   _assert_bpp_of_written_files(results)
   header, _, _ = bitstream.unpack(tflic_file.read_bytes())
   assert header.quality == pytest.approx(0.9, abs=1e-4)
+  from tflic import codec  # pylint: disable=g-import-not-at-top
+  refined_file = tmp_path / "refined.tflic"
+  status, _, err = run_main("compress", f"--model={tiny_model_dir}", "--quality=0.9",
+                            "--refine_steps=2", images / "rgb.png", refined_file)
+  assert status == 0, err
+  assert refined_file.read_bytes() == codec.load(str(tiny_model_dir)).compress(
+      image_io.read_image(images / "rgb.png"), 0.9, refine_steps=2)
+  refined_file.unlink()
 
   status, out, err = run_main("decompress", f"--model={tiny_model_dir}", tflic_file,
                               png_file)

@@ -68,6 +68,24 @@ def test_quality_knob_changes_rate(codecs):
   assert sizes[0] != sizes[1]
 
 
+def test_refined_files_decode_with_the_same_decoder(codecs, tiny_model_dir):
+  the_codec, module, model = codecs["wavefront"]
+  image = _image(40, 56)
+  plain = the_codec.compress(image, 0.6)
+  assert module.compress_refined(tf.constant(image), tf.constant(0.6),
+                                 tf.constant(0)).numpy() == plain
+  refined = the_codec.compress(image, 0.6, refine_steps=3)
+  assert refined != plain and the_codec.compress(image, 0.6, refine_steps=3) == refined
+  y_hat = module.decode_latent(tf.constant(refined))
+  x_hat = model.synthesize(y_hat, model.log_gain(bitstream.unpack(refined)[0].quality))
+  expected = np.round(np.clip(x_hat[0, :40, :56] * 255, 0, 255)).astype(np.uint8)
+  np.testing.assert_array_equal(the_codec.decompress(refined), expected)
+  exported = codec.load(str(tiny_model_dir))
+  assert exported.compress(image, 0.6, refine_steps=3) == refined
+  with pytest.raises(errors.TflicError, match="refine_steps must be >= 0"):
+    the_codec.compress(image, 0.6, refine_steps=-1)
+
+
 def test_mode_mismatch_is_refused(codecs):
   _, _, model = codecs["wavefront"]
   with pytest.raises(errors.TflicError, match="trained with the wavefront"):

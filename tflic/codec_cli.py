@@ -1,6 +1,6 @@
 """`tflic compress`, `tflic decompress` and `tflic info` (dispatched by tflic/cli.py).
 
-  tflic compress [--model=PATH] [--quality=Q] IN.png OUT.tflic
+  tflic compress [--model=PATH] [--quality=Q] [--refine_steps=N] IN.png OUT.tflic
   tflic compress a.png b.jpg OUTDIR/          # OUTDIR/a.tflic, OUTDIR/b.tflic
   tflic decompress [--model=PATH] IN.tflic OUT.png
   tflic decompress a.tflic b.tflic OUTDIR/    # OUTDIR/a.png, OUTDIR/b.png
@@ -26,6 +26,7 @@ from tflic import image_io
 
 _MODEL = common_flags.MODEL
 _OVERWRITE = common_flags.OVERWRITE
+_REFINE_STEPS = common_flags.REFINE_STEPS
 _QUALITY = flags.DEFINE_float(
     "quality", 0.5, "Rate-distortion trade-off in [0, 1]; higher is larger and better.",
     lower_bound=0.0, upper_bound=1.0)
@@ -33,7 +34,7 @@ _MAX_PIXELS = flags.DEFINE_integer(
     "max_pixels", image_io.DEFAULT_MAX_PIXELS,
     "Refuse images with more pixels than this (protects against decompression bombs).",
     lower_bound=1)
-common_flags.declare_key_flags(__name__, "model", "overwrite")
+common_flags.declare_key_flags(__name__, "model", "overwrite", "refine_steps")
 
 
 class _ModelError(errors.TflicError):
@@ -134,7 +135,7 @@ def _compress_one(src, dst):
   model = _load_model(_MODEL.value)
   start = time.perf_counter()
   try:
-    data = model.compress(image, _QUALITY.value)
+    data = model.compress(image, _QUALITY.value, refine_steps=_REFINE_STEPS.value)
   except errors.TflicError as e:
     raise _about(src, e) from None
   image_io.atomic_write(dst, data, _OVERWRITE.value)

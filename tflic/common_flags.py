@@ -11,6 +11,10 @@ from absl import flags
 MODEL = flags.DEFINE_string(
     "model", None, "Exported SavedModel directory or training directory "
     "(default: the model bundled with tflic).")
+REFINE_STEPS = flags.DEFINE_integer(
+    "refine_steps", 0, "Encoder-side latent refinement steps per image (0: none). Each "
+    "costs about a training step's time; the decoder and file format are unchanged.",
+    lower_bound=0)
 DATASET = flags.DEFINE_string(
     "dataset", None, "Images: a folder or glob (train also takes tfds:NAME for a "
     "tensorflow-datasets dataset prepared on disk; its default is ../shared/data/train).")

@@ -65,12 +65,20 @@ class TflicModel(tf.keras.Model):
 
   # -- rate control -----------------------------------------------------------------------
 
-  def log_gain(self, quality):
-    """Log-gain vector [M] for a continuous quality in [0, 1] (log-linear interpolation)."""
+  def _interpolate(self, table, quality):
+    """Rows of a per-lambda table at a continuous quality in [0, 1], linearly."""
     t = tf.clip_by_value(tf.cast(quality, tf.float32), 0.0, 1.0) * (self.num_lambdas - 1)
     lower = tf.minimum(tf.cast(tf.floor(t), tf.int32), self.num_lambdas - 2)
     a = t - tf.cast(lower, tf.float32)
-    return (1 - a) * self.log_gains[lower] + a * self.log_gains[lower + 1]
+    return (1 - a) * table[lower] + a * table[lower + 1]
+
+  def log_gain(self, quality):
+    """Log-gain vector [M] for a continuous quality in [0, 1] (log-linear interpolation)."""
+    return self._interpolate(self.log_gains, quality)
+
+  def lambda_of(self, quality):
+    """The lambda a quality trades at, interpolated in log space like the gains."""
+    return tf.exp(self._interpolate(tf.math.log(self.lambdas), quality))
 
   def _gain_spread(self):
     """Log-gain offsets of the lambdas at the high-rate optimum (step ~ 1/sqrt(lambda)).

@@ -1,8 +1,10 @@
 """SavedModel export of the codec (library; the script is tflic/export.py).
 
 The SavedModel has the signatures `compress(image: uint8[H, W, 3], quality: float32[]) ->
-{"bitstream": string[]}` and `decompress(bitstream: string[]) -> {"image": uint8[H, W, 3]}`,
-and the tf.functions `compress`, `decompress` and `decode_latent` as attributes. It loads in
+{"bitstream": string[]}`, `compress_refined(image, quality, refine_steps: int32[])` (the
+same, with encoder-side latent refinement) and `decompress(bitstream: string[]) ->
+{"image": uint8[H, W, 3]}`, and the tf.functions `compress`, `compress_refined`,
+`decompress` and `decode_latent` as attributes. It loads in
 any process that has run `import tensorflow_compression` (which registers the range coder
 ops); no tflic code is needed.
 """
@@ -24,11 +26,16 @@ def serving_signatures(module):
   def compress(image, quality):
     return {"bitstream": module.compress(image, quality)}
 
+  @tf.function(input_signature=module.compress_refined.input_signature)
+  def compress_refined(image, quality, refine_steps):
+    return {"bitstream": module.compress_refined(image, quality, refine_steps)}
+
   @tf.function(input_signature=module.decompress.input_signature)
   def decompress(bitstream):
     return {"image": module.decompress(bitstream)}
 
   return {"compress": compress.get_concrete_function(),
+          "compress_refined": compress_refined.get_concrete_function(),
           "decompress": decompress.get_concrete_function()}
 
 

@@ -322,8 +322,9 @@ class TflicCodec(Codec):
   setting_range = (0.0, 1.0)
   needs_model = True
 
-  def __init__(self, settings=None, model_path=None):
+  def __init__(self, settings=None, model_path=None, refine_steps=0):
     super().__init__(settings)
+    self.refine_steps = refine_steps
     try:
       # Imported here: it loads TensorFlow models, which classical evaluations do not need.
       tflic_codec = importlib.import_module("tflic.codec")
@@ -340,17 +341,20 @@ class TflicCodec(Codec):
       raise errors.TflicError(f"cannot load tflic model {model_path}: {e}") from e
 
   def config(self):
-    return {"model": os.path.abspath(self.model_path)}
+    config = {"model": os.path.abspath(self.model_path)}
+    if self.refine_steps:  # absent when 0, so earlier results files still resume
+      config["refine_steps"] = self.refine_steps
+    return config
 
   def encode(self, image, setting):
-    return self._model.compress(image, setting)
+    return self._model.compress(image, setting, refine_steps=self.refine_steps)
 
   def decode(self, data):
     # No cast: the harness rejects anything but uint8 rather than hiding a wrong range.
     return np.asarray(self._model.decompress(data))
 
 
-# Name -> codec class. Classes with `needs_model` get the --model path as well.
+# Name -> codec class. Classes with `needs_model` get --model and --refine_steps as well.
 CODECS: Dict[str, Type[Codec]] = {}
 
 
@@ -366,11 +370,11 @@ for _cls in (JpegCodec, Jpeg444Codec, WebpCodec, AvifCodec, Jpeg2000Codec, JpegX
 
 
 def make_codec(name: str, settings: Optional[Sequence[float]] = None,
-               model_path: Optional[str] = None) -> Codec:
+               model_path: Optional[str] = None, refine_steps: int = 0) -> Codec:
   """Builds the codec registered as `name`; raises TflicError for an unknown name."""
   if name not in CODECS:
     raise errors.TflicError(f"unknown codec {name!r}; known: {', '.join(sorted(CODECS))}")
   cls = CODECS[name]
   if cls.needs_model:
-    return cls(settings, model_path=model_path)
+    return cls(settings, model_path=model_path, refine_steps=refine_steps)
   return cls(settings)

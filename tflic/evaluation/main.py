@@ -40,7 +40,8 @@ _PUBLISHED = flags.DEFINE_string(
 _RESUME = flags.DEFINE_bool("resume", True, "Keep and skip measurements already in "
                             "OUT/results.json; --noresume starts afresh.")
 _PROGRESS = common_flags.PROGRESS
-common_flags.declare_key_flags(__name__, "dataset", "out", "model", "progress")
+common_flags.declare_key_flags(__name__, "dataset", "out", "model", "progress",
+                               "refine_steps")
 
 
 def _notice(message):
@@ -90,7 +91,8 @@ def main(argv):
     if reason:
       _notice(f"skipping codec {name}: {reason}")
       continue
-    codecs.append(codecs_lib.make_codec(name, qualities[name], model_path=_MODEL.value))
+    codecs.append(codecs_lib.make_codec(name, qualities[name], model_path=_MODEL.value,
+                                        refine_steps=_REFINE_STEPS.value))
   if not codecs:
     raise errors.TflicError("none of the requested codecs can run here")
   if _ANCHOR.value not in [c.name for c in codecs]:

@@ -1,0 +1,58 @@
+"""Encoder-side latent refinement: lowers the loss it optimizes, deterministically."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tflic import checkpoint
+from tflic import config
+from tflic import model as model_lib
+from tflic import refinement
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  tf.random.set_seed(1)
+  return checkpoint.build_model(config.load("tiny"))
+
+
+def _inputs(model, quality=0.5, height=40, width=56):
+  image = tf.random.stateless_uniform([1, height, width, 3], [7, 7])
+  x = model_lib.pad_to_multiple(image, model_lib.LATENT_STRIDE)
+  return x, model.analysis(x) * tf.exp(model.log_gain(quality))
+
+
+def _mean_loss(model, x, y, quality, height, width):
+  """rd_loss averaged over seeds that the refinement steps do not use."""
+  return np.mean([float(refinement.rd_loss(model, x, y, quality, height, width, seed))
+                  for seed in range(1000, 1004)])
+
+
+def test_refinement_lowers_the_loss_and_is_deterministic(tiny):
+  x, y = _inputs(tiny)
+  refine = tf.function(lambda y, steps: refinement.refine_latent(
+      tiny, x, y, 0.5, steps, height=40, width=56))
+  np.testing.assert_array_equal(refine(y, 0), y)
+  refined = refine(y, 20)
+  assert np.abs(refined - y).max() > 0
+  assert _mean_loss(tiny, x, refined, 0.5, 40, 56) < 0.98 * _mean_loss(tiny, x, y, 0.5, 40, 56)
+  np.testing.assert_array_equal(refine(y, 20), refined)
+
+
+def test_padding_does_not_count_in_the_loss(tiny):
+  x, y = _inputs(tiny)
+  mask = np.zeros(x.shape, np.float32)
+  mask[:, 40:] = mask[:, :, 56:] = 1
+  other = x + tf.constant(mask) * 0.5
+  assert float(refinement.rd_loss(tiny, x, y, 0.5, 40, 56, 3)) == pytest.approx(
+      float(refinement.rd_loss(tiny, other, y, 0.5, 40, 56, 3)), rel=1e-6)
+  assert float(refinement.rd_loss(tiny, other, y, 0.5, 48, 64, 3)) != pytest.approx(
+      float(refinement.rd_loss(tiny, x, y, 0.5, 48, 64, 3)), rel=1e-6)
+
+
+def test_lambda_of_interpolates_in_log_space(tiny):
+  lambdas = np.array(config.load("tiny").model.lambdas)
+  assert float(tiny.lambda_of(0.0)) == pytest.approx(lambdas[0])
+  assert float(tiny.lambda_of(1.0)) == pytest.approx(lambdas[-1])
+  middle = float(tiny.lambda_of((tiny.quality_of(1) + tiny.quality_of(2)) / 2))
+  assert middle == pytest.approx(np.sqrt(lambdas[1] * lambdas[2]), rel=1e-5)
