@@ -234,8 +234,8 @@ def test_tflic_codec_plugs_in_through_tflic_codec_load(monkeypatch, tmp_path):
 
   class FakeModel:
 
-    def compress(self, image, quality):
-      calls.append(quality)
+    def compress(self, image, quality, refine_steps=0):
+      calls.append((quality, refine_steps))
       return _CountingCodec().encode(image, quality)
 
     def decompress(self, data):
@@ -246,7 +246,12 @@ def test_tflic_codec_plugs_in_through_tflic_codec_load(monkeypatch, tmp_path):
   monkeypatch.setitem(sys.modules, "tflic.codec", fake)
   codec = codecs.make_codec("tflic", [0.25, 0.75], model_path=str(tmp_path / "model"))
   image = np.full((16, 16, 3), 7, np.uint8)
-  assert harness.measure(codec, image, 0.25)["bytes"] > 0 and calls == [0.25]
+  assert harness.measure(codec, image, 0.25)["bytes"] > 0 and calls == [(0.25, 0)]
+  assert codec.config() == {"model": str(tmp_path / "model")}
+  refined = codecs.make_codec("tflic", [0.5], model_path=str(tmp_path / "model"),
+                              refine_steps=7)
+  harness.measure(refined, image, 0.5)
+  assert calls[-1] == (0.5, 7) and refined.config()["refine_steps"] == 7
 
   def broken_load(path):
     raise FileNotFoundError(path)
@@ -316,6 +321,20 @@ def test_cli_end_to_end_writes_everything_and_resumes(tmp_path):
   assert second.returncode == 0, second.stderr
   assert "0 measured, 8 resumed" in second.stdout
   assert json.loads((out / "results.json").read_text()) == results  # Same timings: no re-encode.
+
+
+def test_cli_refined_tflic_results_do_not_mix_with_plain_ones(tmp_path, tiny_model_dir):
+  dataset = _write_crops(tmp_path / "data", sizes=((48, 32),))
+  out = tmp_path / "out"
+  args = (f"--dataset={dataset}", f"--out={out}", "--codecs=tflic", f"--model={tiny_model_dir}",
+          "--qualities=tflic:0.5", "--noprogress")
+  refined = _tflic_eval(*args, "--refine_steps=2")
+  assert refined.returncode == 0, refined.stderr
+  stored = json.loads((out / "results.json").read_text())["codecs"]["tflic"]
+  assert stored["config"]["refine_steps"] == 2
+  assert stored["results"]["0.5"]["crop0.png"]["bytes"] > 0
+  plain = _tflic_eval(*args)
+  assert plain.returncode == 2 and "made with other options" in plain.stderr
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -26,6 +26,7 @@ _CODECS = flags.DEFINE_list(
     f"Codecs to evaluate, from: {', '.join(sorted(codecs_lib.CODECS))}. Codecs whose tools are "
     "missing are skipped with a notice.")
 _MODEL = common_flags.MODEL
+_REFINE_STEPS = common_flags.REFINE_STEPS
 _QUALITIES = flags.DEFINE_multi_string(
     "qualities", [],
     "Settings to sweep, as CODEC:Q1,Q2,... (repeat the flag for several codecs), or Q1,Q2,... "
