@@ -23,9 +23,9 @@ def _inputs(model, quality=0.5, height=40, width=56):
 
 
 def _mean_loss(model, x, y, quality, height, width):
-  """rd_loss averaged over seeds that the refinement steps do not use."""
-  return np.mean([float(refinement.rd_loss(model, x, y, quality, height, width, seed))
-                  for seed in range(1000, 1004)])
+  """The objective averaged over seeds that the refinement steps do not use."""
+  objective = refinement.rd_objective(model, x, quality, height, width)
+  return np.mean([float(objective(y, seed)) for seed in range(1000, 1004)])
 
 
 def test_refinement_lowers_the_loss_and_is_deterministic(tiny):
@@ -44,10 +44,10 @@ def test_padding_does_not_count_in_the_loss(tiny):
   mask = np.zeros(x.shape, np.float32)
   mask[:, 40:] = mask[:, :, 56:] = 1
   other = x + tf.constant(mask) * 0.5
-  assert float(refinement.rd_loss(tiny, x, y, 0.5, 40, 56, 3)) == pytest.approx(
-      float(refinement.rd_loss(tiny, other, y, 0.5, 40, 56, 3)), rel=1e-6)
-  assert float(refinement.rd_loss(tiny, other, y, 0.5, 48, 64, 3)) != pytest.approx(
-      float(refinement.rd_loss(tiny, x, y, 0.5, 48, 64, 3)), rel=1e-6)
+  loss = lambda image, height, width: float(
+      refinement.rd_objective(tiny, image, 0.5, height, width)(y, 3))
+  assert loss(x, 40, 56) == pytest.approx(loss(other, 40, 56), rel=1e-6)
+  assert loss(other, 48, 64) != pytest.approx(loss(x, 48, 64), rel=1e-6)
 
 
 def test_lambda_of_interpolates_in_log_space(tiny):

@@ -18,33 +18,43 @@ DEFAULT_LEARNING_RATE = 4e-3
 _BETA1, _BETA2, _EPSILON = 0.9, 0.999, 1e-8
 
 
-def rd_loss(model, x, y, quality, height, width, seed):
-  """The training loss of latent y for image x (padded; its first height x width count).
+def rd_objective(model, x, quality, height=None, width=None):
+  """The training loss of a latent for image x, as a function `loss(y, seed)`.
 
-  Rate: bits of y and z plus uniform noise (stateless, from `seed`), y's context rounded as
-  the decoder's is; distortion: MSE of the synthesis of y rounded around its means, with
-  straight-through gradients, over the unpadded pixels.
+  x is the padded image; only its first height x width pixels count (default: all). Rate:
+  bits of y and z plus uniform noise (stateless, from `seed`), y's context rounded as the
+  decoder's is; distortion: MSE of the synthesis of y rounded around its means, with
+  straight-through gradients. What does not depend on y (z's quantization offsets, the
+  gain, lambda) is computed here once, not in every refinement step.
   """
-  noise = lambda tensor, k: tf.random.stateless_uniform(
-      tf.shape(tensor), tf.stack([seed, k]), -0.5, 0.5)
-  z = model.hyper_latent(y)
-  z_hat = model.hyper_entropy_model().quantize(z)
-  bits_z = -tf.reduce_sum(model.hyperprior.log_prob(z + noise(z, 1))) / math.log(2)
-  hyper = model.hyper_features(z_hat, tf.shape(y)[1], tf.shape(y)[2])
-  mean, log_scale = model.context(model.rounded_context(y, tf.round(y), hyper), hyper)
-  scale = model.scale_fn(model.scale_index(log_scale))
-  bits_y = -tf.reduce_sum(
-      tfc.NoisyNormal(loc=mean, scale=scale).log_prob(y + noise(y, 2))) / math.log(2)
-  x_hat = model.synthesize(tfc.round_st(y - mean) + mean, model.log_gain(quality))
-  error = (x_hat - x)[:, :height, :width]
+  height = tf.shape(x)[1] if height is None else height
+  width = tf.shape(x)[2] if width is None else width
+  z_offset = model.hyper_entropy_model().quantization_offset
+  log_gain = model.log_gain(quality)
+  distortion_weight = model.lambda_of(quality) * 255.0**2
   num_pixels = tf.cast(height * width, tf.float32)
-  mse = tf.reduce_mean(tf.square(error))
-  return (bits_y + bits_z) / num_pixels + model.lambda_of(quality) * 255.0**2 * mse
+  target = x[:, :height, :width]
+
+  def loss(y, seed):
+    noise = lambda tensor, k: tf.random.stateless_uniform(
+        tf.shape(tensor), tf.stack([seed, k]), -0.5, 0.5)
+    z = model.hyper_latent(y)
+    bits_z = -tf.reduce_sum(model.hyperprior.log_prob(z + noise(z, 1))) / math.log(2)
+    hyper = model.hyper_features(tfc.round_st(z, z_offset), tf.shape(y)[1], tf.shape(y)[2])
+    mean, log_scale = model.context(model.rounded_context(y, tf.round(y), hyper), hyper)
+    scale = model.scale_fn(model.scale_index(log_scale))
+    bits_y = -tf.reduce_sum(
+        tfc.NoisyNormal(loc=mean, scale=scale).log_prob(y + noise(y, 2))) / math.log(2)
+    x_hat = model.synthesize(tfc.round_st(y - mean) + mean, log_gain)
+    mse = tf.reduce_mean(tf.square(x_hat[:, :height, :width] - target))
+    return (bits_y + bits_z) / num_pixels + distortion_weight * mse
+
+  return loss
 
 
 def refine_latent(model, x, y, quality, steps, learning_rate=DEFAULT_LEARNING_RATE,
                   height=None, width=None):
-  """y after `steps` Adam steps on `rd_loss` (graph-friendly: a tf.while_loop).
+  """y after `steps` Adam steps on `rd_objective` (graph-friendly: a tf.while_loop).
 
   Args:
     model: a trained `TflicModel`.
@@ -55,14 +65,13 @@ def refine_latent(model, x, y, quality, steps, learning_rate=DEFAULT_LEARNING_RA
     learning_rate: the first step size, in quantization steps; it decays to 0.
     height, width: the unpadded image size (default: all of x).
   """
-  height = tf.shape(x)[1] if height is None else height
-  width = tf.shape(x)[2] if width is None else width
+  objective = rd_objective(model, x, quality, height, width)
   steps = tf.cast(steps, tf.int32)
 
   def body(t, y, m, v):
     with tf.GradientTape() as tape:
       tape.watch(y)
-      loss = rd_loss(model, x, y, quality, height, width, t)
+      loss = objective(y, t)
     g = tape.gradient(loss, y)
     m = _BETA1 * m + (1 - _BETA1) * g
     v = _BETA2 * v + (1 - _BETA2) * tf.square(g)
