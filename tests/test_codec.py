@@ -1,7 +1,9 @@
 """The codec writes real files that decode exactly, alone, and fail safely when damaged."""
 
+import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,6 +18,7 @@ from tflic import checkpoint
 from tflic import codec
 from tflic import errors
 from tflic import model as model_lib
+from tflic import savedmodel
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZES = [(97, 131), (16, 200), (200, 16), (1, 1), (37, 53)]
@@ -84,6 +87,30 @@ def test_refined_files_decode_with_the_same_decoder(codecs, tiny_model_dir):
   assert exported.compress(image, 0.6, refine_steps=3) == refined
   with pytest.raises(errors.TflicError, match="refine_steps must be >= 0"):
     the_codec.compress(image, 0.6, refine_steps=-1)
+
+
+def test_refinement_optimizes_the_distortion_the_model_was_trained_for(
+    codecs, tiny_workdir, tmp_path, monkeypatch):
+  workdir = tmp_path / "ms_ssim"
+  shutil.copytree(tiny_workdir, workdir)
+  stored = json.loads((workdir / "config.json").read_text())
+  stored["train"]["distortion"] = "ms-ssim"
+  (workdir / "config.json").write_text(json.dumps(stored))
+  ms_ssim_codec, mse_codec = codec.load(str(workdir)), codecs["wavefront"][0]
+  assert ms_ssim_codec.module.distortion == "ms-ssim"
+  image = _image(48, 56)
+  assert ms_ssim_codec.compress(image, 0.6) == mse_codec.compress(image, 0.6)
+  refined = ms_ssim_codec.compress(image, 0.6, refine_steps=3)
+  assert refined != mse_codec.compress(image, 0.6, refine_steps=3)
+  assert ms_ssim_codec.decompress(refined).shape == image.shape
+  with pytest.raises(errors.TflicError, match="at least 41 pixels per side"):
+    ms_ssim_codec.compress(_image(32, 56), 0.6, refine_steps=1)
+  exported = []
+  monkeypatch.setattr(savedmodel, "export", lambda module, out, **_: exported.append(module))
+  savedmodel.export_checkpoint(str(workdir), str(tmp_path / "export"))
+  assert exported[0].distortion == "ms-ssim"
+  with pytest.raises(errors.TflicError, match="unknown distortion 'psnr'"):
+    codec.CodecModule(codecs["wavefront"][2], distortion="psnr")
 
 
 def test_mode_mismatch_is_refused(codecs):

@@ -56,3 +56,20 @@ def test_lambda_of_interpolates_in_log_space(tiny):
   assert float(tiny.lambda_of(1.0)) == pytest.approx(lambdas[-1])
   middle = float(tiny.lambda_of((tiny.quality_of(1) + tiny.quality_of(2)) / 2))
   assert middle == pytest.approx(np.sqrt(lambdas[1] * lambdas[2]), rel=1e-5)
+
+
+def test_ms_ssim_models_are_refined_for_ms_ssim(tiny):
+  x, y = _inputs(tiny, height=48, width=56)
+  ms_ssim = refinement.rd_objective(tiny, x, 0.5, 48, 56, distortion="ms-ssim")
+  mse = refinement.rd_objective(tiny, x, 0.5, 48, 56)
+  assert float(ms_ssim(y, 3)) != pytest.approx(float(mse(y, 3)), rel=1e-3)
+  refined = tf.function(lambda y: refinement.refine_latent(
+      tiny, x, y, 0.5, 20, height=48, width=56, distortion="ms-ssim"))(y)
+  held_out = lambda y: np.mean([float(ms_ssim(y, seed)) for seed in range(1000, 1004)])
+  assert held_out(refined) < 0.98 * held_out(y)
+
+
+def test_ms_ssim_refinement_refuses_images_too_small_to_measure(tiny):
+  x, y = _inputs(tiny, height=40, width=56)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="at least 41 pixels per side"):
+    refinement.rd_objective(tiny, x, 0.5, 40, 56, distortion="ms-ssim")(y, 0)

@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_compression as tfc
 
 from tflic import bitstream as bitstream_format
+from tflic import config
 from tflic import context_model
 from tflic import errors
 from tflic import model as model_lib
@@ -79,9 +80,11 @@ class CodecModule(tf.Module):
     config_json: the model's config, stored with the module for provenance.
     mode: decoding order; must match the mask the model was trained with (None: the
       model's own).
+    distortion: what the model was trained for ("mse" or "ms-ssim"); latent refinement
+      optimizes it.
   """
 
-  def __init__(self, model, config_json="", mode=None, name="tflic_codec"):
+  def __init__(self, model, config_json="", mode=None, distortion="mse", name="tflic_codec"):
     super().__init__(name=name)
     trained_mode = model.context.mode
     if mode is not None and mode != trained_mode:
@@ -91,6 +94,10 @@ class CodecModule(tf.Module):
     # The Keras model is kept out of the object graph (Keras would trace its training
     # call into the SavedModel); its variables are tracked directly instead.
     self.__dict__["model"] = model
+    if distortion not in config.DISTORTIONS:
+      raise errors.TflicError(f"unknown distortion {distortion!r}; expected one of "
+                              f"{', '.join(config.DISTORTIONS)}")
+    self.distortion = distortion
     self.model_variables = list(model.variables)
     self.latent_model = model.latent_entropy_model(compression=True)
     self.hyper_model = model.hyper_entropy_model(compression=True)
@@ -137,7 +144,7 @@ class CodecModule(tf.Module):
     y = self.model.analysis(x) * tf.exp(self.model.log_gain(quality))
     if refine_steps is not None:
       y = refinement.refine_latent(self.model, x, y, quality, refine_steps,
-                                   height=height, width=width)
+                                   height=height, width=width, distortion=self.distortion)
     y = tf.debugging.assert_all_finite(y, "the model produced non-finite latents")
     z = tf.clip_by_value(self.model.hyper_latent(y), -SYMBOL_LIMIT, SYMBOL_LIMIT)
     z = tf.debugging.assert_all_finite(z, "the model produced non-finite hyper-latents")
@@ -329,7 +336,7 @@ def load(path):
     except (OSError, ValueError, tf.errors.OpError) as e:
       raise errors.TflicError(f"cannot load SavedModel {path}: {_first_line(e)}") from None
   cfg, model, _ = checkpoint_lib.restore_model(path)
-  return Codec(CodecModule(model, cfg.to_json()))
+  return Codec(CodecModule(model, cfg.to_json(), distortion=cfg.train.distortion))
 
 
 def default_model_path():

@@ -44,6 +44,8 @@ class ModelConfig:
 # What training may feed a part of the model in place of the codec's rounding: the latent
 # plus uniform noise, or the latent rounded as the codec does (straight-through gradient).
 TRAINING_INPUTS = ("noise", "rounded")
+# The distortions a model can be trained for (tflic.distortion).
+DISTORTIONS = ("mse", "ms-ssim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +100,7 @@ def from_dict(d):
     raise errors.TflicError("invalid config: resample_kernel must be 0 or odd")
   if model.context_mode not in ("serial", "wavefront"):
     raise errors.TflicError(f"invalid config: unknown context_mode {model.context_mode!r}")
-  if train.quantization not in ("noise", "ste") or train.distortion not in ("mse", "ms-ssim"):
+  if train.quantization not in ("noise", "ste") or train.distortion not in DISTORTIONS:
     raise errors.TflicError("invalid config: quantization must be noise|ste, "
                             "distortion mse|ms-ssim")
   for name in ("context_input", "hyper_input", "rate_input"):

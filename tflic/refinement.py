@@ -14,26 +14,36 @@ import math
 import tensorflow as tf
 import tensorflow_compression as tfc
 
+from tflic import distortion as distortion_lib
+
 DEFAULT_LEARNING_RATE = 4e-3
 _BETA1, _BETA2, _EPSILON = 0.9, 0.999, 1e-8
 
 
-def rd_objective(model, x, quality, height=None, width=None):
+def rd_objective(model, x, quality, height=None, width=None, distortion="mse"):
   """The training loss of a latent for image x, as a function `loss(y, seed)`.
 
   x is the padded image; only its first height x width pixels count (default: all). Rate:
   bits of y and z plus uniform noise (stateless, from `seed`), y's context rounded as the
-  decoder's is; distortion: MSE of the synthesis of y rounded around its means, with
-  straight-through gradients. What does not depend on y (z's quantization offsets, the
-  gain, lambda) is computed here once, not in every refinement step.
+  decoder's is; distortion: the model's own ("mse" or "ms-ssim", tflic.distortion) of the
+  synthesis of y rounded around its means, with straight-through gradients. What does not
+  depend on y (z's quantization offsets, the gain, lambda) is computed here once, not in
+  every refinement step.
   """
   height = tf.shape(x)[1] if height is None else height
   width = tf.shape(x)[2] if width is None else width
   z_offset = model.hyper_entropy_model().quantization_offset
   log_gain = model.log_gain(quality)
-  distortion_weight = model.lambda_of(quality) * 255.0**2
+  lmbda = model.lambda_of(quality)
   num_pixels = tf.cast(height * width, tf.float32)
   target = x[:, :height, :width]
+  if distortion == "ms-ssim":
+    check = tf.debugging.assert_greater_equal(
+        tf.minimum(height, width), distortion_lib.MS_SSIM_MIN_SIDE,
+        message=f"latent refinement of an ms-ssim model needs images of at least "
+                f"{distortion_lib.MS_SSIM_MIN_SIDE} pixels per side")
+    with tf.control_dependencies([check]):
+      target = tf.identity(target)
 
   def loss(y, seed):
     noise = lambda tensor, k: tf.random.stateless_uniform(
@@ -46,14 +56,14 @@ def rd_objective(model, x, quality, height=None, width=None):
     bits_y = -tf.reduce_sum(
         tfc.NoisyNormal(loc=mean, scale=scale).log_prob(y + noise(y, 2))) / math.log(2)
     x_hat = model.synthesize(tfc.round_st(y - mean) + mean, log_gain)
-    mse = tf.reduce_mean(tf.square(x_hat[:, :height, :width] - target))
-    return (bits_y + bits_z) / num_pixels + distortion_weight * mse
+    return (bits_y + bits_z) / num_pixels + distortion_lib.weighted_distortion(
+        x_hat[:, :height, :width], target, lmbda, distortion)
 
   return loss
 
 
 def refine_latent(model, x, y, quality, steps, learning_rate=DEFAULT_LEARNING_RATE,
-                  height=None, width=None):
+                  height=None, width=None, distortion="mse"):
   """y after `steps` Adam steps on `rd_objective` (graph-friendly: a tf.while_loop).
 
   Args:
@@ -64,8 +74,9 @@ def refine_latent(model, x, y, quality, steps, learning_rate=DEFAULT_LEARNING_RA
     steps: int32 scalar, number of steps (0 returns y).
     learning_rate: the first step size, in quantization steps; it decays to 0.
     height, width: the unpadded image size (default: all of x).
+    distortion: what the model was trained for, "mse" or "ms-ssim".
   """
-  objective = rd_objective(model, x, quality, height, width)
+  objective = rd_objective(model, x, quality, height, width, distortion)
   steps = tf.cast(steps, tf.int32)
 
   def body(t, y, m, v):

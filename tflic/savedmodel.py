@@ -62,5 +62,5 @@ def export(module, out, overwrite=False):
 def export_checkpoint(workdir, out, overwrite=False):
   """Restores the latest checkpoint of a training directory and exports it."""
   cfg, model, step = checkpoint_lib.restore_model(workdir)
-  module = codec.CodecModule(model, cfg.to_json())
+  module = codec.CodecModule(model, cfg.to_json(), distortion=cfg.train.distortion)
   return export(module, out, overwrite=overwrite), step

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tflic import checkpoint as checkpoint_lib
 from tflic import data
+from tflic import distortion
 from tflic import errors
 
 
@@ -65,13 +66,8 @@ def rate_distortion(model, x, lambda_index, train_config, training=True):
   num_pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:3]), tf.float32)
   bpp = tf.reduce_mean(out["bits_y"] + out["bits_z"]) / num_pixels
   mse = tf.reduce_mean(tf.square(out["x_hat"] - x))
-  lmbda = tf.gather(model.lambdas, lambda_index)
-  if train_config.distortion == "ms-ssim":
-    msssim = tf.reduce_mean(tf.image.ssim_multiscale(
-        tf.clip_by_value(out["x_hat"], 0, 1), x, 1.0, power_factors=(0.0448, 0.2856, 0.3001)))
-    loss = bpp + lmbda * (1 - msssim)
-  else:
-    loss = bpp + lmbda * 255.0**2 * mse
+  loss = bpp + distortion.weighted_distortion(
+      out["x_hat"], x, tf.gather(model.lambdas, lambda_index), train_config.distortion)
   psnr = -10.0 * tf.math.log(tf.maximum(mse, 1e-10)) / tf.math.log(10.0)
   return dict(loss=loss, bpp=bpp, mse=mse * 255.0**2, psnr=psnr,
               bpp_z=tf.reduce_mean(out["bits_z"]) / num_pixels)
