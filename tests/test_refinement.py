@@ -73,3 +73,14 @@ def test_ms_ssim_refinement_refuses_images_too_small_to_measure(tiny):
   x, y = _inputs(tiny, height=40, width=56)
   with pytest.raises(tf.errors.InvalidArgumentError, match="at least 41 pixels per side"):
     refinement.rd_objective(tiny, x, 0.5, 40, 56, distortion="ms-ssim")(y, 0)
+
+
+def test_default_step_size_is_the_budget_over_the_steps(tiny):
+  x, y = _inputs(tiny)
+  refine = lambda steps, **kw: tf.function(lambda y: refinement.refine_latent(
+      tiny, x, y, 0.5, steps, height=40, width=56, **kw))(y).numpy()
+  for steps in (4, 10):
+    np.testing.assert_allclose(
+        refine(steps), refine(steps, learning_rate=refinement.STEP_SIZE_BUDGET / steps),
+        rtol=1e-5, atol=1e-6)
+  assert np.abs(refine(4) - refine(4, learning_rate=0.004)).max() > 1e-3

@@ -5,8 +5,9 @@ gradient steps on y against the model's own rate-distortion loss (at the quality
 lambda) find a latent the unchanged decoder reconstructs better for about the same bits
 (the amortization gap; Campos et al. 2019, "Content adaptive optimization for neural
 image compression"). The file format does not change: the refined y is then coded like
-any other. Steps use Adam with a cosine-decayed step size, and noise from a fixed seed,
-so the same image and settings always give the same file.
+any other. Steps use Adam with a cosine-decayed step size that shrinks as the number of
+steps grows (a fixed budget, STEP_SIZE_BUDGET), and noise from a fixed seed, so the same
+image and settings always give the same file.
 """
 
 import math
@@ -16,7 +17,11 @@ import tensorflow_compression as tfc
 
 from tflic import distortion as distortion_lib
 
-DEFAULT_LEARNING_RATE = 4e-3
+# The first step size times the number of steps. On 8 Kodak 256x256 crops (bundled weights,
+# coded files, BD-rate against the plain encoder) the best step sizes were about this over
+# the steps: 10 steps at 0.02 gave -5.2% (-4.5% at 0.01, -2.4% at 0.004), 20 at 0.01 -5.8%
+# (-4.0% at 0.02), 50 at 0.004 -6.2% (-4.9% at 0.01); larger ones overshoot to higher rates.
+STEP_SIZE_BUDGET = 0.2
 _BETA1, _BETA2, _EPSILON = 0.9, 0.999, 1e-8
 
 
@@ -62,7 +67,7 @@ def rd_objective(model, x, quality, height=None, width=None, distortion="mse"):
   return loss
 
 
-def refine_latent(model, x, y, quality, steps, learning_rate=DEFAULT_LEARNING_RATE,
+def refine_latent(model, x, y, quality, steps, learning_rate=None,
                   height=None, width=None, distortion="mse"):
   """y after `steps` Adam steps on `rd_objective` (graph-friendly: a tf.while_loop).
 
@@ -72,12 +77,15 @@ def refine_latent(model, x, y, quality, steps, learning_rate=DEFAULT_LEARNING_RA
     y: its latent, analysis(x) times the quality's gain.
     quality: scalar in [0, 1].
     steps: int32 scalar, number of steps (0 returns y).
-    learning_rate: the first step size, in quantization steps; it decays to 0.
+    learning_rate: the first step size, in quantization steps; it decays to 0. Default:
+      STEP_SIZE_BUDGET / steps.
     height, width: the unpadded image size (default: all of x).
     distortion: what the model was trained for, "mse" or "ms-ssim".
   """
   objective = rd_objective(model, x, quality, height, width, distortion)
   steps = tf.cast(steps, tf.int32)
+  if learning_rate is None:
+    learning_rate = STEP_SIZE_BUDGET / tf.cast(tf.maximum(steps, 1), tf.float32)
 
   def body(t, y, m, v):
     with tf.GradientTape() as tape:
