@@ -102,7 +102,7 @@ def from_dict(d):
     raise errors.TflicError(f"invalid config: unknown context_mode {model.context_mode!r}")
   if train.quantization not in ("noise", "ste") or train.distortion not in DISTORTIONS:
     raise errors.TflicError("invalid config: quantization must be noise|ste, "
-                            "distortion mse|ms-ssim")
+                            f"distortion {'|'.join(DISTORTIONS)}")
   for name in ("context_input", "hyper_input", "rate_input"):
     if getattr(train, name) not in TRAINING_INPUTS:
       raise errors.TflicError(f"invalid config: {name} must be noise|rounded")

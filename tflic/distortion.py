@@ -36,12 +36,13 @@ def ms_ssim(x_hat, x, power_factors=MS_SSIM_POWER_FACTORS):
   for scale in range(len(power_factors)):
     if scale:
       x_hat, x = _halve(x_hat), _halve(x)
-    mean_product = 2 * local_mean(x_hat) * local_mean(x)
-    mean_squares = tf.square(local_mean(x_hat)) + tf.square(local_mean(x))
-    luminance = (mean_product + _K1**2) / (mean_squares + _K1**2)
-    cs = ((2 * local_mean(x_hat * x) - mean_product + _K2**2) /
-          (local_mean(tf.square(x_hat) + tf.square(x)) - mean_squares + _K2**2))
-    factor = luminance * cs if scale == len(power_factors) - 1 else cs
+    mean_hat, mean = local_mean(x_hat), local_mean(x)
+    mean_product = 2 * mean_hat * mean
+    mean_squares = tf.square(mean_hat) + tf.square(mean)
+    factor = ((2 * local_mean(x_hat * x) - mean_product + _K2**2) /
+              (local_mean(tf.square(x_hat) + tf.square(x)) - mean_squares + _K2**2))  # cs
+    if scale == len(power_factors) - 1:  # luminance only counts at the coarsest scale
+      factor *= (mean_product + _K1**2) / (mean_squares + _K1**2)
     factors.append(tf.reduce_mean(factor, axis=[1, 2]))  # [batch, channels]
   factors = tf.maximum(tf.stack(factors, axis=-1), _FLOOR)
   return tf.reduce_mean(tf.reduce_prod(factors**tf.constant(power_factors), axis=-1), -1)
