@@ -188,6 +188,17 @@ def test_scale_index_round_trip(tiny):
   assert float(tiny.scale_index(tf.constant(50.0))) == 63.0
 
 
+def test_coding_tables_sit_at_the_centre_of_their_scale_buckets(tiny):
+  # The coder truncates the float index, so table i serves indexes [i, i + 1).
+  values = tf.constant([[[[0.0, 1.0, 3.0, -2.0]]]])
+  indexes = tf.constant([[[[0.0, 2.0, 20.0, 40.0]]]])
+  _, coded = tiny.latent_entropy_model(compression=True)(values, indexes, training=False)
+  _, centre = tiny.latent_entropy_model()(values, indexes + 0.5, training=False)
+  _, edge = tiny.latent_entropy_model()(values, indexes, training=False)
+  np.testing.assert_allclose(coded, centre, rtol=1e-5)
+  assert abs(float(coded[0]) - float(edge[0])) > 0.05
+
+
 def test_configs_load_and_reject_bad_input(tmp_path):
   from tflic import errors  # pylint: disable=g-import-not-at-top
   for name in ("tiny", "small", "paper"):

@@ -112,10 +112,25 @@ class TflicModel(tf.keras.Model):
     return tf.clip_by_value((log_scale - self._log_scale_min) / self._log_scale_step,
                             0.0, self.config.num_scales - 1.0)
 
+  def table_scale_fn(self, index):
+    """Gaussian scale of coding table `index`: the centre (in log space) of the scales
+    whose float index truncates to it.
+
+    Tables at the bucket's lower edge, scale_fn(index), code every value with a scale up
+    to 12% too small; on five Kodak images that cost 0.9% more bytes at quality 0 (0.15%
+    at quality 1) than the centred tables, whose files are within 0.2% of the ideal bits.
+    """
+    return self.scale_fn(index + 0.5)
+
   def latent_entropy_model(self, compression=False):
-    """tfc model for y's chunks: discretized Gaussians indexed by scale."""
+    """tfc model for y's chunks: discretized Gaussians indexed by scale.
+
+    Without compression (training, ideal bits) the float index gives the exact predicted
+    scale; with compression the range-coding tables are built at `table_scale_fn`.
+    """
     return tfc.LocationScaleIndexedEntropyModel(
-        tfc.NoisyNormal, self.config.num_scales, self.scale_fn, coding_rank=3,
+        tfc.NoisyNormal, self.config.num_scales,
+        self.table_scale_fn if compression else self.scale_fn, coding_rank=3,
         compression=compression)
 
   def hyper_entropy_model(self, compression=False):
