@@ -63,9 +63,10 @@ def test_ms_ssim_loss_is_its_rate_plus_weighted_distortion_with_finite_gradients
     metrics = training.rate_distortion(model, x, 1, train_config, training=False)
   # training=False rounds without noise, so a second pass reproduces the reconstruction.
   out = model(x, model.quality_of(1), training=False)
-  expected = metrics["bpp"] + float(model.lambdas[1]) * (
-      1 - tf.reduce_mean(distortion.ms_ssim(tf.clip_by_value(out["x_hat"], 0, 1), x)))
+  score = tf.reduce_mean(distortion.ms_ssim(tf.clip_by_value(out["x_hat"], 0, 1), x))
+  expected = metrics["bpp"] + float(model.lambdas[1]) * (1 - score)
   assert float(metrics["loss"]) == pytest.approx(float(expected), rel=1e-4)
+  assert float(metrics["ms_ssim"]) == pytest.approx(float(score), rel=1e-4)  # logged
   gradients = tape.gradient(metrics["loss"], model.trainable_variables)
   assert all(np.isfinite(tf.convert_to_tensor(g).numpy()).all()
              for g in gradients if g is not None)

@@ -56,13 +56,15 @@ def _halve(images):
   return tf.nn.avg_pool2d(images, 2, 2, "VALID")
 
 
-def weighted_distortion(x_hat, x, lmbda, kind):
-  """lambda * 255^2 * MSE, or lambda * (1 - MS-SSIM), of x_hat against x (both in [0, 1]).
-
-  Averaged over the batch; this is the term added to bits per pixel in the loss.
-  """
+def distortion_term(x_hat, x, kind):
+  """255^2 * MSE, or 1 - MS-SSIM, of x_hat against x (both in [0, 1]), batch-averaged."""
   if kind == "mse":
-    return lmbda * 255.0**2 * tf.reduce_mean(tf.square(x_hat - x))
+    return 255.0**2 * tf.reduce_mean(tf.square(x_hat - x))
   if kind == "ms-ssim":
-    return lmbda * (1 - tf.reduce_mean(ms_ssim(tf.clip_by_value(x_hat, 0, 1), x)))
+    return 1 - tf.reduce_mean(ms_ssim(tf.clip_by_value(x_hat, 0, 1), x))
   raise ValueError(f"distortion must be one of {config.DISTORTIONS}, got {kind!r}")
+
+
+def weighted_distortion(x_hat, x, lmbda, kind):
+  """lambda * `distortion_term`: the term added to bits per pixel in the loss."""
+  return lmbda * distortion_term(x_hat, x, kind)

@@ -66,11 +66,14 @@ def rate_distortion(model, x, lambda_index, train_config, training=True):
   num_pixels = tf.cast(tf.reduce_prod(tf.shape(x)[1:3]), tf.float32)
   bpp = tf.reduce_mean(out["bits_y"] + out["bits_z"]) / num_pixels
   mse = tf.reduce_mean(tf.square(out["x_hat"] - x))
-  loss = bpp + distortion.weighted_distortion(
-      out["x_hat"], x, tf.gather(model.lambdas, lambda_index), train_config.distortion)
+  term = distortion.distortion_term(out["x_hat"], x, train_config.distortion)
+  loss = bpp + tf.gather(model.lambdas, lambda_index) * term
   psnr = -10.0 * tf.math.log(tf.maximum(mse, 1e-10)) / tf.math.log(10.0)
-  return dict(loss=loss, bpp=bpp, mse=mse * 255.0**2, psnr=psnr,
-              bpp_z=tf.reduce_mean(out["bits_z"]) / num_pixels)
+  metrics = dict(loss=loss, bpp=bpp, mse=mse * 255.0**2, psnr=psnr,
+                 bpp_z=tf.reduce_mean(out["bits_z"]) / num_pixels)
+  if train_config.distortion == "ms-ssim":
+    metrics["ms_ssim"] = 1 - term  # what the loss trades; logged beside PSNR
+  return metrics
 
 
 class Trainer:
@@ -208,8 +211,8 @@ def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
               tf.summary.scalar(f"lambda_{index}/{k}", v)
             tf.summary.scalar("loss", means["loss"])
         sums = {}
-        bar.update(step, [("loss", metrics["loss"]), ("bpp", metrics["bpp"]),
-                          ("psnr", metrics["psnr"]), ("steps/s", steps_per_second)])
+        shown = [k for k in ("loss", "bpp", "psnr", "ms_ssim") if k in metrics]
+        bar.update(step, [(k, metrics[k]) for k in shown] + [("steps/s", steps_per_second)])
       if step % train_cfg.checkpoint_every == 0:
         trainer.save()
         last_good = step
