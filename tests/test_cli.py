@@ -315,6 +315,12 @@ def test_info_prints_header_without_tensorflow(tflic_files):
     (["compress", "--quality=-0.1", "rgb.png", "out.tflic"], ["--quality"]),
     (["compress", "--max_pixels=0", "rgb.png", "out.tflic"], ["--max_pixels"]),
     (["compress", "--refine_steps=-1", "rgb.png", "out.tflic"], ["--refine_steps"]),
+    (["compress", "--target_bpp=0", "rgb.png", "out.tflic"], ["--target_bpp"]),
+    (["compress", "--target_bytes=0", "rgb.png", "out.tflic"], ["--target_bytes"]),
+    (["compress", "--quality=0.5", "--target_bytes=900", "rgb.png", "out.tflic"],
+     ["--quality and --target_bytes exclude each other"]),
+    (["compress", "--target_bpp=1", "--target_bytes=900", "rgb.png", "out.tflic"],
+     ["--target_bpp and --target_bytes exclude each other"]),
     (["compress", "rgb.png", "gray.png", "out"], ["output directory out does not exist"]),
     (["compress", "rgb.png", "out/"], ["output directory out/ does not exist"]),
     (["compress", "missing.png", "out.tflic"], ["missing.png", "No such file"]),
@@ -461,6 +467,33 @@ def test_single_file_round_trip(images, tiny_model_dir, tmp_path, run_main):
   _assert_bpp_of_written_files(_results(out))
   assert image_io.read_image(png_file).shape == RGB.shape
   assert sorted(os.listdir(tmp_path)) == ["one.png", "one.tflic"]
+
+
+def test_compress_to_a_size_budget(images, tiny_model_dir, tmp_path, run_main):
+  from tflic import codec  # pylint: disable=g-import-not-at-top
+  model = codec.load(str(tiny_model_dir))
+  smallest, largest = (len(model.compress(RGB, q)) for q in (0.0, 1.0))
+  assert smallest < largest
+  budget = (smallest + largest) // 2
+  out = tmp_path / "fit.tflic"
+  status, stdout, err = run_main("compress", f"--model={tiny_model_dir}",
+                                 f"--target_bytes={budget}", images / "rgb.png", out)
+  assert status == 0, err
+  # The result line, with the quality found.
+  m = re.match(RESULT.pattern.rstrip("$") + r", quality ([\d.]+)$", stdout.strip())
+  assert m, stdout
+  data = out.read_bytes()
+  assert len(data) == int(m[5]) <= budget
+  header, _, _ = bitstream.unpack(data)
+  assert f"{header.quality:.4f}" == m[7]
+  assert data == model.compress(RGB, header.quality)  # coded at the quality it reports
+
+  # Below the smallest file (quality 0): one error line, no file.
+  bpp = (smallest - 1) * 8 / RGB.shape[0] / RGB.shape[1]
+  status, _, err = run_main("compress", f"--model={tiny_model_dir}", f"--target_bpp={bpp}",
+                            images / "rgb.png", tmp_path / "none.tflic")
+  _assert_one_error(status, err, "rgb.png", "no quality fits", f"has {smallest} bytes")
+  assert os.listdir(tmp_path) == ["fit.tflic"]
 
 
 def test_compress_with_training_dir(images, tiny_workdir, tmp_path):

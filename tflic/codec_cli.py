@@ -1,6 +1,7 @@
 """`tflic compress`, `tflic decompress` and `tflic info` (dispatched by tflic/cli.py).
 
   tflic compress [--model=PATH] [--quality=Q] [--refine_steps=N] IN.png OUT.tflic
+  tflic compress --target_bpp=B | --target_bytes=N IN.png OUT.tflic   # size budget
   tflic compress a.png b.jpg OUTDIR/          # OUTDIR/a.tflic, OUTDIR/b.tflic
   tflic decompress [--model=PATH] IN.tflic OUT.png
   tflic decompress a.tflic b.tflic OUTDIR/    # OUTDIR/a.png, OUTDIR/b.png
@@ -23,6 +24,7 @@ from tflic import bitstream
 from tflic import common_flags
 from tflic import errors
 from tflic import image_io
+from tflic import rate_control
 
 _MODEL = common_flags.MODEL
 _OVERWRITE = common_flags.OVERWRITE
@@ -30,6 +32,14 @@ _REFINE_STEPS = common_flags.REFINE_STEPS
 _QUALITY = flags.DEFINE_float(
     "quality", 0.5, "Rate-distortion trade-off in [0, 1]; higher is larger and better.",
     lower_bound=0.0, upper_bound=1.0)
+_TARGET_BPP = flags.DEFINE_float(
+    "target_bpp", None, "Instead of --quality: the highest quality whose file has at most "
+    "this many bits per pixel (searched, several encodes per image).")
+flags.register_validator("target_bpp", lambda v: v is None or v > 0,
+                         message="--target_bpp must be positive")
+_TARGET_BYTES = flags.DEFINE_integer(
+    "target_bytes", None, "Instead of --quality: the highest quality whose file has at "
+    "most this many bytes (searched, several encodes per image).", lower_bound=1)
 _MAX_PIXELS = flags.DEFINE_integer(
     "max_pixels", image_io.DEFAULT_MAX_PIXELS,
     "Refuse images with more pixels than this (protects against decompression bombs).",
@@ -43,6 +53,10 @@ class _ModelError(errors.TflicError):
 
 def compress_main(argv):
   """`tflic compress IN [IN ...] OUT.tflic|OUTDIR`; returns the exit status."""
+  given = [f"--{name}" for name in ("quality", "target_bpp", "target_bytes")
+           if flags.FLAGS[name].present]
+  if len(given) > 1:
+    raise errors.TflicError(f"{' and '.join(given)} exclude each other: give one")
   return _convert_all(argv, "IN.png [IN2 ...] OUT.tflic|OUTDIR", ".tflic", _compress_one)
 
 
@@ -134,13 +148,28 @@ def _compress_one(src, dst):
                             f"of {codec.MIN_SIDE} pixels per side")
   model = _load_model(_MODEL.value)
   start = time.perf_counter()
+  compress = functools.partial(model.compress, image, refine_steps=_REFINE_STEPS.value)
+  budget = _budget_bytes(height, width)
   try:
-    data = model.compress(image, _QUALITY.value, refine_steps=_REFINE_STEPS.value)
+    if budget is None:
+      data = compress(_QUALITY.value)
+    else:
+      quality, data = rate_control.fit_to_budget(compress, budget)
   except errors.TflicError as e:
     raise _about(src, e) from None
   image_io.atomic_write(dst, data, _OVERWRITE.value)
   size = os.path.getsize(dst)  # the bpp users see is that of the file actually written
-  return _summary(src, dst, width, height, size, time.perf_counter() - start)
+  line = _summary(src, dst, width, height, size, time.perf_counter() - start)
+  return line if budget is None else f"{line}, quality {quality:.4f}"
+
+
+def _budget_bytes(height, width):
+  """The size budget of --target_bytes or --target_bpp for this image, or None."""
+  if _TARGET_BYTES.value is not None:
+    return _TARGET_BYTES.value
+  if _TARGET_BPP.value is not None:
+    return int(_TARGET_BPP.value * height * width / 8)
+  return None
 
 
 def _decompress_one(src, dst):
