@@ -46,6 +46,15 @@ def test_shifted_block_keeps_shape_and_is_finite():
   assert np.isfinite(y.numpy()).all()
 
 
+def test_identity_block_passes_its_input_through():
+  tf.random.set_seed(0)
+  block = layers.SwinBlock(dim=8, num_heads=2, window_size=4, shift=True)
+  x = tf.random.normal([2, 5, 7, 8])
+  assert np.abs(block(x) - x).max() > 1e-3
+  block.make_identity()
+  np.testing.assert_array_equal(block(x), x)
+
+
 def test_shift_mask_separates_wrapped_regions():
   mask = layers.swin_block.attention_mask(4, 4, 4, 4, window_size=2, shift=1).numpy()
   # The last window of the rolled map holds tokens from all four image corners:

@@ -1,6 +1,7 @@
 """Training: the loss goes down, runs resume, interruptions and NaNs lose nothing."""
 
 import dataclasses
+import json
 import os
 import pathlib
 import signal
@@ -192,3 +193,52 @@ def test_resume_with_respread_gains_and_ste_fine_tuning(train_dir, tmp_path):
   trained = checkpoint.load_config(str(tmp_path)).train
   assert (trained.quantization, trained.context_input, trained.hyper_input,
           trained.rate_input) == ("ste", "rounded", "rounded", "rounded")
+
+
+def test_init_from_grows_a_trained_model_without_changing_it(train_dir, tmp_path):
+  """A config with latent_depth blocks starts from a checkpoint of one without: the new
+  blocks are the identity, the step carries over, and training goes on from there."""
+  source = tmp_path / "source"
+  cfg = config.load("tiny")
+  tf.random.set_seed(1)
+  model = checkpoint.build_model(cfg)
+  checkpoint.save_model(str(source), cfg, model, step=7)
+  grown_config = dict(json.loads(cfg.to_json()), name="grown")
+  grown_config["model"]["latent_depth"] = 1
+  config_path = tmp_path / "grown.json"
+  config_path.write_text(json.dumps(grown_config))
+
+  trainer = training.Trainer(config.load(str(config_path)), str(tmp_path / "probe"),
+                             tf.distribute.get_strategy())
+  assert trainer.warm_start(str(source)) == 1
+  assert int(trainer.step.numpy()) == 7
+  x = tf.random.uniform([1, 64, 64, 3], seed=2)
+  for a, b in zip(trainer.model.reconstruct(x, 0.5, coded=False),
+                  model.reconstruct(x, 0.5, coded=False)):
+    np.testing.assert_array_equal(a, b)
+
+  workdir = tmp_path / "grown"
+  args = (f"--config={config_path}", f"--workdir={workdir}", f"--dataset={train_dir}",
+          f"--init_from={source}", "--steps=9", "--batch_size=2", "--patch_size=64")
+  result = _run_train(*args)
+  assert result.returncode == 0, result.stderr
+  assert f"starting from {source} at step 7, 1 new Swin block(s)" in result.stdout
+  assert _checkpoint_steps(workdir) == [9]
+  _, grown, step = checkpoint.restore_model(str(workdir))
+  assert step == 9 and len(grown.analysis.layers) == len(model.analysis.layers) + 1
+  result = _run_train(*args[:-3], "--steps=10", "--batch_size=2", "--patch_size=64")
+  assert result.returncode == 0 and "resuming from step 9" in result.stdout, result.stderr
+
+
+def test_init_from_refuses_a_model_that_does_not_fit(train_dir, tmp_path):
+  source = tmp_path / "source"
+  d = json.loads(config.load("tiny").to_json())
+  d["model"]["latent_channels"] *= 2
+  checkpoint.save_model(str(source), config.from_dict(d), checkpoint.build_model(
+      config.from_dict(d)))
+  for init_from, message in ((source, "does not fit this config"),
+                             (tmp_path / "nothing", "no checkpoint in")):
+    result = _run_train("--config=tiny", f"--workdir={tmp_path / 'new'}",
+                        f"--dataset={train_dir}", f"--init_from={init_from}", "--steps=1")
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr

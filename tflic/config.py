@@ -35,6 +35,9 @@ class ModelConfig:
   mlp_ratio: float = 2.0
   # 0: Swin's linear patch merging / splitting; odd k: k x k (strided / sub-pixel) convs.
   resample_kernel: int = 0
+  # Swin blocks on y at the end of g_a: encoder capacity that leaves the decoder and the
+  # bitstream as they are (heads: num_heads[-1]).
+  latent_depth: int = 0
   lambdas: tuple = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483)
   num_scales: int = 64
   scale_min: float = 0.11
@@ -96,6 +99,9 @@ def from_dict(d):
     raise errors.TflicError("invalid config: context_window must be odd")
   if not len(model.embed_dims) == len(model.depths) == len(model.num_heads) == 4:
     raise errors.TflicError("invalid config: embed_dims, depths, num_heads need 4 stages")
+  if model.latent_depth and model.latent_channels % model.num_heads[-1]:
+    raise errors.TflicError("invalid config: latent_channels must be divisible by "
+                            "num_heads[-1] when latent_depth > 0")
   if model.resample_kernel and model.resample_kernel % 2 != 1:
     raise errors.TflicError("invalid config: resample_kernel must be 0 or odd")
   if model.context_mode not in ("serial", "wavefront"):

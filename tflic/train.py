@@ -65,6 +65,11 @@ _RESPREAD_GAINS = flags.DEFINE_bool(
     "respread_gains", False,
     "Once, when resuming a checkpoint trained from equal gains: reset the gains' spread "
     "across lambdas to the high-rate optimum.")
+_INIT_FROM = flags.DEFINE_string(
+    "init_from", None,
+    "Start a new --workdir from the weights and step of this workdir's latest checkpoint, "
+    "e.g. to grow a trained model by latent_depth blocks (they start as the identity); "
+    "the optimizer starts afresh. Ignored when --workdir has checkpoints.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for data order, noise and lambda sampling.")
 _PROGRESS = common_flags.PROGRESS
 common_flags.declare_key_flags(__name__, "dataset", "progress")
@@ -107,7 +112,8 @@ def main(argv):
     checkpoint_lib.save_config(_WORKDIR.value, cfg)
   training.train(cfg, _WORKDIR.value, _STEPS.value, dataset, strategy,
         jit_compile=_JIT.value, seed=_SEED.value, tfds_data_dir=_TFDS_DATA_DIR.value,
-        progress=_PROGRESS.value, respread_gains=_RESPREAD_GAINS.value)
+        progress=_PROGRESS.value, respread_gains=_RESPREAD_GAINS.value,
+        init_from=_INIT_FROM.value)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from tflic import checkpoint as checkpoint_lib
 from tflic import data
 from tflic import distortion
 from tflic import errors
+from tflic.layers import SwinBlock
 
 
 def make_strategy(name, tpu=""):
@@ -111,6 +112,31 @@ class Trainer:
       self.checkpoint.restore(latest).assert_existing_objects_matched()
     return int(self.step.numpy())
 
+  def warm_start(self, source_workdir):
+    """Starts from the weights (and step) of another workdir's latest checkpoint.
+
+    Variables are matched by their place in the model, so the source may be a model of
+    the same config or one without blocks that this config appends (`latent_depth`).
+    Swin blocks the source lacks start as the identity, so the grown model computes what
+    the source did; the optimizer starts afresh (with its warm-up). Returns the number of
+    such new blocks.
+    """
+    latest = tf.train.latest_checkpoint(
+        os.path.join(source_workdir, checkpoint_lib.CHECKPOINT_SUBDIR))
+    if latest is None:
+      raise errors.TflicError(f"--init_from: no checkpoint in {source_workdir!r}")
+    blocks = [m for m in self.model.submodules if isinstance(m, SwinBlock)]
+    before = [b.attn.proj.kernel.numpy() for b in blocks]
+    try:
+      tf.train.Checkpoint(model=self.model, step=self.step).restore(latest).expect_partial()
+    except ValueError as e:  # a variable of another shape
+      raise errors.TflicError(f"--init_from={source_workdir}: does not fit this config: "
+                              f"{str(e).splitlines()[0]}") from None
+    new = [b for b, w in zip(blocks, before) if np.array_equal(b.attn.proj.kernel.numpy(), w)]
+    for block in new:
+      block.make_identity()
+    return len(new)
+
   def save(self):
     """Writes a checkpoint (every worker must call this; only the chief's copy stays)."""
     self.manager.save(checkpoint_number=self.step)
@@ -155,20 +181,28 @@ def _raise_interrupted(signum, frame):
 
 
 def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
-          tfds_data_dir=None, progress=True, respread_gains=False):
+          tfds_data_dir=None, progress=True, respread_gains=False, init_from=None):
   """Trains until global step `steps`; returns the last metrics per lambda.
 
-  `respread_gains` resets the restored gains' spread across lambdas (see
-  `TflicModel.respread_gains`) before training on.
+  `init_from` (a workdir) seeds a new workdir with its weights (`Trainer.warm_start`);
+  a workdir with checkpoints resumes from them instead. `respread_gains` resets the
+  restored gains' spread across lambdas (see `TflicModel.respread_gains`) before training.
   """
   trainer = Trainer(cfg, workdir, strategy, jit_compile=jit_compile, seed=seed)
-  start = trainer.restore()
+  start = restored = trainer.restore()
+  if init_from and restored:
+    print(f"{workdir} has checkpoints: resuming them, not --init_from")
+  elif init_from:
+    grown = trainer.warm_start(init_from)
+    start = int(trainer.step.numpy())
+    print(f"starting from {init_from} at step {start}"
+          + (f", {grown} new Swin block(s) as the identity" if grown else ""))
   if respread_gains:
     trainer.model.respread_gains()
   if start >= steps:
     print(f"{workdir}: already trained to step {start} (>= --steps={steps}); nothing to do")
     return {}
-  if start:
+  if restored:
     print(f"resuming from step {start}")
   logging.info("parameters: %d", trainer.parameter_count())
   train_cfg = cfg.train

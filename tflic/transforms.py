@@ -31,6 +31,9 @@ def analysis_transform(config):
                                name=f"merge{i}"))
     layers += _swin_stage(dim, depth, heads, config.window_size, config.mlp_ratio, f"stage{i}")
   layers.append(tf.keras.layers.Dense(config.latent_channels, name="to_latent"))
+  # Last, so that a model grown by them still restores the checkpoints of the one without.
+  layers += _swin_stage(config.latent_channels, config.latent_depth, config.num_heads[-1],
+                        config.window_size, config.mlp_ratio, "latent")
   return tf.keras.Sequential(layers, name="analysis")
 
 

@@ -90,6 +90,15 @@ class SwinBlock(tf.keras.layers.Layer):
     x = x + h[:, :height, :width]
     return x + self.mlp(self.norm2(x))
 
+  def make_identity(self):
+    """Zeroes both residual branches' outputs, so the block passes its input through.
+
+    Grows a trained model by a block without changing what it computes.
+    """
+    for dense in (self.attn.proj, self.mlp.layers[-1]):
+      for variable in dense.weights:
+        variable.assign(tf.zeros_like(variable))
+
   def get_config(self):
     config = super().get_config()
     config.update(dim=self.dim, num_heads=self.num_heads, window_size=self.window_size,
