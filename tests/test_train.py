@@ -134,6 +134,28 @@ def test_bad_arguments_give_one_line_errors(tmp_path):
   assert missing.stderr.strip().splitlines()[-1].startswith("tflic train: error: no images")
   unknown = _run_train("--config=gigantic", f"--workdir={tmp_path}")
   assert unknown.returncode == 2 and "no config named" in unknown.stderr
+  part = _run_train("--config=tiny", f"--workdir={tmp_path}", "--train_only=analysis,gs")
+  assert part.returncode == 2 and "train_only names unknown parts gs" in part.stderr
+
+
+def test_train_only_the_encoder_keeps_the_decoder(train_dir, tmp_path):
+  cfg = config.load("tiny")
+  cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+      cfg.train, train_only=("analysis", "hyper_analysis"), warmup_steps=1))
+  trainer = training.Trainer(cfg, str(tmp_path), tf.distribute.get_strategy(), seed=0)
+  model = trainer.model
+  encoder = model.analysis.variables + model.hyper_analysis.variables
+  frozen = [v for v in model.variables if all(v is not e for e in encoder)]
+  before = [v.numpy() for v in model.variables]
+  batches = iter(data.train_dataset(str(train_dir), 64, 2, seed=1))
+  for _ in range(2):  # the first step's learning rate is 0 (warm-up)
+    trainer.train_step(next(batches))
+  changed = {id(v) for v, b in zip(model.variables, before) if not np.array_equal(v, b)}
+  assert all(id(v) in changed for v in model.analysis.trainable_variables)
+  assert not any(id(v) in changed for v in frozen)
+  assert trainer.parameter_count() == sum(
+      int(np.prod(v.shape)) for v in model.analysis.trainable_variables +
+      model.hyper_analysis.trainable_variables)
 
 
 def _free_port():

@@ -47,6 +47,9 @@ class ModelConfig:
 # What training may feed a part of the model in place of the codec's rounding: the latent
 # plus uniform noise, or the latent rounded as the codec does (straight-through gradient).
 TRAINING_INPUTS = ("noise", "rounded")
+# The parts of a TflicModel (its attributes) that `train_only` may name.
+MODEL_PARTS = ("analysis", "hyper_analysis", "synthesis", "hyper_synthesis", "context",
+               "hyperprior", "log_gains")
 # The distortions a model can be trained for (tflic.distortion).
 DISTORTIONS = ("mse", "ms-ssim")
 
@@ -65,6 +68,9 @@ class TrainConfig:
   hyper_input: str = "noise"  # "noise" or "rounded" (what the hyper synthesis sees)
   rate_input: str = "noise"  # "noise" or "rounded" (what the rate term measures)
   distortion: str = "mse"  # "mse" or "ms-ssim"
+  # Parts (MODEL_PARTS) to train, the rest frozen; empty: all. E.g. the encoder alone
+  # ("analysis", "hyper_analysis") keeps the decoder, and so its files, as they are.
+  train_only: tuple = ()
   checkpoint_every: int = 500
   log_every: int = 50
   keep_checkpoints: int = 2
@@ -90,7 +96,7 @@ def from_dict(d):
   """Builds a validated Config from a dict as stored in the JSON files."""
   try:
     model = ModelConfig(**_tuples(d["model"]))
-    train = TrainConfig(**d.get("train", {}))
+    train = TrainConfig(**_tuples(d.get("train", {})))
   except (KeyError, TypeError) as e:
     raise errors.TflicError(f"invalid config: {e}") from None
   if model.latent_channels % model.num_groups:
@@ -112,6 +118,10 @@ def from_dict(d):
   for name in ("context_input", "hyper_input", "rate_input"):
     if getattr(train, name) not in TRAINING_INPUTS:
       raise errors.TflicError(f"invalid config: {name} must be noise|rounded")
+  unknown = set(train.train_only) - set(MODEL_PARTS)
+  if unknown:
+    raise errors.TflicError(f"invalid config: train_only names unknown parts "
+                            f"{', '.join(sorted(unknown))}; known: {', '.join(MODEL_PARTS)}")
   return Config(name=d.get("name", "custom"), model=model, train=train)
 
 

@@ -53,6 +53,11 @@ _RATE_INPUT = flags.DEFINE_enum(
     "Override what the rate term measures in training: the density of the latents plus "
     "uniform noise, or the probabilities of the rounded latents (the coded bits), with a "
     "straight-through gradient.")
+_TRAIN_ONLY = flags.DEFINE_list(
+    "train_only", None,
+    "Override the config's parts to train, freezing the rest: any of "
+    f"{', '.join(config_lib.MODEL_PARTS)}; e.g. analysis,hyper_analysis trains the "
+    "encoder and keeps the decoder. 'all' trains every part.")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", None,
                                          "Override the config's checkpoint interval.")
 _CONTEXT_MODE = flags.DEFINE_enum(
@@ -75,6 +80,12 @@ _PROGRESS = common_flags.PROGRESS
 common_flags.declare_key_flags(__name__, "dataset", "progress")
 
 
+def _train_only():
+  if _TRAIN_ONLY.value is None:
+    return None
+  return [] if _TRAIN_ONLY.value == ["all"] else _TRAIN_ONLY.value
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -88,6 +99,7 @@ def main(argv):
                                       context_input=_CONTEXT_INPUT.value,
                                       hyper_input=_HYPER_INPUT.value,
                                       rate_input=_RATE_INPUT.value,
+                                      train_only=_train_only(),
                                       checkpoint_every=_CHECKPOINT_EVERY.value).items()
                if v is not None}
   if overrides or _CONTEXT_MODE.value:

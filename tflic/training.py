@@ -150,7 +150,7 @@ class Trainer:
     with tf.GradientTape() as tape:
       metrics = self._loss(x, lambda_index)
       loss = metrics["loss"] / self.strategy.num_replicas_in_sync
-    variables = self.model.trainable_variables
+    variables = self.trainable_variables()
     grads = tape.gradient(loss, variables)
     self.optimizer.apply_gradients(zip(grads, variables))
     return metrics
@@ -167,8 +167,18 @@ class Trainer:
     metrics = self._train_step(x, tf.constant(lambda_index))
     return lambda_index, {k: float(v) for k, v in metrics.items()}
 
+  def trainable_variables(self):
+    """The variables the optimizer updates: all, or those of `train_only`'s parts."""
+    parts = self.cfg.train.train_only
+    if not parts:
+      return self.model.trainable_variables
+    parts = [getattr(self.model, part) for part in parts]
+    return [v for part in parts
+            for v in ([part] if isinstance(part, tf.Variable) else part.trainable_variables)]
+
   def parameter_count(self):
-    return sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
+    """Number of parameters training updates."""
+    return sum(int(np.prod(v.shape)) for v in self.trainable_variables())
 
 
 class _Interrupted(Exception):
