@@ -215,3 +215,7 @@ def test_configs_load_and_reject_bad_input(tmp_path):
     bad_input["train"][name] = "exact"
     with pytest.raises(errors.TflicError, match=f"{name} must be noise|rounded"):
       config.from_dict(bad_input)
+  odd_heads = json.loads(json.dumps(d))
+  odd_heads["model"].update(latent_depth=1, num_heads=[1, 1, 1, 3])
+  with pytest.raises(errors.TflicError, match="divisible by num_heads"):
+    config.from_dict(odd_heads)
