@@ -199,7 +199,8 @@ def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
   restored gains' spread across lambdas (see `TflicModel.respread_gains`) before training.
   """
   trainer = Trainer(cfg, workdir, strategy, jit_compile=jit_compile, seed=seed)
-  start = restored = trainer.restore()
+  restored = tf.train.latest_checkpoint(trainer.checkpoint_dir) is not None
+  start = trainer.restore()
   if init_from and restored:
     print(f"{workdir} has checkpoints: resuming them, not --init_from")
   elif init_from:
