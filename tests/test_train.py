@@ -253,12 +253,15 @@ def test_init_from_grows_a_trained_model_without_changing_it(train_dir, tmp_path
 
 
 def test_init_from_refuses_a_model_that_does_not_fit(train_dir, tmp_path):
-  source = tmp_path / "source"
-  d = json.loads(config.load("tiny").to_json())
-  d["model"]["latent_channels"] *= 2
-  checkpoint.save_model(str(source), config.from_dict(d), checkpoint.build_model(
-      config.from_dict(d)))
-  for init_from, message in ((source, "does not fit this config"),
+  sources = {}
+  for change, value in (("latent_channels", 64), ("latent_depth", 1)):
+    d = json.loads(config.load("tiny").to_json())
+    d["model"][change] = value
+    sources[change] = tmp_path / change
+    checkpoint.save_model(str(sources[change]), config.from_dict(d),
+                          checkpoint.build_model(config.from_dict(d)))
+  for init_from, message in ((sources["latent_channels"], "does not fit this config"),
+                             (sources["latent_depth"], "variable(s) this model lacks"),
                              (tmp_path / "nothing", "no checkpoint in")):
     result = _run_train("--config=tiny", f"--workdir={tmp_path / 'new'}",
                         f"--dataset={train_dir}", f"--init_from={init_from}", "--steps=1")

@@ -7,6 +7,7 @@ benchmarks, notebooks).
 import math
 import os
 import signal
+import tempfile
 import time
 
 from absl import logging
@@ -77,6 +78,13 @@ def rate_distortion(model, x, lambda_index, train_config, training=True):
   return metrics
 
 
+def _model_variable_keys(checkpoint_path):
+  """Keys of the model's variables in a checkpoint (its place-based names)."""
+  return {name.removesuffix("/.ATTRIBUTES/VARIABLE_VALUE")
+          for name, _ in tf.train.list_variables(checkpoint_path)
+          if name.startswith("model/")}
+
+
 class Trainer:
   """Owns the model, optimizer, checkpoints and the distributed train step."""
 
@@ -116,7 +124,8 @@ class Trainer:
     """Starts from the weights (and step) of another workdir's latest checkpoint.
 
     Variables are matched by their place in the model, so the source may be a model of
-    the same config or one without blocks that this config appends (`latent_depth`).
+    the same config or one without blocks that this config appends (`latent_depth`); a
+    source with variables this model lacks, or of other shapes, is refused.
     Swin blocks the source lacks start as the identity, so the grown model computes what
     the source did; the optimizer starts afresh (with its warm-up). Returns the number of
     such new blocks.
@@ -125,13 +134,19 @@ class Trainer:
         os.path.join(source_workdir, checkpoint_lib.CHECKPOINT_SUBDIR))
     if latest is None:
       raise errors.TflicError(f"--init_from: no checkpoint in {source_workdir!r}")
+    misfit = f"--init_from={source_workdir}: does not fit this config"
+    with tempfile.TemporaryDirectory() as tmp:
+      own = tf.train.Checkpoint(model=self.model).write(os.path.join(tmp, "model"))
+      extra = _model_variable_keys(latest) - _model_variable_keys(own)
+    if extra:  # restoring would silently drop them
+      raise errors.TflicError(f"{misfit}: it has {len(extra)} variable(s) this model lacks, "
+                              f"e.g. {min(extra)}")
     blocks = [m for m in self.model.submodules if isinstance(m, SwinBlock)]
     before = [b.attn.proj.kernel.numpy() for b in blocks]
     try:
       tf.train.Checkpoint(model=self.model, step=self.step).restore(latest).expect_partial()
     except ValueError as e:  # a variable of another shape
-      raise errors.TflicError(f"--init_from={source_workdir}: does not fit this config: "
-                              f"{str(e).splitlines()[0]}") from None
+      raise errors.TflicError(f"{misfit}: {str(e).splitlines()[0]}") from None
     new = [b for b, w in zip(blocks, before) if np.array_equal(b.attn.proj.kernel.numpy(), w)]
     for block in new:
       block.make_identity()
