@@ -158,6 +158,30 @@ def test_train_only_the_encoder_keeps_the_decoder(train_dir, tmp_path):
       model.hyper_analysis.trainable_variables)
 
 
+def test_lambda_weights_set_how_often_each_lambda_is_drawn(tmp_path):
+  cfg = config.load("tiny")
+  weighted = dataclasses.replace(cfg, train=dataclasses.replace(
+      cfg.train, lambda_weights=(0, 3, 0, 1)))
+  trainer = training.Trainer(weighted, str(tmp_path / "w"), tf.distribute.get_strategy(),
+                             seed=0)
+  draws = np.array([trainer.draw_lambda() for _ in range(4000)])
+  assert set(draws) == {1, 3}
+  assert abs(np.mean(draws == 1) - 0.75) < 0.03
+  uniform = training.Trainer(cfg, str(tmp_path / "u"), tf.distribute.get_strategy(), seed=0)
+  counts = np.bincount([uniform.draw_lambda() for _ in range(4000)], minlength=4)
+  assert counts.min() > 900 and counts.max() < 1100, counts
+
+
+def test_lambda_weights_flag_errors_are_one_line(tmp_path):
+  for value, message in (("1,x,1,1", "--lambda_weights must be numbers"),
+                         ("1,2", "lambda_weights needs 4 non-negative numbers")):
+    run = _run_train("--config=tiny", f"--workdir={tmp_path}", f"--lambda_weights={value}")
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("tflic train: error:")
+    assert message in run.stderr
+    assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
 def _free_port():
   import socket  # pylint: disable=g-import-not-at-top
   with socket.socket() as s:

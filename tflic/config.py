@@ -71,6 +71,9 @@ class TrainConfig:
   # Parts (MODEL_PARTS) to train, the rest frozen; empty: all. E.g. the encoder alone
   # ("analysis", "hyper_analysis") keeps the decoder, and so its files, as they are.
   train_only: tuple = ()
+  # Relative frequencies with which training draws each of the model's lambdas; empty:
+  # uniform. E.g. weighting the high lambdas spends more steps on the high-rate end.
+  lambda_weights: tuple = ()
   checkpoint_every: int = 500
   log_every: int = 50
   keep_checkpoints: int = 2
@@ -122,6 +125,11 @@ def from_dict(d):
   if unknown:
     raise errors.TflicError(f"invalid config: train_only names unknown parts "
                             f"{', '.join(sorted(unknown))}; known: {', '.join(MODEL_PARTS)}")
+  weights = train.lambda_weights
+  if weights and (len(weights) != len(model.lambdas) or min(weights) < 0 or
+                  sum(weights) <= 0):
+    raise errors.TflicError(f"invalid config: lambda_weights needs {len(model.lambdas)} "
+                            "non-negative numbers (one per lambda), not all zero")
   return Config(name=d.get("name", "custom"), model=model, train=train)
 
 

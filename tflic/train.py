@@ -58,6 +58,11 @@ _TRAIN_ONLY = flags.DEFINE_list(
     "Override the config's parts to train, freezing the rest: any of "
     f"{', '.join(config_lib.MODEL_PARTS)}; e.g. analysis,hyper_analysis trains the "
     "encoder and keeps the decoder. 'all' trains every part.")
+_LAMBDA_WEIGHTS = flags.DEFINE_list(
+    "lambda_weights", None,
+    "Override how often training draws each lambda: one relative weight per lambda of "
+    "the config (e.g. 1,1,1,1,2,2 for twice the steps at the two highest rates); "
+    "'uniform' draws them alike.")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", None,
                                          "Override the config's checkpoint interval.")
 _CONTEXT_MODE = flags.DEFINE_enum(
@@ -86,6 +91,18 @@ def _train_only():
   return [] if _TRAIN_ONLY.value == ["all"] else _TRAIN_ONLY.value
 
 
+def _lambda_weights():
+  if _LAMBDA_WEIGHTS.value is None:
+    return None
+  if _LAMBDA_WEIGHTS.value == ["uniform"]:
+    return []
+  try:
+    return [float(w) for w in _LAMBDA_WEIGHTS.value]
+  except ValueError:
+    raise errors.TflicError(f"--lambda_weights must be numbers, got "
+                            f"{','.join(_LAMBDA_WEIGHTS.value)!r}") from None
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -100,6 +117,7 @@ def main(argv):
                                       hyper_input=_HYPER_INPUT.value,
                                       rate_input=_RATE_INPUT.value,
                                       train_only=_train_only(),
+                                      lambda_weights=_lambda_weights(),
                                       checkpoint_every=_CHECKPOINT_EVERY.value).items()
                if v is not None}
   if overrides or _CONTEXT_MODE.value:

@@ -177,10 +177,20 @@ class Trainer:
             for k, v in metrics.items()}
 
   def train_step(self, x):
-    """One optimisation step at a randomly drawn lambda; returns (lambda index, metrics)."""
-    lambda_index = int(self.rng.integers(self.model.num_lambdas))
+    """One step at a lambda drawn as `lambda_weights` say; returns (lambda index, metrics)."""
+    lambda_index = self.draw_lambda()
     metrics = self._train_step(x, tf.constant(lambda_index))
     return lambda_index, {k: float(v) for k, v in metrics.items()}
+
+  def draw_lambda(self):
+    """Index of the lambda of the next step: uniform, or as `lambda_weights` say.
+
+    Every worker draws from the same seed, so all replicas of a step share the lambda.
+    """
+    weights = self.cfg.train.lambda_weights
+    if not weights:
+      return int(self.rng.integers(self.model.num_lambdas))
+    return int(self.rng.choice(len(weights), p=np.divide(weights, sum(weights))))
 
   def trainable_variables(self):
     """The variables the optimizer updates: all, or those of `train_only`'s parts."""
