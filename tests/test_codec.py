@@ -80,7 +80,10 @@ def test_refined_files_decode_with_the_same_decoder(codecs, tiny_model_dir):
   refined = the_codec.compress(image, 0.6, refine_steps=3)
   assert refined != plain and the_codec.compress(image, 0.6, refine_steps=3) == refined
   y_hat = module.decode_latent(tf.constant(refined))
-  x_hat = model.synthesize(y_hat, model.log_gain(bitstream.unpack(refined)[0].quality))
+  # In a graph like the codec: eager kernels round differently in the last bit, which
+  # flipped one uint8 of 6,720 in a CI run.
+  x_hat = tf.function(model.synthesize)(
+      y_hat, model.log_gain(bitstream.unpack(refined)[0].quality))
   expected = np.round(np.clip(x_hat[0, :40, :56] * 255, 0, 255)).astype(np.uint8)
   np.testing.assert_array_equal(the_codec.decompress(refined), expected)
   exported = codec.load(str(tiny_model_dir))
