@@ -39,8 +39,11 @@ def _random_tiny_workdir(path, mode):
   cfg = config.from_dict(d)
   tf.random.set_seed(0)
   model = checkpoint.build_model(cfg)
-  # Gains > 1 make the latents span several symbols, as in a trained model.
-  model.log_gains.assign(tf.random.uniform(model.log_gains.shape, 0.5, 2.0))
+  # Gains > 1 make the latents span several symbols, as in a trained model; growing
+  # with the lambda, as trained gains do, so that files grow with the quality.
+  lambdas = model.log_gains.shape[0]
+  model.log_gains.assign(tf.random.uniform(model.log_gains.shape, 0.5, 1.0) +
+                         tf.linspace(0.0, 1.0, lambdas)[:, None])
   checkpoint.save_model(str(path), cfg, model)
   return path
 

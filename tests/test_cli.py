@@ -273,7 +273,7 @@ def test_write_png(tmp_path):
 def tflic_files(tmp_path_factory):
   """Valid-looking .tflic files (headers only matter here) and broken ones."""
   d = tmp_path_factory.mktemp("tflic")
-  valid = bitstream.pack("wavefront", bytes(range(8)), 20, 30, 32768, b"zz", b"yyyy")
+  valid = bitstream.pack("wavefront", bytes(range(8)), 20, 30, 32768, b"zz", b"yyyy", 7)
   (d / "a.tflic").write_bytes(valid)
   (d / "truncated.tflic").write_bytes(valid[:-1])
   (d / "text.tflic").write_text("not a tflic file at all, but long enough for a header")
@@ -297,10 +297,11 @@ def test_info_prints_header_without_tensorflow(tflic_files):
   assert "tensorflow imported: False" in out
   assert "exit 2" in out
   assert out.count("a.tflic:") == 2  # the good file after the bad one is still shown
-  for field in ["version:     1", "mode:        wavefront",
+  for field in ["version:     2", "mode:        wavefront",
                 "fingerprint: 0001020304050607", "size:        30x20",
                 "quality:     0.5000", "z stream:    2 bytes", "y stream:    4 bytes",
-                "total:       38 bytes", f"bpp:         {8 * 38 / 600:.4f}"]:
+                "total:       46 bytes", f"bpp:         {8 * 46 / 600:.4f}",
+                "latents:     check 0000000000000007"]:
     assert field in out
   [line] = _error_lines(result.stderr)
   assert "truncated.tflic" in line and "truncated" in line
@@ -416,7 +417,8 @@ def test_decompress_many(compressed, images, tiny_model_dir, tmp_path):
   header, z, y = bitstream.unpack(rgb)
   (tmp_path / "truncated.tflic").write_bytes(rgb[:-3])
   (tmp_path / "other_model.tflic").write_bytes(bitstream.pack(
-      header.mode, b"\xff" * 8, header.height, header.width, header.quality_code, z, y))
+      header.mode, b"\xff" * 8, header.height, header.width, header.quality_code, z, y,
+      header.latent_check))
   decoded = tmp_path / "decoded"
   decoded.mkdir()
   (decoded / "rgb.png").write_bytes(b"an older file, replaced thanks to --overwrite")

@@ -22,7 +22,8 @@ def _stepwise(context, y_hat, hyper):
   b, h, w, m = y_hat.shape
   empty = tf.zeros([h, w, k, b, m // k])
   decoded, (means, scales) = context_model.coding_loop(
-      context, hyper, tf.shape(y_hat), step_fn, (empty, empty))
+      lambda y, positions, groups: context.predict(y, hyper, positions, groups),
+      [b, h, w, m], k, context.mode, step_fn, (empty, empty))
   to_latent = lambda t: tf.reshape(tf.transpose(t, [3, 0, 1, 2, 4]), [b, h, w, m])
   return decoded, to_latent(means), to_latent(scales)
 

@@ -2,7 +2,12 @@
 
 This module reads and writes headers in Python (for `tflic info`, and for clear errors
 before any decoding). The codec's TensorFlow graph writes and checks the same layout with
-TF ops, so that an exported SavedModel decodes files without this module.
+TF ops (at the offsets of `FIELDS`), so that an exported SavedModel decodes files without
+this module.
+
+Version 2 (this one) codes with the integer entropy model and carries a check of the
+decoded latents. Version 1 files, coded with a float entropy model that only decoded on
+the encoder's runtime and thread count, are refused with a message saying so.
 """
 
 import dataclasses
@@ -12,11 +17,26 @@ import zlib
 from tflic import errors
 
 MAGIC = b"TFLC"
-VERSION = 1
-# magic, version, flags, fingerprint, height, width, quality, z bytes, y bytes, adler32
-HEADER_FORMAT = "<4sBB8sHHHIII"
-HEADER_SIZE = struct.calcsize(HEADER_FORMAT)  # 32
-CHECKSUM_OFFSET = HEADER_SIZE - 4
+VERSION = 2
+# (name, struct code) of the header fields, in order.
+_FIELDS = (("magic", "4s"), ("version", "B"), ("flags", "B"), ("fingerprint", "8s"),
+           ("height", "H"), ("width", "H"), ("quality", "H"), ("z_bytes", "I"),
+           ("y_bytes", "I"), ("latent_check", "Q"), ("checksum", "I"))
+HEADER_FORMAT = "<" + "".join(code for _, code in _FIELDS)
+HEADER_SIZE = struct.calcsize(HEADER_FORMAT)  # 40
+
+
+def _layout():
+  offset, layout = 0, {}
+  for name, code in _FIELDS:
+    size = struct.calcsize("<" + code)
+    layout[name] = (offset, size)
+    offset += size
+  return layout
+
+
+FIELDS = _layout()  # name -> (offset, size) in bytes
+CHECKSUM_OFFSET = FIELDS["checksum"][0]
 MAX_SIDE = 65535
 QUALITY_STEPS = 65535  # quality is stored as round(quality * 65535)
 MODE_FLAGS = {"wavefront": 0, "serial": 1}
@@ -33,6 +53,7 @@ class Header:
   quality_code: int
   z_bytes: int
   y_bytes: int
+  latent_check: int
   checksum: int
 
   @property
@@ -53,20 +74,24 @@ def checksum(data):
   return zlib.adler32(data[:CHECKSUM_OFFSET] + data[HEADER_SIZE:])
 
 
-def pack(mode, fingerprint, height, width, quality_code, z_stream, y_stream):
+def pack(mode, fingerprint, height, width, quality_code, z_stream, y_stream, latent_check):
   """A complete .tflic file from its parts."""
   head = struct.pack(HEADER_FORMAT, MAGIC, VERSION, MODE_FLAGS[mode], fingerprint, height,
-                     width, quality_code, len(z_stream), len(y_stream), 0)
+                     width, quality_code, len(z_stream), len(y_stream), latent_check, 0)
   data = head + z_stream + y_stream
   return data[:CHECKSUM_OFFSET] + struct.pack("<I", checksum(data)) + data[HEADER_SIZE:]
 
 
 def unpack(data):
   """(Header, z_stream, y_stream) of a .tflic file; TflicError if it is not a valid one."""
+  if len(data) >= 5 and data[:4] == MAGIC and data[4] == 1:
+    raise errors.TflicError("this file is format version 1 (float entropy model, tflic "
+                            "0.1), which this decoder no longer reads; decode it with "
+                            "tflic 0.1 on the machine that wrote it")
   if len(data) < HEADER_SIZE:
     raise errors.TflicError(f"not a tflic file: {len(data)} bytes, shorter than a header")
   (magic, version, flags, fingerprint, height, width, quality_code, z_bytes, y_bytes,
-   stored_checksum) = struct.unpack(HEADER_FORMAT, data[:HEADER_SIZE])
+   latent_check, stored_checksum) = struct.unpack(HEADER_FORMAT, data[:HEADER_SIZE])
   if magic != MAGIC:
     raise errors.TflicError("not a tflic file (bad magic bytes)")
   if version != VERSION:
@@ -84,6 +109,6 @@ def unpack(data):
   if not height or not width:
     raise errors.TflicError("corrupt tflic file: zero image size")
   header = Header(version, modes[flags], fingerprint, height, width, quality_code, z_bytes,
-                  y_bytes, stored_checksum)
+                  y_bytes, latent_check, stored_checksum)
   z_stream = data[HEADER_SIZE:HEADER_SIZE + z_bytes]
   return header, z_stream, data[HEADER_SIZE + z_bytes:]

@@ -35,11 +35,15 @@ def build_model(cfg):
   return model
 
 
+def latest_checkpoint(workdir):
+  """The prefix of a training directory's latest checkpoint, or None."""
+  return tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_SUBDIR))
+
+
 def restore_model(workdir):
   """(config, model, step) from a training directory's latest checkpoint."""
   cfg = load_config(workdir)
-  checkpoint_dir = os.path.join(workdir, CHECKPOINT_SUBDIR)
-  latest = tf.train.latest_checkpoint(checkpoint_dir) if cfg else None
+  latest = latest_checkpoint(workdir) if cfg else None
   if latest is None:
     raise errors.TflicError(f"no trained model in {workdir!r} (expected {CONFIG_FILE} and "
                             f"{CHECKPOINT_SUBDIR}/)")

@@ -2,11 +2,19 @@
 
 `CodecModule` is a tf.Module with two tf.functions, `compress(uint8 image, quality) ->
 string` and `decompress(string) -> uint8 image`, that read and write the whole file
-(header, checksum, z and y streams; see docs/bitstream.md) with TF and
+(header, checksums, z and y streams; see docs/bitstream.md) with TF and
 tensorflow-compression ops only, so an exported SavedModel needs no tflic code. All chunks
 of y go into one range-coded stream, chunk step by chunk step in coding order
-(`context_model.coding_loop`). The range-coding tables are built once, when the module is
-made, and kept as variables.
+(`context_model.coding_loop`).
+
+Bitstream v2 splits the model in two. The analysis, hyper analysis and synthesis run in
+float32 and may drift between runtimes by a pixel level now and then. Everything that
+chooses a coding table or feeds the context (z's dequantization, h_s, the context
+transformer, the table index) is the integer entropy model of `tflic.deterministic`,
+exact on any runtime, device and thread count. The coding tables are computed once per
+checkpoint and stored (`tflic.deterministic.tables`); the file carries a check of the
+decoded latents, so a decoder that drifted anyway stops with an error instead of
+returning a wrong image.
 
 `Codec` wraps a CodecModule (or a loaded SavedModel) for Python callers: numpy in and
 out, bitstream checks with clear messages (`tflic.errors.TflicError`).
@@ -14,24 +22,34 @@ out, bitstream checks with clear messages (`tflic.errors.TflicError`).
 
 import hashlib
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_compression as tfc
 
 from tflic import bitstream as bitstream_format
+from tflic import coding_order
 from tflic import config
 from tflic import context_model
 from tflic import errors
 from tflic import model as model_lib
 from tflic import refinement
+from tflic.deterministic import entropy_model as integer_model
+from tflic.deterministic import latent_check
+from tflic.deterministic import layers as integer_layers
+from tflic.deterministic import ops as ops_lib
+from tflic.deterministic import reference
+from tflic.deterministic import tables as tables_lib
 
 MIN_SIDE = 1
 MAX_SIDE = bitstream_format.MAX_SIDE
 # Symbols beyond this are clamped: tfc's range coder loops forever near +-2^30.
 SYMBOL_LIMIT = 1 << 20
-_HEADER_WITHOUT_CHECKSUM = bitstream_format.CHECKSUM_OFFSET
 _ADLER_MOD = 65521
+_ONE = float(integer_model.ONE)  # fixed point: integer latents are value * 2^ACT_BITS
+DESYNC_MESSAGE = ("decoded latents differ from the encoder's (desync: another entropy "
+                  "model or a corrupt stream)")
 
 
 def _bytes_table():
@@ -45,7 +63,7 @@ def _to_bytes(values, dtype):
 
 
 def _from_bytes(raw):
-  """Unsigned little-endian integer (int64) from uint8 bytes."""
+  """Unsigned little-endian integer (int64, wrapping at 2^64) from uint8 bytes."""
   raw = tf.cast(raw, tf.int64)
   return tf.reduce_sum(raw * tf.bitwise.left_shift(tf.constant(1, tf.int64),
                                                    8 * tf.range(tf.size(raw, tf.int64))))
@@ -60,16 +78,29 @@ def adler32(data):
   return b * 65536 + a
 
 
-def weights_fingerprint(variables):
-  """First 8 bytes of the SHA-256 of the variables' shapes and values, in order.
+def weights_fingerprint(arrays):
+  """First 8 bytes of the SHA-256 of the arrays' shapes and values, in order.
 
   Names are left out: Keras numbers unnamed layers per process, so they are not stable.
   """
   digest = hashlib.sha256()
-  for v in variables:
-    digest.update(str(v.shape.as_list()).encode())
-    digest.update(np.ascontiguousarray(v.numpy()).tobytes())
+  for a in arrays:
+    a = np.ascontiguousarray(a.numpy() if hasattr(a, "numpy") else a)
+    digest.update(str(list(a.shape)).encode())
+    digest.update(a.tobytes())
   return digest.digest()[:8]
+
+
+def _variable_name(key):
+  return key.replace("/", ".")
+
+
+def _compact(values):
+  """int32 for integer arrays that fit (half the size of float64), else float64."""
+  values = np.asarray(values, np.float64)
+  if np.all(np.abs(values) < 2**31) and np.array_equal(values, np.round(values)):
+    return values.astype(np.int32)
+  return values
 
 
 class CodecModule(tf.Module):
@@ -82,9 +113,14 @@ class CodecModule(tf.Module):
       model's own).
     distortion: what the model was trained for ("mse" or "ms-ssim"); latent refinement
       optimizes it.
+    tables: the model's stored coding tables (`tflic.deterministic.tables`); None
+      computes them (for models that have never been stored).
+    flip_index_at_step: for tests only: the decoder codes the first value of this step
+      with the next coding table, as a decoder whose entropy model drifted would.
   """
 
-  def __init__(self, model, config_json="", mode=None, distortion="mse", name="tflic_codec"):
+  def __init__(self, model, config_json="", mode=None, distortion="mse", tables=None,
+               flip_index_at_step=None, name="tflic_codec"):
     super().__init__(name=name)
     trained_mode = model.context.mode
     if mode is not None and mode != trained_mode:
@@ -98,20 +134,102 @@ class CodecModule(tf.Module):
       raise errors.TflicError(f"unknown distortion {distortion!r}; expected one of "
                               f"{', '.join(config.DISTORTIONS)}")
     self.distortion = distortion
+    self._flip_index_at_step = flip_index_at_step
     self.model_variables = list(model.variables)
-    self.latent_model = model.latent_entropy_model(compression=True)
-    self.hyper_model = model.hyper_entropy_model(compression=True)
+    if tables is None:
+      tables = tables_lib.compute(model)
+    libm = {k: tables[k] for k in ("gelu", "exp", "thresholds")}
+    arrays, self._integer_statics = integer_model.split_arrays(
+        integer_model.integer_params(model, libm))
+    self._array_keys = tuple(sorted(arrays))
+    self.coding_tables = {k: tf.Variable(tables[k], trainable=False, name=k)
+                          for k in tables_lib.KEYS if k not in libm}
+    self.integer_params = {_variable_name(k): tf.Variable(_compact(v), trainable=False,
+                                                          name=_variable_name(k))
+                           for k, v in sorted(arrays.items())}
     self.mode_flag = tf.Variable(bitstream_format.MODE_FLAGS[trained_mode], trainable=False,
                                  dtype=tf.int32, name="mode_flag")
     self.fingerprint = tf.Variable(
-        weights_fingerprint(model.weights + list(self.latent_model.variables) +
-                            list(self.hyper_model.variables)),
+        weights_fingerprint(list(model.weights) +
+                            [tables[k] for k in tables_lib.KEYS] +
+                            [arrays[k] for k in sorted(arrays)] +
+                            [np.array(sorted(self._integer_statics.items()), str)]),
         trainable=False, name="fingerprint")
     self.config_json = tf.Variable(config_json, trainable=False, name="config_json")
+
+  def reference_arrays(self):
+    """The integer entropy model and coding tables as numpy arrays, for the TF-free
+    implementation (`tflic.deterministic.reference`)."""
+    flat = dict(self._integer_statics)
+    flat.update({k: self.integer_params[_variable_name(k)].numpy() for k in self._array_keys})
+    tables = {k: v.numpy() for k, v in self.coding_tables.items()}
+    return reference.export_arrays(flat, tables, self.model.config)
+
+  def _integer_model(self):
+    """The integer entropy model on the TF backend, reading this module's variables."""
+    flat = dict(self._integer_statics)
+    flat.update({k: tf.cast(self.integer_params[_variable_name(k)], tf.float64)
+                 for k in self._array_keys})
+    return integer_model.IntegerEntropyModel(
+        ops_lib.tf_ops(), integer_model.unflatten(flat), self.model.config.context_window,
+        self.model.config.num_groups, self.model.context.mode)
 
   def _latent_shape(self, height, width):
     stride = model_lib.LATENT_STRIDE
     return (height + stride - 1) // stride, (width + stride - 1) // stride
+
+  def _predictor(self, entropy, hyper, latent_height, latent_width):
+    """The context model's `predict` for `context_model.coding_loop`."""
+    k, window = self.model.config.num_groups, self.model.config.context_window
+
+    def predict(y_hat, positions, groups):
+      mask = coding_order.context_mask(latent_height, latent_width, k, window,
+                                       self.model.context.mode, positions, groups)
+      mask = tf.concat([mask, tf.ones_like(mask[:, :, :1])], axis=-1)  # hyper always visible
+      return entropy.predict(y_hat, hyper, positions, groups, mask)
+    return predict
+
+  def _z_hat(self, z_symbols):
+    """Integer z_hat [1, hz, wz, C] from z's symbols."""
+    return tf.cast(z_symbols, tf.float64) * _ONE + self.coding_tables["z_offset"]
+
+  def _quantize(self, y, step_fn, state):
+    """The encoder's integer quantization of the latent y [1, h, w, M] (float32).
+
+    Returns z's symbols [1, hz, wz, C], y_hat (integers) [1, h, w, M] and the state
+    `step_fn(state, indexes, symbols)` threaded through the coding steps (e.g. a range
+    encoder).
+    """
+    y = tf.debugging.assert_all_finite(y, "the model produced non-finite latents")
+    z = tf.clip_by_value(self.model.hyper_latent(y), -SYMBOL_LIMIT, SYMBOL_LIMIT)
+    z = tf.debugging.assert_all_finite(z, "the model produced non-finite hyper-latents")
+    z_symbols = tf.cast(tf.round(tf.cast(z, tf.float64) -
+                                 self.coding_tables["z_offset"] / _ONE), tf.int32)
+    entropy = self._integer_model()
+    height, width = tf.shape(y)[1], tf.shape(y)[2]
+    hyper = entropy.hyper_features(self._z_hat(z_symbols), height, width)
+    k = self.model.config.num_groups
+    y = tf.cast(y, tf.float64)
+
+    def quantize_step(state, positions, group, mean, log_scale):
+      values = context_model.gather_group(y, positions, group, k) - mean / _ONE
+      symbols = tf.clip_by_value(tf.round(values), -SYMBOL_LIMIT, SYMBOL_LIMIT)
+      state = step_fn(state, tf.cast(entropy.table_index(log_scale), tf.int32),
+                      tf.cast(symbols, tf.int32))
+      return state, symbols * _ONE + mean
+
+    y_hat, state = context_model.coding_loop(
+        self._predictor(entropy, hyper, height, width),
+        [1, height, width, self.model.config.latent_channels], k, self.model.context.mode,
+        quantize_step, state, dtype=tf.float64)
+    return z_symbols, y_hat, state
+
+  def _encode_z(self, z_symbols):
+    handle = tfc.create_range_encoder([], self.coding_tables["z_cdf"])
+    channels = tf.shape(z_symbols)[-1]
+    handle = tfc.entropy_encode_channel(
+        handle, tf.reshape(z_symbols, [-1, channels]) - self.coding_tables["z_cdf_offset"])
+    return tfc.entropy_encode_finalize(handle)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
                                 tf.TensorSpec([], tf.float32)])
@@ -127,7 +245,8 @@ class CodecModule(tf.Module):
     tflic.refinement): slower encoding, a smaller or better file, the same decoder."""
     return self._compress(image, quality, refine_steps)
 
-  def _compress(self, image, quality, refine_steps=None):
+  def _analyse(self, image, quality, refine_steps=None):
+    """(padded image x, latent y, quality code, stored quality) of a uint8 image."""
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     checks = [
         tf.debugging.assert_greater_equal(tf.minimum(height, width), MIN_SIDE,
@@ -145,30 +264,21 @@ class CodecModule(tf.Module):
     if refine_steps is not None:
       y = refinement.refine_latent(self.model, x, y, quality, refine_steps,
                                    height=height, width=width, distortion=self.distortion)
-    y = tf.debugging.assert_all_finite(y, "the model produced non-finite latents")
-    z = tf.clip_by_value(self.model.hyper_latent(y), -SYMBOL_LIMIT, SYMBOL_LIMIT)
-    z = tf.debugging.assert_all_finite(z, "the model produced non-finite hyper-latents")
-    z_stream = self.hyper_model.compress(z)[0]
-    z_hat = self.hyper_model.quantize(z)
-    hyper = self.model.hyper_features(z_hat, tf.shape(y)[1], tf.shape(y)[2])
-    k = self.model.config.num_groups
-    cdf_offset = self.latent_model.cdf_offset
+    return x, y, quality_code, quality
 
-    def encode_step(handle, positions, group, mean, log_scale):
-      mean = tf.debugging.assert_all_finite(mean, "the context model produced NaN/Inf")
-      values = context_model.gather_group(y, positions, group, k) - mean
-      symbols = tf.cast(tf.clip_by_value(tf.round(values), -SYMBOL_LIMIT, SYMBOL_LIMIT),
-                        tf.int32)
-      indexes = tf.cast(self.model.scale_index(log_scale), tf.int32)
-      handle = tfc.entropy_encode_index(handle, indexes,
-                                        symbols - tf.gather(cdf_offset, indexes))
-      return handle, tf.cast(symbols, tf.float32) + mean
+  def _compress(self, image, quality, refine_steps=None):
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    _, y, quality_code, _ = self._analyse(image, quality, refine_steps)
+    y_cdf_offset = self.coding_tables["y_cdf_offset"]
 
-    handle = tfc.create_range_encoder([], self.latent_model.cdf)
-    _, handle = context_model.coding_loop(self.model.context, hyper, tf.shape(y),
-                                          encode_step, handle)
+    def encode(handle, indexes, symbols):
+      return tfc.entropy_encode_index(handle, indexes,
+                                      symbols - tf.gather(y_cdf_offset, indexes))
+
+    z_symbols, y_hat, handle = self._quantize(
+        y, encode, tfc.create_range_encoder([], self.coding_tables["y_cdf"]))
+    z_stream = self._encode_z(z_symbols)
     y_stream = tfc.entropy_encode_finalize(handle)
-
     head = tf.strings.join([
         tf.constant(bitstream_format.MAGIC),
         _to_bytes([bitstream_format.VERSION, self.mode_flag], tf.uint8),
@@ -176,82 +286,123 @@ class CodecModule(tf.Module):
         _to_bytes(tf.stack([height, width, quality_code]), tf.uint16),
         _to_bytes(tf.stack([tf.strings.length(z_stream), tf.strings.length(y_stream)]),
                   tf.uint32),
+        _to_bytes(latent_check.tf_check(z_symbols, y_hat), tf.int64),
     ])
     checksum = adler32(tf.strings.join([head, z_stream, y_stream]))
     return tf.strings.join([head, _to_bytes(checksum, tf.uint32), z_stream, y_stream])
 
+  def coded_forward(self, image, quality):
+    """What `compress` computes, without writing bits (for tests and analysis).
+
+    image: uint8 [H, W, 3]. Returns a dict with y (float32, gained), z_symbols, y_hat
+    (the integer latent, float64) and x_hat [1, H', W', 3] (float32, padded size).
+    """
+    _, y, _, quality = self._analyse(image, quality)
+    z_symbols, y_hat, _ = self._quantize(y, lambda state, *_: state, ())
+    return dict(y=y, z_symbols=z_symbols, y_hat=y_hat,
+                x_hat=self.synthesize_latent(y_hat, quality))
+
+  def synthesize_latent(self, y_hat, quality):
+    """The decoder's image [1, H', W', 3] (float32, padded size) of an integer latent."""
+    return self.model.synthesize(tf.cast(y_hat / _ONE, tf.float32),
+                                 self.model.log_gain(quality))
+
   @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
   def decompress(self, bitstream):
     """A .tflic file (string) -> uint8 image [H, W, 3]. Fails on any invalid file."""
-    y_hat, quality, height, width = self._decode(bitstream)
-    x_hat = self.model.synthesize(y_hat, self.model.log_gain(quality))[0, :height, :width]
+    _, y_hat, quality, height, width = self._decode(bitstream)
+    x_hat = self.synthesize_latent(y_hat, quality)[0, :height, :width]
     return tf.cast(tf.round(tf.clip_by_value(x_hat * 255.0, 0.0, 255.0)), tf.uint8)
 
   @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
   def decode_latent(self, bitstream):
-    """The decoded latent y_hat [1, h, w, M] of a .tflic file (for tests and analysis)."""
-    return self._decode(bitstream)[0]
+    """The decoded latents of a .tflic file (for tests and analysis): a dict with
+    z_symbols (int32 [1, hz, wz, C]) and y_hat (the integer latent [1, h, w, M],
+    float64)."""
+    z_symbols, y_hat = self._decode(bitstream)[:2]
+    return {"z_symbols": z_symbols, "y_hat": y_hat}
 
   def _decode(self, data):
-    """Checks a file and decodes its streams: (y_hat, quality, height, width)."""
+    """Checks a file and decodes its streams: (z_symbols, y_hat, quality, height, width)."""
+    layout = bitstream_format.FIELDS
     size = tf.strings.length(data)
     tf.debugging.assert_greater_equal(size, bitstream_format.HEADER_SIZE,
                                       message="not a tflic file: too short")
     head = tf.io.decode_raw(tf.strings.substr(data, 0, bitstream_format.HEADER_SIZE), tf.uint8)
-    field = lambda start, length: _from_bytes(head[start:start + length])
-    height, width = tf.cast(field(14, 2), tf.int32), tf.cast(field(16, 2), tf.int32)
-    z_bytes, y_bytes = tf.cast(field(20, 4), tf.int32), tf.cast(field(24, 4), tf.int32)
+    field = lambda name: _from_bytes(head[layout[name][0]:sum(layout[name])])
+    height, width = tf.cast(field("height"), tf.int32), tf.cast(field("width"), tf.int32)
+    z_bytes, y_bytes = tf.cast(field("z_bytes"), tf.int32), tf.cast(field("y_bytes"), tf.int32)
     body = tf.strings.substr(data, bitstream_format.HEADER_SIZE, size)
     checks = [
-        tf.debugging.assert_equal(field(0, 4), _from_bytes(
+        tf.debugging.assert_equal(field("magic"), _from_bytes(
             tf.io.decode_raw(bitstream_format.MAGIC, tf.uint8)),
                                   message="not a tflic file (bad magic bytes)"),
-        tf.debugging.assert_equal(field(4, 1), tf.constant(bitstream_format.VERSION, tf.int64),
+        tf.debugging.assert_equal(field("version"),
+                                  tf.constant(bitstream_format.VERSION, tf.int64),
                                   message="unsupported tflic format version"),
         # Compared as numbers: a failed string assert would print raw bytes.
         tf.debugging.assert_equal(
-            field(6, 8), _from_bytes(tf.io.decode_raw(self.fingerprint, tf.uint8)),
+            field("fingerprint"), _from_bytes(tf.io.decode_raw(self.fingerprint, tf.uint8)),
             message="bitstream was written with a different model"),
-        tf.debugging.assert_equal(tf.cast(field(5, 1), tf.int32), self.mode_flag,
+        tf.debugging.assert_equal(tf.cast(field("flags"), tf.int32), self.mode_flag,
                                   message="bitstream decoding mode differs from the model's"),
         tf.debugging.assert_equal(size, bitstream_format.HEADER_SIZE + z_bytes + y_bytes,
                                   message="corrupt tflic file: wrong length"),
         tf.debugging.assert_equal(
-            adler32(tf.strings.join([tf.strings.substr(data, 0, _HEADER_WITHOUT_CHECKSUM),
-                                     body])), field(28, 4),
-            message="corrupt tflic file: checksum mismatch"),
+            adler32(tf.strings.join([
+                tf.strings.substr(data, 0, bitstream_format.CHECKSUM_OFFSET), body])),
+            field("checksum"), message="corrupt tflic file: checksum mismatch"),
         tf.debugging.assert_positive(tf.minimum(height, width),
                                      message="corrupt tflic file: zero image size"),
     ]
     with tf.control_dependencies(checks):
       z_stream = tf.strings.substr(body, 0, z_bytes)
       y_stream = tf.strings.substr(body, z_bytes, y_bytes)
-    quality = tf.cast(field(18, 2), tf.float32) / bitstream_format.QUALITY_STEPS
+    quality = tf.cast(field("quality"), tf.float32) / bitstream_format.QUALITY_STEPS
     latent_height, latent_width = self._latent_shape(height, width)
     stride = model_lib.HYPER_STRIDE
-    z_hat = self.hyper_model.decompress(
-        z_stream[None], [(latent_height + stride - 1) // stride,
-                         (latent_width + stride - 1) // stride])
-    hyper = self.model.hyper_features(z_hat, latent_height, latent_width)
-    cdf_offset = self.latent_model.cdf_offset
+    z_shape = [(latent_height + stride - 1) // stride, (latent_width + stride - 1) // stride]
+    channels = self.model.config.hyper_channels
+    handle = tfc.create_range_decoder(z_stream, self.coding_tables["z_cdf"])
+    handle, z_symbols = tfc.entropy_decode_channel(
+        handle, tf.stack([z_shape[0] * z_shape[1], channels]), tf.int32)
+    with tf.control_dependencies([tf.debugging.assert_equal(
+        tfc.entropy_decode_finalize(handle), True,
+        message="corrupt tflic file: z stream ends early")]):
+      z_symbols = tf.reshape(z_symbols + self.coding_tables["z_cdf_offset"],
+                             tf.stack([1, z_shape[0], z_shape[1], channels]))
+    entropy = self._integer_model()
+    hyper = entropy.hyper_features(self._z_hat(z_symbols), latent_height, latent_width)
+    y_cdf_offset = self.coding_tables["y_cdf_offset"]
+    flip_step = -1 if self._flip_index_at_step is None else self._flip_index_at_step
 
-    def decode_step(handle, positions, group, mean, log_scale):
+    def decode_step(state, positions, group, mean, log_scale):
       del positions, group
-      indexes = tf.cast(self.model.scale_index(log_scale), tf.int32)
+      handle, step = state
+      indexes = tf.cast(entropy.table_index(log_scale), tf.int32)
+      # The test hook: the first value of one step uses the neighbouring table.
+      flip = tf.scatter_nd([[0, 0, 0]], [tf.cast(tf.equal(step, flip_step), tf.int32)],
+                           tf.shape(indexes))
+      indexes = tf.where(indexes > 0, indexes - flip, indexes + flip)
       handle, symbols = tfc.entropy_decode_index(handle, indexes, tf.shape(indexes),
                                                  tf.int32)
-      symbols += tf.gather(cdf_offset, indexes)
-      return handle, tf.cast(symbols, tf.float32) + mean
+      symbols += tf.gather(y_cdf_offset, indexes)
+      return (handle, step + 1), tf.cast(symbols, tf.float64) * _ONE + mean
 
-    latent_shape = tf.stack([1, latent_height, latent_width,
-                             self.model.config.latent_channels])
-    handle = tfc.create_range_decoder(y_stream, self.latent_model.cdf)
-    y_hat, handle = context_model.coding_loop(self.model.context, hyper, latent_shape,
-                                              decode_step, handle)
-    complete = tfc.entropy_decode_finalize(handle)
+    latent_shape = [1, latent_height, latent_width, self.model.config.latent_channels]
+    y_hat, (handle, _) = context_model.coding_loop(
+        self._predictor(entropy, hyper, latent_height, latent_width), latent_shape,
+        self.model.config.num_groups, self.model.context.mode, decode_step,
+        (tfc.create_range_decoder(y_stream, self.coding_tables["y_cdf"]), tf.constant(0)),
+        dtype=tf.float64)
+    # The check first: after a desync the stream usually also ends early or late.
+    in_sync = tf.debugging.assert_equal(latent_check.tf_check(z_symbols, y_hat),
+                                        field("latent_check"), message=DESYNC_MESSAGE)
+    with tf.control_dependencies([in_sync]):
+      complete = tfc.entropy_decode_finalize(handle)
     with tf.control_dependencies([tf.debugging.assert_equal(
         complete, True, message="corrupt tflic file: y stream ends early")]):
-      return tf.identity(y_hat), quality, height, width
+      return tf.identity(z_symbols), tf.identity(y_hat), quality, height, width
 
 
 class Codec:
@@ -325,9 +476,27 @@ def is_saved_model(path):
   return os.path.isfile(os.path.join(path, "saved_model.pb"))
 
 
+def module_from_workdir(workdir):
+  """(CodecModule, step) of a training directory's latest checkpoint, with its stored
+  coding tables (made and stored beside the checkpoint on first use)."""
+  from tflic import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  cfg, model, step = checkpoint_lib.restore_model(workdir)
+  prefix = checkpoint_lib.latest_checkpoint(workdir)
+  tables = tables_lib.load(tables_lib.path_for(prefix))
+  if tables is None:
+    tables = tables_lib.compute(model)
+    try:
+      tables_lib.save(tables_lib.path_for(prefix), tables)
+    except (OSError, tf.errors.OpError) as e:
+      print(f"warning: cannot store the coding tables beside {prefix} ({_first_line(e)}); "
+            "files coded now decode only with tables computed on this machine",
+            file=sys.stderr)
+  module = CodecModule(model, cfg.to_json(), distortion=cfg.train.distortion, tables=tables)
+  return module, step
+
+
 def load(path):
   """A Codec from an exported SavedModel directory or a training directory."""
-  from tflic import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(path):
     raise errors.TflicError(f"model not found: {path}")
   if is_saved_model(path):
@@ -335,8 +504,7 @@ def load(path):
       return Codec(tf.saved_model.load(path))
     except (OSError, ValueError, tf.errors.OpError) as e:
       raise errors.TflicError(f"cannot load SavedModel {path}: {_first_line(e)}") from None
-  cfg, model, _ = checkpoint_lib.restore_model(path)
-  return Codec(CodecModule(model, cfg.to_json(), distortion=cfg.train.distortion))
+  return Codec(module_from_workdir(path)[0])
 
 
 def default_model_path():

@@ -94,6 +94,7 @@ def _describe(path, header, total_bytes):
       f"  quality:     {header.quality:.4f}",
       f"  z stream:    {header.z_bytes} bytes",
       f"  y stream:    {header.y_bytes} bytes",
+      f"  latents:     check {header.latent_check:016x}",
       f"  total:       {total_bytes} bytes",
       f"  bpp:         {8 * total_bytes / pixels:.4f}",
   ])

@@ -124,34 +124,38 @@ class ContextTransformer(tf.keras.layers.Layer):
     return config
 
 
-def coding_loop(context, hyper, latent_shape, step_fn, state, parallel_iterations=1):
-  """Runs `context` chunk step by chunk step in coding order, as encoder and decoder do.
+def coding_loop(predict, latent_shape, num_groups, mode, step_fn, state, dtype=tf.float32):
+  """Runs a context model chunk step by chunk step in coding order, as the codec does.
 
   Args:
-    context: a ContextTransformer.
-    hyper: [B, h, w, C] hyperprior features.
-    latent_shape: int32 [4], the shape [B, h, w, M] of y.
+    predict: `(y_hat [B, h, w, M], positions [n, 2], groups [q]) -> (mean, log_scale)`,
+      each [B, n, q, M / K]: the context model's predictions from the latent coded so far.
+    latent_shape: the shape [B, h, w, M] of y (M a Python int: the context model needs
+      static channels).
+    num_groups: K.
+    mode: the coding order (`coding_order.MODES`).
     step_fn: `(state, positions, group, mean, log_scale) -> (state, y_hat_chunks)`, with
       mean / log_scale / y_hat_chunks of shape [B, n, M / K]: codes the chunks of one
       step (or just quantizes them) and returns their values in y_hat.
     state: a nest of tensors threaded through `step_fn` (e.g. a range coder handle).
+    dtype: of y_hat.
 
   Returns:
     (y_hat [B, h, w, M], final state).
   """
   batch, height, width = latent_shape[0], latent_shape[1], latent_shape[2]
-  k, c = context.num_groups, context.group_channels
-  steps = coding_order.num_steps(height, width, k, context.mode)
+  k = num_groups
+  c = latent_shape[3] // k
+  steps = coding_order.num_steps(height, width, k, mode)
   # The coded latent is kept as [h, w, K, B, c] so that one step's chunks are one scatter.
-  buffer = tf.zeros(tf.stack([height, width, k, batch, c]), hyper.dtype)
+  buffer = tf.zeros(tf.stack([height, width, k, batch, c]), dtype)
 
   def to_latent(buffer):
-    return tf.reshape(tf.transpose(buffer, [3, 0, 1, 2, 4]),
-                      tf.stack([batch, height, width, k * c]))
+    return tf.reshape(tf.transpose(buffer, [3, 0, 1, 2, 4]), [batch, height, width, k * c])
 
   def body(step, buffer, state):
-    positions, group = coding_order.step_chunks(step, height, width, k, context.mode)
-    mean, log_scale = context.predict(to_latent(buffer), hyper, positions, group[None])
+    positions, group = coding_order.step_chunks(step, height, width, k, mode)
+    mean, log_scale = predict(to_latent(buffer), positions, group[None])
     state, values = step_fn(state, positions, group, mean[:, :, 0], log_scale[:, :, 0])
     indices = tf.concat([positions, tf.fill([tf.shape(positions)[0], 1], group)], axis=1)
     buffer = tf.tensor_scatter_nd_update(buffer, indices, tf.transpose(values, [1, 0, 2]))
@@ -159,7 +163,7 @@ def coding_loop(context, hyper, latent_shape, step_fn, state, parallel_iteration
 
   _, buffer, state = tf.while_loop(
       lambda step, *_: step < steps, body, (tf.constant(0), buffer, state),
-      parallel_iterations=parallel_iterations)
+      parallel_iterations=1)
   return to_latent(buffer), state
 
 

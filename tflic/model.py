@@ -223,10 +223,14 @@ class TflicModel(tf.keras.Model):
     return y + tf.stop_gradient(tf.round(y - mean) + mean - y)
 
   def coded_forward(self, x, quality):
-    """Exactly what the codec does, without writing bits: y_hat in coding order.
+    """The codec's sequential quantization with this float model, without writing bits.
 
-    x: float images [B, H, W, 3] in [0, 1], H and W multiples of 16. Returns a dict with
-    x_hat, y, y_hat, z_hat, mean, log_scale and the ideal bits of y and z.
+    The codec itself predicts with the integer entropy model
+    (`tflic.codec.CodecModule.coded_forward`), whose means and scales differ from these
+    by the weights' and activations' fixed-point rounding; this float counterpart is what
+    training approximates. x: float images [B, H, W, 3] in [0, 1], H and W multiples of
+    16. Returns a dict with x_hat, y, y_hat, z_hat, mean, log_scale and the ideal bits of
+    y and z.
     """
     log_gain = self.log_gain(quality)
     y = self.analysis(x) * tf.exp(log_gain)
@@ -239,7 +243,10 @@ class TflicModel(tf.keras.Model):
       y_chunks = context_model.gather_group(y, positions, group, k)
       return state, tf.round(y_chunks - mean) + mean
 
-    y_hat, _ = context_model.coding_loop(self.context, hyper, tf.shape(y), quantize_step, ())
+    y_hat, _ = context_model.coding_loop(
+        lambda y_hat, positions, groups: self.context.predict(y_hat, hyper, positions, groups),
+        [tf.shape(y)[0], tf.shape(y)[1], tf.shape(y)[2], self.config.latent_channels], k,
+        self.context.mode, quantize_step, ())
     mean, log_scale = self.context(y_hat, hyper)
     _, bits_y = self.latent_entropy_model()(
         y_hat, self.scale_index(log_scale), loc=mean, training=False)
@@ -252,9 +259,9 @@ class TflicModel(tf.keras.Model):
     """Compresses and reconstructs images of any size (no bitstream): [B, H, W, 3] in [0, 1].
 
     The input is padded to a multiple of 16 by edge replication and the output cropped
-    back. With `coded=True` the latent is quantized in coding order exactly as by the
-    codec; otherwise by the faster parallel approximation with the decoder-like rounded
-    context, whose bits are close to the coded ones (round(y) as context underestimates
+    back. With `coded=True` the latent is quantized in coding order as by the codec
+    (with the float entropy model, see `coded_forward`); otherwise by the faster
+    parallel approximation with the decoder-like rounded context, whose bits are close to the coded ones (round(y) as context underestimates
     them, by up to 19% at low rates on Kodak). Returns (x_hat, bits).
     """
     height, width = tf.shape(x)[1], tf.shape(x)[2]

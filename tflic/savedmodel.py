@@ -4,7 +4,9 @@ The SavedModel has the signatures `compress(image: uint8[H, W, 3], quality: floa
 {"bitstream": string[]}`, `compress_refined(image, quality, refine_steps: int32[])` (the
 same, with encoder-side latent refinement) and `decompress(bitstream: string[]) ->
 {"image": uint8[H, W, 3]}`, and the tf.functions `compress`, `compress_refined`,
-`decompress` and `decode_latent` as attributes. It loads in
+`decompress` and `decode_latent` as attributes, and `assets/integer_entropy_model.npz`,
+the integer entropy model and coding tables for decoders without TensorFlow
+(`tflic.deterministic.reference`). It loads in
 any process that has run `import tensorflow_compression` (which registers the range coder
 ops); no tflic code is needed.
 """
@@ -13,11 +15,12 @@ import os
 import shutil
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 
-from tflic import checkpoint as checkpoint_lib
 from tflic import codec
 from tflic import errors
+from tflic.deterministic import reference
 
 
 def serving_signatures(module):
@@ -50,6 +53,9 @@ def export(module, out, overwrite=False):
   staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
   try:
     tf.saved_model.save(module, staging, signatures=serving_signatures(module))
+    # The TF-free half of the entropy model (tflic.deterministic.reference).
+    os.makedirs(os.path.join(staging, "assets"), exist_ok=True)
+    np.savez(os.path.join(staging, "assets", reference.FILENAME), **module.reference_arrays())
     if os.path.exists(out):
       shutil.rmtree(out)
     os.replace(staging, out)
@@ -61,6 +67,5 @@ def export(module, out, overwrite=False):
 
 def export_checkpoint(workdir, out, overwrite=False):
   """Restores the latest checkpoint of a training directory and exports it."""
-  cfg, model, step = checkpoint_lib.restore_model(workdir)
-  module = codec.CodecModule(model, cfg.to_json(), distortion=cfg.train.distortion)
+  module, step = codec.module_from_workdir(workdir)
   return export(module, out, overwrite=overwrite), step

@@ -1,0 +1,258 @@
+"""Bitstream v2: the integer entropy model gives the same integers everywhere, and any
+desync is an error, never an image."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from tflic import bitstream
+from tflic import codec
+from tflic import coding_order
+from tflic import errors
+from tflic import savedmodel
+from tflic.deterministic import entropy_model
+from tflic.deterministic import latent_check
+from tflic.deterministic import layers
+from tflic.deterministic import ops as ops_lib
+from tflic.deterministic import reference
+from tflic.deterministic import tables as tables_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BACKENDS = [ops_lib.NUMPY, ops_lib.tf_ops()]
+ODD_SIZES = [(1, 1), (17, 300), (300, 17), (97, 131)]
+
+
+def _as_numpy(x):
+  return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+@pytest.mark.parametrize("ops", BACKENDS, ids=lambda o: o.name)
+def test_floordiv_and_isqrt_are_exact_integers(ops):
+  rng = np.random.default_rng(0)
+  a = rng.integers(-2**51, 2**51, 20000).astype(np.int64)
+  b = rng.integers(1, 2**26, 20000).astype(np.int64)
+  # Quotients next to integers are where a float division can round the wrong way.
+  a[:5000] = (a[:5000] // b[:5000]) * b[:5000] - rng.integers(0, 2, 5000)
+  n = rng.integers(0, 2**51, 20000).astype(np.int64)
+  n[:5000] = (n[:5000] >> 26)**2 - rng.integers(0, 2, 5000)
+  n = np.maximum(n, 0)
+  got_q = _as_numpy(layers.floordiv(ops, ops.constant(a), ops.constant(b)))
+  got_r = _as_numpy(layers.isqrt(ops, ops.constant(n)))
+  assert [int(q) for q in got_q] == [int(x) // int(y) for x, y in zip(a, b)]
+  import math  # pylint: disable=g-import-not-at-top
+  assert [int(r) for r in got_r] == [math.isqrt(int(x)) for x in n]
+
+
+def test_integer_layer_norm_and_attention_track_the_float_layers():
+  rng = np.random.default_rng(1)
+  x = rng.normal(0, 3, (64, 96))
+  ln = tf.keras.layers.LayerNormalization(epsilon=1e-5)
+  ln.build([None, 96])
+  ln.gamma.assign(rng.normal(1, 0.2, 96))
+  ln.beta.assign(rng.normal(0, 0.2, 96))
+  from tflic.deterministic import quantize  # pylint: disable=g-import-not-at-top
+  one = 2.0**layers.ACT_BITS
+  got = layers.layer_norm(ops_lib.NUMPY, quantize.layer_norm(ln), np.round(x * one)) / one
+  np.testing.assert_allclose(got, ln(x.astype(np.float32)).numpy(), atol=4e-3)
+  logits, values = rng.normal(0, 2, (8, 5, 30)), rng.normal(0, 1, (8, 30, 16))
+  mask = rng.random((8, 5, 30)) < 0.7
+  mask[..., 0] = True
+  got = layers.attend(ops_lib.NUMPY, quantize.exp_table(), np.round(logits * one),
+                      np.round(values * one), mask) / one
+  weights = np.where(mask, np.exp(logits - logits.max(-1, keepdims=True)), 0)
+  expected = (weights / weights.sum(-1, keepdims=True)) @ values
+  np.testing.assert_allclose(got, expected, atol=2e-3)
+
+
+@pytest.mark.parametrize("mode", coding_order.MODES)
+@pytest.mark.parametrize("size", [(1, 1), (3, 7), (6, 4)])
+def test_numpy_context_mask_equals_the_coding_order(mode, size):
+  height, width = size
+  positions = np.stack(np.meshgrid(np.arange(height), np.arange(width), indexing="ij"),
+                       -1).reshape(-1, 2).astype(np.int32)
+  expected = coding_order.context_mask(height, width, 4, 5, mode, tf.constant(positions),
+                                       tf.range(4)).numpy()
+  np.testing.assert_array_equal(reference.context_mask(height, width, 4, 5, mode), expected)
+  np.testing.assert_array_equal(
+      reference.zigzag_rank(height, width), coding_order.position_rank(height, width))
+
+
+@pytest.fixture(scope="module")
+def tiny_module(tiny_workdir):
+  return codec.module_from_workdir(str(tiny_workdir))[0]
+
+
+def test_tf_and_numpy_give_identical_parameters(tiny_module):
+  """The TF graph's parallel pass and numpy agree to the bit, and both agree with the
+  step-by-step decoder's latent (every value = its chunk's mean + a whole symbol)."""
+  image = np.asarray(np.random.default_rng(2).integers(0, 256, (90, 140, 3)), np.uint8)
+  data = codec.Codec(tiny_module).compress(image, 0.6)
+  latent = tiny_module.decode_latent(tf.constant(data))
+  z_symbols, y_hat = latent["z_symbols"].numpy(), latent["y_hat"].numpy()
+  arrays = tiny_module.reference_arrays()
+  numpy_model = reference.Reference(arrays)
+  mean, index = numpy_model.parameters(z_symbols, y_hat)
+  residual = y_hat[0] - mean
+  np.testing.assert_array_equal(residual, np.round(residual / entropy_model.ONE) *
+                                entropy_model.ONE)
+  assert numpy_model.verify(z_symbols, y_hat, bitstream.unpack(data)[0].latent_check)
+
+  @tf.function
+  def tf_parameters(z_symbols, y_hat):
+    entropy = tiny_module._integer_model()  # pylint: disable=protected-access
+    _, height, width, _ = y_hat.shape
+    hyper = entropy.hyper_features(tiny_module._z_hat(z_symbols), height, width)  # pylint: disable=protected-access
+    positions = np.stack(np.meshgrid(np.arange(height), np.arange(width), indexing="ij"),
+                         -1).reshape(-1, 2).astype(np.int32)
+    mask = coding_order.context_mask(height, width, 4, entropy.window,
+                                     tiny_module.model.context.mode, positions, tf.range(4))
+    mask = tf.concat([mask, tf.ones_like(mask[..., :1])], -1)
+    mean, log_scale = entropy.predict(y_hat, hyper, positions, tf.range(4), mask)
+    return mean, entropy.table_index(log_scale)
+
+  tf_mean, tf_index = tf_parameters(tf.constant(z_symbols), tf.constant(y_hat))
+  np.testing.assert_array_equal(tf_mean.numpy().reshape(mean.shape), mean)
+  np.testing.assert_array_equal(tf_index.numpy().reshape(index.shape), index)
+
+
+_NO_TENSORFLOW = textwrap.dedent("""
+    import sys
+    sys.modules["tensorflow"] = None  # import tensorflow now raises ImportError
+    import numpy as np
+    from tflic.deterministic import reference
+    npz, latents, check = sys.argv[1:]
+    model = reference.load(npz)
+    with np.load(latents) as data:
+      ok = model.verify(data["z_symbols"], data["y_hat"], int(check))
+      corrupted = data["y_hat"].copy()
+      corrupted.flat[corrupted.size // 2] += 1
+      bad = model.verify(data["z_symbols"], corrupted, int(check))
+    assert "tensorflow" not in [m.split(".")[0] for m in sys.modules if sys.modules[m]]
+    print("verified", ok, bad)
+""")
+
+
+def test_numpy_reference_needs_no_tensorflow_and_matches_the_bundled_model(kodak_dir,
+                                                                           tmp_path):
+  """On real latents of the bundled model: the export's npz, read by numpy alone,
+  reproduces every mean the TF decoder used and the file's check."""
+  the_codec = codec.load(codec.default_model_path())
+  image = np.asarray(Image.open(kodak_dir / "kodim23.png").convert("RGB"))[128:256, 256:448]
+  data = the_codec.compress(image, 0.0)
+  latent = the_codec.module.decode_latent(tf.constant(data))
+  np.savez(tmp_path / "latents.npz", z_symbols=latent["z_symbols"].numpy(),
+           y_hat=latent["y_hat"].numpy())
+  script = tmp_path / "no_tf.py"
+  script.write_text(_NO_TENSORFLOW)
+  npz = pathlib.Path(codec.default_model_path()) / "assets" / reference.FILENAME
+  result = subprocess.run(
+      [sys.executable, str(script), str(npz), str(tmp_path / "latents.npz"),
+       str(bitstream.unpack(data)[0].latent_check)], cwd=REPO, capture_output=True,
+      text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split() == ["verified", "True", "False"]
+
+
+_THREADS_PROCESS = textwrap.dedent("""
+    import hashlib, json, sys
+    import numpy as np
+    from tflic import codec
+    images, out = sys.argv[1:]
+    the_codec = codec.load(codec.default_model_path())
+    results = {}
+    with np.load(images) as data:
+      for name in data.files:
+        for quality in (0.0, 1.0):
+          stream = the_codec.compress(data[name], quality)
+          open(f"{out}-{name}-{quality}.tflic", "wb").write(stream)
+          decoded = the_codec.decompress(stream)
+          results[f"{name}-{quality}"] = [hashlib.sha256(stream).hexdigest(),
+                                          hashlib.sha256(decoded.tobytes()).hexdigest()]
+    json.dump(results, open(out + ".json", "w"))
+""")
+
+
+def test_bundled_model_files_and_images_are_identical_across_thread_counts(kodak_dir,
+                                                                           tmp_path):
+  """Encoder and decoder in separate processes with 1, 2 and 4 intra/inter-op threads:
+  the same bytes and the same images, on odd sizes and a real photo crop."""
+  rng = np.random.default_rng(3)
+  images = {f"{h}x{w}": rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+            for h, w in ODD_SIZES}
+  photo = np.asarray(Image.open(kodak_dir / "kodim03.png").convert("RGB"))
+  images["kodim03_crop"] = photo[100:228, 200:392]
+  np.savez(tmp_path / "images.npz", **images)
+  script = tmp_path / "threads.py"
+  script.write_text(_THREADS_PROCESS)
+  results = {}
+  for threads in (1, 2, 4):
+    env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(threads),
+               TF_NUM_INTEROP_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="2")
+    out = tmp_path / f"t{threads}"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "images.npz"),
+                             str(out)], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results[threads] = json.loads((tmp_path / f"t{threads}.json").read_text())
+  assert len(results[1]) == 2 * len(images)
+  assert results[1] == results[2] == results[4]
+
+
+@pytest.mark.parametrize("step", [0, 9, -1])
+def test_a_flipped_table_index_is_a_desync_error(tiny_workdir, tiny_module, step):
+  image = np.asarray(np.random.default_rng(4).integers(0, 256, (40, 72, 3)), np.uint8)
+  data = codec.Codec(tiny_module).compress(image, 0.5)
+  cfg = tiny_module.model.config
+  steps = coding_order.num_steps(3, 5, cfg.num_groups, cfg.context_mode)
+  tables = tables_lib.load(tables_lib.path_for(
+      __import__("tflic.checkpoint").checkpoint.latest_checkpoint(str(tiny_workdir))))
+  drifted = codec.Codec(codec.CodecModule(tiny_module.model, tables=tables,
+                                          flip_index_at_step=step % steps))
+  assert drifted.fingerprint == codec.Codec(tiny_module).fingerprint
+  with pytest.raises(errors.TflicError, match="desync"):
+    drifted.decompress(data)
+
+
+def test_coding_tables_are_stored_beside_the_checkpoint_and_reused(tiny_workdir, tmp_path,
+                                                                   monkeypatch):
+  workdir = tmp_path / "workdir"
+  shutil.copytree(tiny_workdir, workdir)
+  for stored in workdir.glob("checkpoints/*" + tables_lib.SUFFIX):
+    stored.unlink()
+  first = codec.load(str(workdir))
+  assert len(list(workdir.glob("checkpoints/*" + tables_lib.SUFFIX))) == 1
+
+  def recompute(model):
+    raise AssertionError("tables recomputed")
+  monkeypatch.setattr(tables_lib, "compute", recompute)
+  second = codec.load(str(workdir))
+  assert first.fingerprint == second.fingerprint
+  savedmodel.export_checkpoint(str(workdir), str(tmp_path / "export"))
+  exported = codec.load(str(tmp_path / "export"))
+  image = np.asarray(np.random.default_rng(5).integers(0, 256, (33, 50, 3)), np.uint8)
+  assert exported.compress(image, 0.3) == first.compress(image, 0.3)
+
+
+def test_latent_check_is_the_same_in_tensorflow_and_numpy_and_sees_one_change():
+  rng = np.random.default_rng(6)
+  z, y = rng.integers(-9, 9, (1, 2, 3, 8)), rng.integers(-2**30, 2**30, (1, 4, 5, 16))
+  check = latent_check.numpy_check(z, y)
+  assert int(latent_check.tf_check(tf.constant(z), tf.constant(y, tf.float64))) % 2**64 == check
+  for i in range(0, y.size, 7):
+    changed = y.copy()
+    changed.flat[i] += 1
+    assert latent_check.numpy_check(z, changed) != check
+
+
+def test_version_1_files_are_refused_with_a_clear_message():
+  with pytest.raises(errors.TflicError, match="format version 1"):
+    bitstream.unpack(b"TFLC\x01" + bytes(40))

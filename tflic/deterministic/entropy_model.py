@@ -1,0 +1,164 @@
+"""The integer entropy model: h_s and the context transformer on fixed-point tensors.
+
+Inputs and outputs are integers at `layers.ACT_BITS` fractional bits (carried in
+float64): z_hat = z_symbols * 2^ACT_BITS + z_offsets, y_hat = y_symbols * 2^ACT_BITS +
+mean. The same functions run on TensorFlow and on numpy (`tflic.deterministic.ops`) and
+give identical integers; `IntegerEntropyModel` bundles a backend with the parameters.
+"""
+
+import numpy as np
+
+from tflic.deterministic import layers
+from tflic.deterministic import quantize
+
+ONE = 2**layers.ACT_BITS
+
+
+def window_offsets(window):
+  """(di, dj) of the w x w window slots, row-major: int32 [w * w, 2] (as coding_order)."""
+  r = window // 2
+  grid = np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij")
+  return np.stack(grid, -1).reshape(-1, 2).astype(np.int32)
+
+
+def candidate_slots(window, mode):
+  """The window slots a chunk can ever see in `mode`: int32 [s].
+
+  Later anti-diagonals are never visible, nor (wavefront) other positions of the chunk's
+  own. The others are masked out of the attention, where their weight is exactly 0, so
+  leaving them out gives the same integers with less than half the work.
+  """
+  offsets = window_offsets(window)
+  diagonal = offsets.sum(-1)
+  if mode == "serial":
+    visible = diagonal <= 0
+  else:
+    visible = (diagonal < 0) | np.all(offsets == 0, -1)
+  return np.flatnonzero(visible).astype(np.int32)
+
+
+def _gather(ops, grid, positions, offsets, radius):
+  """grid [B, h, w, C] at positions [n, 2] + offsets [s, 2] -> [B, n, s, C], zeros outside."""
+  padded = ops.pad(grid, [[0, 0], [radius, radius], [radius, radius], [0, 0]])
+  indices = positions[:, None, :] + offsets[None, :, :] + radius
+  values = ops.gather_nd(ops.transpose(padded, [1, 2, 0, 3]), indices)  # [n, s, B, C]
+  return ops.transpose(values, [2, 0, 1, 3])
+
+
+class IntegerEntropyModel:
+  """h_s, context predictions and table indexes of one model on one backend.
+
+  Args:
+    ops: a backend from `tflic.deterministic.ops`.
+    params: {"hyper_synthesis", "context", "gelu", "exp", "thresholds", ...} as made by
+      `quantize.network_params` and `quantize.libm_tables`, arrays as the backend's
+      float64 tensors.
+    window, num_groups, mode: the context window w, the number of channel groups K and
+      the coding order.
+  """
+
+  def __init__(self, ops, params, window, num_groups, mode):
+    self.ops = ops
+    self.params = params
+    self.window = window
+    self.num_groups = num_groups
+    self.slots = candidate_slots(window, mode)
+    # Mask columns of the candidate slots' chunks (groups fastest), then the hyper token.
+    self.mask_columns = np.append(
+        (self.slots[:, None] * num_groups + np.arange(num_groups)).ravel(),
+        window * window * num_groups).astype(np.int32)
+    self.tables = {"gelu": params["gelu"], "exp": params["exp"]}
+
+  def hyper_features(self, z_hat, latent_height, latent_width):
+    """h_s(z_hat) [B, hz, wz, Cz] -> hyperprior features [B, h, w, D]."""
+    ops, p = self.ops, self.params["hyper_synthesis"]
+    x = layers.patch_split(ops, p["resample0"], z_hat)
+    for block in p["blocks"]:
+      x = layers.swin_block(ops, block, self.tables, x)
+    x = layers.patch_split(ops, p["resample1"], x)
+    return x[:, :latent_height, :latent_width]
+
+  def predict(self, y_hat, hyper, positions, groups, mask):
+    """(mean, log_scale) [B, n, q, M / K] of chunks (positions x groups).
+
+    y_hat [B, h, w, M] and hyper [B, h, w, D] as integers; positions int32 [n, 2];
+    groups int32 [q]; mask bool [n, q, w * w * K + 1]: which window chunks (slots
+    row-major, groups fastest) and, last, the hyperprior token each target sees.
+    """
+    ops, p = self.ops, self.params["context"]
+    k, r = self.num_groups, self.window // 2
+    c = y_hat.shape[-1] // k
+    chunks = _gather(ops, y_hat, positions, window_offsets(self.window)[self.slots], r)
+    b, n, s, _ = ops.dims(chunks)
+    chunks = ops.reshape(chunks, [b, n, s, k, c])
+    tokens = (layers.dense(ops, p["chunk_embed"], chunks) + p["group_embedding"] +
+              ops.gather_rows(p["slot_embedding"], self.slots)[:, None, :])  # [B, n, s, K, D]
+    dim = tokens.shape[-1]
+    tokens = ops.reshape(layers.clamp(ops, tokens), [b, n, s * k, dim])
+    hyper_tokens = layers.dense(ops, p["hyper_embed"], _gather(
+        ops, hyper, positions, np.zeros([1, 2], np.int32), 0))  # [B, n, 1, dim]
+    context = layers.normalize(ops, ops.concat([tokens, hyper_tokens], 2), p["context_eps"])
+    queries = layers.clamp(ops, hyper_tokens + ops.gather_rows(p["query_embedding"], groups))
+    mask = ops.take_last(mask, self.mask_columns)
+    for block in p["blocks"]:
+      queries = layers.cross_attention_block(ops, block, self.tables, queries, context, mask)
+    normed = layers.layer_norm(ops, p["head_norm"], queries)
+    head = p["head"]
+    out = (ops.einsum("bnqd,qdc->bnqc", normed, ops.gather_rows(head["w"], groups)) +
+           ops.gather_rows(head["b"], groups))
+    out = layers.clamp(ops, layers.unscale_round(ops, out,
+                                                 ops.gather_rows(head["unscale"], groups)))
+    return out[..., :c], out[..., c:]
+
+  def table_index(self, log_scale):
+    """Coding-table index of integer log-scales (float64, integer-valued)."""
+    ops = self.ops
+    above = ops.where(log_scale[..., None] >= self.params["thresholds"], 1.0, 0.0)
+    return ops.reduce_sum(above, -1)
+
+
+def flatten(tree, prefix=""):
+  """{"a/b/0/w": array or int} from nested dicts and lists."""
+  if isinstance(tree, dict):
+    items = tree.items()
+  elif isinstance(tree, list):
+    items = ((str(i), v) for i, v in enumerate(tree))
+  else:
+    return {prefix[:-1]: tree}
+  flat = {}
+  for key, value in items:
+    flat.update(flatten(value, f"{prefix}{key}/"))
+  return flat
+
+
+def unflatten(flat):
+  """Inverse of `flatten` (lists come back from all-digit keys)."""
+  tree = {}
+  for key, value in flat.items():
+    node = tree
+    *parents, leaf = key.split("/")
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+
+  def listify(node):
+    if not isinstance(node, dict):
+      return node
+    node = {k: listify(v) for k, v in node.items()}
+    if node and all(k.isdigit() for k in node):
+      return [node[str(i)] for i in range(len(node))]
+    return node
+  return listify(tree)
+
+
+def split_arrays(flat):
+  """(arrays, statics): the numpy arrays of a flat tree and its Python numbers."""
+  arrays = {k: v for k, v in flat.items() if isinstance(v, np.ndarray)}
+  return arrays, {k: v for k, v in flat.items() if k not in arrays}
+
+
+def integer_params(model, libm_tables=None):
+  """The complete flat integer parameters of a TflicModel (numpy / Python numbers)."""
+  tree = quantize.network_params(model)
+  tree.update(libm_tables if libm_tables is not None else quantize.libm_tables(model.config))
+  return flatten(tree)

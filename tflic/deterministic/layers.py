@@ -1,0 +1,228 @@
+"""Integer versions of tflic's transformer layers, written once for both backends.
+
+Fixed point: an activation `a` stands for `a / 2^ACT_BITS`; a weight column `w` with
+shift `s` for `w / 2^s` (layers keep `unscale` = 2^-s per output column), its bias at
+`ACT_BITS + s` fractional bits. Every function takes
+`ops` (`tflic.deterministic.ops`) and a parameter dict made by
+`tflic.deterministic.quantize`. Activations are clamped to |a| <= ACT_LIMIT after every
+rescaling, which with |w| <= 2^WEIGHT_BITS and at most 2^11 terms per sum keeps every
+partial sum below 2^53 (exact in float64). Nonlinearities are tables (GELU, exp) and exact
+integer division / square roots.
+"""
+
+ACT_BITS = 10  # fractional bits of activations: a resolution of 1/1024
+ACT_LIMIT = 2.0**21  # |activation| <= 2048.0
+WEIGHT_BITS = 15  # |integer weight| <= 2^15
+PROB_BITS = 15  # attention weights sum to 2^15
+NORM_EXTRA_BITS = 4  # extra fractional bits of a LayerNorm's standard deviation
+NORM_RECIPROCAL_BITS = 20  # extra fractional bits of its reciprocal
+GELU_RANGE = 8  # GELU is tabulated on [-8, 8); beyond it is 0 or the identity
+EXP_RANGE = 12  # exp(-d) is tabulated for d in [0, 12]; round(exp(-12) 2^15) = 0
+MASKED = -(2.0**40)  # a logit no visible one comes near
+
+
+def shift_round(ops, x, bits):
+  """round(x / 2^bits), halves up; exact for |x| < 2^52."""
+  return unscale_round(ops, x, 2.0**-bits)
+
+
+def unscale_round(ops, x, unscale):
+  """round(x * unscale) for powers of two `unscale` (a number or an array), halves up."""
+  return ops.floor(x * unscale + 0.5)
+
+
+def floordiv(ops, a, b):
+  """floor(a / b) exactly for integers |a|, |b| < 2^52, b > 0.
+
+  The quotient from one float division is within one of the exact floor, so one
+  correction each way makes it exact whatever the division's rounding.
+  """
+  q = ops.floor(a / b)
+  q -= ops.where(q * b > a, 1.0, 0.0)
+  return q + ops.where((q + 1.0) * b <= a, 1.0, 0.0)
+
+
+def isqrt(ops, n):
+  """floor(sqrt(n)) exactly for integers 0 <= n < 2^52."""
+  r = ops.floor(ops.sqrt(n))
+  r -= ops.where(r * r > n, 1.0, 0.0)
+  return r + ops.where((r + 1.0) * (r + 1.0) <= n, 1.0, 0.0)
+
+
+def clamp(ops, x):
+  return ops.clip(x, -ACT_LIMIT, ACT_LIMIT)
+
+
+def dense(ops, p, x):
+  """Linear layer: x [..., n] -> [..., m]."""
+  acc = ops.dense(x, p["w"])
+  if "b" in p:
+    acc += p["b"]
+  return clamp(ops, unscale_round(ops, acc, p["unscale"]))
+
+
+def normalize(ops, x, eps):
+  """(x - mean) / sqrt(variance + eps) over the last axis, at ACT_BITS (|x| <= 2^21).
+
+  eps is at 2 ACT_BITS (round(1e-5 2^20) = 10).
+  """
+  n = x.shape[-1]
+  if n > 512:
+    raise ValueError(f"integer LayerNorm supports at most 512 channels, got {n}")
+  mean = floordiv(ops, ops.reduce_sum(x, -1, keepdims=True) + n // 2, n)
+  centred = x - mean  # |centred| <= 2^22, its squares summed over n <= 512 below 2^53
+  variance = floordiv(ops, ops.reduce_sum(centred * centred, -1, keepdims=True), n)
+  # The standard deviation at ACT_BITS + NORM_EXTRA_BITS fractional bits (>= 50, from
+  # eps), and its reciprocal at 2 ACT_BITS + 2 NORM_EXTRA_BITS + NORM_RECIPROCAL_BITS.
+  std = isqrt(ops, (variance + eps) * 2.0**(2 * NORM_EXTRA_BITS))
+  reciprocal = floordiv(
+      ops, 2.0**(ACT_BITS + NORM_EXTRA_BITS + NORM_RECIPROCAL_BITS) + ops.floor(std * 0.5),
+      std)  # <= 2^28.4
+  return shift_round(ops, centred * reciprocal, NORM_RECIPROCAL_BITS)  # product < 2^51
+
+
+def layer_norm(ops, p, x):
+  """LayerNorm over the last axis, then the integer scale and offset."""
+  normed = normalize(ops, x, p["eps"])
+  return clamp(ops, shift_round(ops, normed * p["gamma"] + p["beta"], p["shift"]))
+
+
+def gelu(ops, table, x):
+  """GELU from its table: table[i] = round(gelu((i - R) / 2^ACT_BITS) 2^ACT_BITS)."""
+  r = GELU_RANGE * 2.0**ACT_BITS
+  inside = ops.take(table, ops.clip(x + r, 0.0, 2.0 * r - 1.0))
+  return ops.where(x >= r, x, ops.where(x < -r, 0.0, inside))
+
+
+def mlp(ops, p, gelu_table, x):
+  return dense(ops, p["fc2"], gelu(ops, gelu_table, dense(ops, p["fc1"], x)))
+
+
+def attend(ops, exp_table, logits, values, mask=None):
+  """softmax(logits) @ values in integers.
+
+  logits [..., q, t] at ACT_BITS, values [..., t, d]; mask (bool, broadcastable to the
+  logits) hides tokens, and every query must see at least one.
+  """
+  if mask is not None:
+    logits = ops.where(mask, logits, MASKED)
+  d = ops.reduce_max(logits, -1, keepdims=True) - logits  # >= 0
+  e = ops.take(exp_table, ops.minimum(d, EXP_RANGE * 2.0**ACT_BITS))
+  total = ops.reduce_sum(e, -1, keepdims=True)  # >= 2^PROB_BITS: the maximum has e = 2^15
+  probs = floordiv(ops, e * 2.0**PROB_BITS + ops.floor(total * 0.5), total)
+  return clamp(ops, shift_round(ops, ops.matmul(probs, values), PROB_BITS))
+
+
+def _split_heads(ops, x, num_heads):
+  """[..., n, dim] -> [..., heads, n, dim / heads]."""
+  rank = len(x.shape)
+  x = ops.reshape(x, ops.dims(x)[:-1] + [num_heads, x.shape[-1] // num_heads])
+  return ops.transpose(x, list(range(rank - 2)) + [rank - 1, rank - 2, rank])
+
+
+def _merge_heads(ops, x):
+  """[..., heads, n, head_dim] -> [..., n, heads * head_dim]."""
+  rank = len(x.shape)
+  x = ops.transpose(x, list(range(rank - 3)) + [rank - 2, rank - 3, rank - 1])
+  dims = ops.dims(x)
+  return ops.reshape(x, dims[:-2] + [x.shape[-2] * x.shape[-1]])
+
+
+def window_attention(ops, p, tables, windows, same_region):
+  """Swin window attention: windows [B', N, dim]; same_region bool [nW, N, N] or None."""
+  heads = p["heads"]
+  qkv = dense(ops, p["qkv"], windows)
+  dim = qkv.shape[-1] // 3
+  q, k, v = (_split_heads(ops, qkv[..., i * dim:(i + 1) * dim], heads)
+             for i in range(3))  # [B', heads, N, hd]
+  logits = shift_round(ops, ops.matmul(q, k, transpose_b=True), ACT_BITS) + p["bias"]
+  n = windows.shape[1]
+  num_windows = ops.dims(same_region)[0]
+  logits = ops.reshape(logits, [-1, num_windows, heads, n, n])
+  logits = ops.where(same_region[None, :, None], logits, MASKED)
+  logits = ops.reshape(logits, [-1, heads, n, n])
+  out = attend(ops, tables["exp"], logits, v)
+  return dense(ops, p["proj"], _merge_heads(ops, out))
+
+
+def _window_partition(ops, x, ws):
+  """[B, H, W, C] (H, W multiples of ws) -> [B * nW, ws * ws, C]."""
+  b, h, w, c = ops.dims(x)
+  x = ops.reshape(x, [b, h // ws, ws, w // ws, ws, c])
+  return ops.reshape(ops.transpose(x, [0, 1, 3, 2, 4, 5]), [-1, ws * ws, c])
+
+
+def _window_merge(ops, windows, b, h, w, ws):
+  """Inverse of `_window_partition`."""
+  c = windows.shape[-1]
+  x = ops.reshape(windows, [b, h // ws, w // ws, ws, ws, c])
+  return ops.reshape(ops.transpose(x, [0, 1, 3, 2, 4, 5]), [b, h, w, c])
+
+
+def same_region(ops, height, width, padded_height, padded_width, ws, shift):
+  """bool [nW, N, N]: which tokens of a window may attend to each other.
+
+  As `tflic.layers.swin_block.attention_mask`: both real (not padding) and neighbours
+  before the cyclic shift.
+  """
+  rows, cols = ops.arange(padded_height), ops.arange(padded_width)
+  valid = (rows[:, None] < height) & (cols[None, :] < width)
+  if shift:
+    def regions(index, size):
+      return ops.where(index < size - ws, 0, ops.where(index < size - shift, 1, 2))
+    ids = regions(rows, padded_height)[:, None] * 3 + regions(cols, padded_width)[None, :]
+    valid = ops.roll(valid, [-shift, -shift], [0, 1])
+  else:
+    ids = rows[:, None] * 0 + cols[None, :] * 0
+  ids = ops.where(valid, ids, -1)
+  ids = _window_partition(ops, ids[None, :, :, None], ws)[:, :, 0]
+  return ops.equal(ids[:, :, None], ids[:, None, :])
+
+
+def swin_block(ops, p, tables, x):
+  """Swin block on [B, H, W, dim], any H and W (padded to whole windows, then cropped)."""
+  ws, shift = p["window"], p["shift"]
+  b, height, width, _ = ops.dims(x)
+  padded_height = (height + ws - 1) // ws * ws
+  padded_width = (width + ws - 1) // ws * ws
+  h = layer_norm(ops, p["norm1"], x)
+  h = ops.pad(h, [[0, 0], [0, padded_height - height], [0, padded_width - width], [0, 0]])
+  if shift:
+    h = ops.roll(h, [-shift, -shift], [1, 2])
+  region = same_region(ops, height, width, padded_height, padded_width, ws, shift)
+  h = window_attention(ops, p["attn"], tables, _window_partition(ops, h, ws), region)
+  h = _window_merge(ops, h, b, padded_height, padded_width, ws)
+  if shift:
+    h = ops.roll(h, [shift, shift], [1, 2])
+  x = clamp(ops, x + h[:, :height, :width])
+  return clamp(ops, x + mlp(ops, p["mlp"], tables["gelu"], layer_norm(ops, p["norm2"], x)))
+
+
+def patch_split(ops, p, x):
+  """Linear map to 4 * C channels, then depth-to-space: [B, H, W, .] -> [B, 2H, 2W, C]."""
+  x = dense(ops, p["expansion"], x)
+  b, h, w, c4 = ops.dims(x)
+  x = ops.reshape(x, [b, h, w, 2, 2, x.shape[-1] // 4])
+  x = ops.transpose(x, [0, 1, 3, 2, 4, 5])
+  return ops.reshape(x, [b, 2 * h, 2 * w, x.shape[-1]])
+
+
+def cross_attention_block(ops, p, tables, queries, normed_context, mask):
+  """queries [..., q, dim] attend to context tokens under a bool mask [..., q, t].
+
+  The context comes normalized (`normalize`, [..., t, dim]): every block normalizes the
+  same tokens, so the caller does it once; the block's LayerNorm scale and offset are
+  folded into its key/value layer.
+  """
+  heads = p["heads"]
+  q = _split_heads(ops, dense(ops, p["query"], layer_norm(ops, p["norm_query"], queries)),
+                   heads)
+  key_value = dense(ops, p["key_value"], normed_context)
+  dim = key_value.shape[-1] // 2
+  k = _split_heads(ops, key_value[..., :dim], heads)
+  v = _split_heads(ops, key_value[..., dim:], heads)
+  logits = shift_round(ops, ops.matmul(q, k, transpose_b=True), ACT_BITS)
+  out = _merge_heads(ops, attend(ops, tables["exp"], logits, v, mask[..., None, :, :]))
+  queries = clamp(ops, queries + dense(ops, p["proj"], out))
+  return clamp(ops, queries + mlp(ops, p["mlp"], tables["gelu"],
+                                  layer_norm(ops, p["norm_mlp"], queries)))
