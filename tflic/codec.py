@@ -138,7 +138,7 @@ class CodecModule(tf.Module):
     self.model_variables = list(model.variables)
     if tables is None:
       tables = tables_lib.compute(model)
-    libm = {k: tables[k] for k in ("gelu", "exp", "thresholds")}
+    libm = {k: tables[k] for k in tables_lib.LIBM_KEYS}
     arrays, self._integer_statics = integer_model.split_arrays(
         integer_model.integer_params(model, libm))
     self._array_keys = tuple(sorted(arrays))
@@ -170,9 +170,14 @@ class CodecModule(tf.Module):
     flat = dict(self._integer_statics)
     flat.update({k: tf.cast(self.integer_params[_variable_name(k)], tf.float64)
                  for k in self._array_keys})
-    return integer_model.IntegerEntropyModel(
+    entropy = integer_model.IntegerEntropyModel(
         ops_lib.tf_ops(), integer_model.unflatten(flat), self.model.config.context_window,
         self.model.config.num_groups, self.model.context.mode)
+    # The integer networks have no data-dependent Python control flow: autograph need not
+    # convert them, which saves a fifth of the codec's tracing time.
+    for method in ("hyper_features", "predict", "table_index"):
+      setattr(entropy, method, tf.autograph.experimental.do_not_convert(getattr(entropy, method)))
+    return entropy
 
   def _latent_shape(self, height, width):
     stride = model_lib.LATENT_STRIDE

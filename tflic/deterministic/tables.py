@@ -17,8 +17,8 @@ from tflic.deterministic import layers
 from tflic.deterministic import quantize
 
 SUFFIX = ".tables.npz"
-KEYS = ("y_cdf", "y_cdf_offset", "z_cdf", "z_cdf_offset", "z_offset", "gelu", "exp",
-        "thresholds")
+LIBM_KEYS = ("gelu", "exp", "thresholds")  # the integer networks' tables
+KEYS = ("y_cdf", "y_cdf_offset", "z_cdf", "z_cdf_offset", "z_offset") + LIBM_KEYS
 
 
 def compute(model):
