@@ -22,7 +22,6 @@ out, bitstream checks with clear messages (`tflic.errors.TflicError`).
 
 import hashlib
 import os
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -37,7 +36,6 @@ from tflic import model as model_lib
 from tflic import refinement
 from tflic.deterministic import entropy_model as integer_model
 from tflic.deterministic import latent_check
-from tflic.deterministic import layers as integer_layers
 from tflic.deterministic import ops as ops_lib
 from tflic.deterministic import reference
 from tflic.deterministic import tables as tables_lib
@@ -116,7 +114,7 @@ class CodecModule(tf.Module):
     tables: the model's stored coding tables (`tflic.deterministic.tables`); None
       computes them (for models that have never been stored).
     flip_index_at_step: for tests only: the decoder codes the first value of this step
-      with the next coding table, as a decoder whose entropy model drifted would.
+      with another coding table, as a decoder whose entropy model drifted would.
   """
 
   def __init__(self, model, config_json="", mode=None, distortion="mse", tables=None,
@@ -379,16 +377,19 @@ class CodecModule(tf.Module):
     entropy = self._integer_model()
     hyper = entropy.hyper_features(self._z_hat(z_symbols), latent_height, latent_width)
     y_cdf_offset = self.coding_tables["y_cdf_offset"]
-    flip_step = -1 if self._flip_index_at_step is None else self._flip_index_at_step
-
     def decode_step(state, positions, group, mean, log_scale):
       del positions, group
       handle, step = state
       indexes = tf.cast(entropy.table_index(log_scale), tf.int32)
-      # The test hook: the first value of one step uses the neighbouring table.
-      flip = tf.scatter_nd([[0, 0, 0]], [tf.cast(tf.equal(step, flip_step), tf.int32)],
-                           tf.shape(indexes))
-      indexes = tf.where(indexes > 0, indexes - flip, indexes + flip)
+      if self._flip_index_at_step is not None:
+        # The test hook: the first value of one step uses a table half the scale range
+        # away (neighbouring tables of the smallest scales can quantize to the same CDF,
+        # which would not drift at all).
+        flip = tf.scatter_nd(
+            [[0, 0, 0]], [tf.cast(tf.equal(step, self._flip_index_at_step), tf.int32)],
+            tf.shape(indexes))
+        num_scales = self.model.config.num_scales
+        indexes = (indexes + flip * (num_scales // 2)) % num_scales
       handle, symbols = tfc.entropy_decode_index(handle, indexes, tf.shape(indexes),
                                                  tf.int32)
       symbols += tf.gather(y_cdf_offset, indexes)
@@ -486,16 +487,7 @@ def module_from_workdir(workdir):
   coding tables (made and stored beside the checkpoint on first use)."""
   from tflic import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   cfg, model, step = checkpoint_lib.restore_model(workdir)
-  prefix = checkpoint_lib.latest_checkpoint(workdir)
-  tables = tables_lib.load(tables_lib.path_for(prefix))
-  if tables is None:
-    tables = tables_lib.compute(model)
-    try:
-      tables_lib.save(tables_lib.path_for(prefix), tables)
-    except (OSError, tf.errors.OpError) as e:
-      print(f"warning: cannot store the coding tables beside {prefix} ({_first_line(e)}); "
-            "files coded now decode only with tables computed on this machine",
-            file=sys.stderr)
+  tables = tables_lib.load_or_create(checkpoint_lib.latest_checkpoint(workdir), model)
   module = CodecModule(model, cfg.to_json(), distortion=cfg.train.distortion, tables=tables)
   return module, step
 

@@ -16,7 +16,6 @@ class NumpyOps:
   """The numpy backend: imports no TensorFlow."""
 
   name = "numpy"
-  float64 = np.float64
 
   @staticmethod
   def constant(x):
@@ -48,7 +47,6 @@ class NumpyOps:
   reshape = staticmethod(np.reshape)
   transpose = staticmethod(np.transpose)
   roll = staticmethod(np.roll)
-  stack = staticmethod(np.stack)
   equal = staticmethod(np.equal)
 
   @staticmethod
@@ -96,9 +94,6 @@ class NumpyOps:
   def arange(n):
     return np.arange(n)
 
-  @staticmethod
-  def to_int(x):
-    return x.astype(np.int64)
 
 
 class TfOps:
@@ -109,14 +104,12 @@ class TfOps:
   def __init__(self):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self.tf = tf
-    self.float64 = tf.float64
     self.floor = tf.math.floor
     self.sqrt = tf.math.sqrt
     self.maximum = tf.maximum
     self.minimum = tf.minimum
     self.reshape = tf.reshape
     self.transpose = tf.transpose
-    self.stack = tf.stack
     self.equal = tf.equal
     self.concat = tf.concat
     self.pad = tf.pad
@@ -170,8 +163,6 @@ class TfOps:
   def arange(self, n):
     return self.tf.range(n)
 
-  def to_int(self, x):
-    return self.tf.cast(x, self.tf.int64)
 
 
 NUMPY = NumpyOps()

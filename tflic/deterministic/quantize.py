@@ -19,9 +19,7 @@ MAX_WEIGHT_SHIFT = 24
 def quantize_weight(w):
   """(integer array, shift) with w ~ integers / 2^shift and |integers| <= 2^WEIGHT_BITS."""
   w = np.asarray(w, np.float64)
-  largest = float(np.max(np.abs(w))) if w.size else 0.0
-  shift = MAX_WEIGHT_SHIFT if largest == 0.0 else min(
-      MAX_WEIGHT_SHIFT, layers.WEIGHT_BITS - math.frexp(largest)[1])
+  shift = int(column_shifts(w.reshape(-1, 1))[0])  # the whole tensor as one column
   return np.round(w * 2.0**shift), shift
 
 

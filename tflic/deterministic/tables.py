@@ -9,6 +9,7 @@ exports code byte-identical files.
 """
 
 import io
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -60,10 +61,19 @@ def load(path):
 
 
 def load_or_create(checkpoint_prefix, model):
-  """The stored tables of a checkpoint; made and stored on first use."""
+  """The stored tables of a checkpoint; made and stored on first use.
+
+  A training directory that cannot be written to (read-only copy) gets the tables made
+  here, with a warning: files coded with them decode only where the same tables are made.
+  """
   path = path_for(checkpoint_prefix)
   tables = load(path)
   if tables is None:
     tables = compute(model)
-    save(path, tables)
+    try:
+      save(path, tables)
+    except (OSError, tf.errors.OpError) as e:
+      print(f"warning: cannot store the coding tables beside {checkpoint_prefix} "
+            f"({type(e).__name__}); files coded now decode only with tables computed on "
+            "this machine", file=sys.stderr)
   return tables
