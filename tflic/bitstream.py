@@ -40,6 +40,9 @@ CHECKSUM_OFFSET = FIELDS["checksum"][0]
 MAX_SIDE = 65535
 QUALITY_STEPS = 65535  # quality is stored as round(quality * 65535)
 MODE_FLAGS = {"wavefront": 0, "serial": 1}
+# What every decoder says when the decoded latents fail the file's latent check.
+DESYNC_MESSAGE = ("decoded latents differ from the encoder's (desync: another entropy "
+                  "model or a corrupt stream)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,8 +46,7 @@ MAX_SIDE = bitstream_format.MAX_SIDE
 SYMBOL_LIMIT = 1 << 20
 _ADLER_MOD = 65521
 _ONE = float(integer_model.ONE)  # fixed point: integer latents are value * 2^ACT_BITS
-DESYNC_MESSAGE = ("decoded latents differ from the encoder's (desync: another entropy "
-                  "model or a corrupt stream)")
+DESYNC_MESSAGE = bitstream_format.DESYNC_MESSAGE
 
 
 def _bytes_table():

@@ -102,7 +102,7 @@ def _describe(path, header, total_bytes):
 
 def _convert_all(argv, usage, out_suffix, convert_one):
   """Runs convert_one(src, dst) on each input; one line per file, errors included."""
-  program, jobs = argv[0], _plan(argv[1:], usage, out_suffix)
+  program, jobs = argv[0], image_io.plan_outputs(argv[1:], usage, out_suffix)
   failed = 0
   done = set()
   # The bar goes to stderr, and only when it is a terminal: a log file gets no \r noise.
@@ -120,22 +120,6 @@ def _convert_all(argv, usage, out_suffix, convert_one):
       failed += 1
       _report(program, str(e))
   return 2 if failed else 0
-
-
-def _plan(args, usage, out_suffix):
-  """(input, output) pairs from the positional arguments; TflicError if they are wrong."""
-  if len(args) < 2:
-    raise errors.TflicError(f"expected {usage}, got {len(args)} argument(s)")
-  *inputs, output = args
-  if os.path.isdir(output):
-    return [(src, os.path.join(output, _stem(src) + out_suffix)) for src in inputs]
-  if len(inputs) > 1 or output.endswith(("/", os.sep)):
-    raise errors.TflicError(f"output directory {output} does not exist")
-  return [(inputs[0], output)]
-
-
-def _stem(path):
-  return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
 
 
 def _compress_one(src, dst):

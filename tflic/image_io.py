@@ -9,14 +9,18 @@ interrupted run never leaves a partial output behind.
 
 import contextlib
 import io
+import logging
 import os
 import secrets
 
-from absl import logging
 import numpy as np
 from PIL import Image
 
 from tflic import errors
+
+# Standard logging (absl's handler prints it in `tflic`): the TF-free decoder (tflic.lite)
+# uses this module without absl.
+_LOG = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 100_000_000
 # Only formats we mean to accept: Pillow's other plugins (EPS runs Ghostscript, for
@@ -80,7 +84,7 @@ def read_image(path, max_pixels=DEFAULT_MAX_PIXELS):
       sixteen_bit_rgb = image.mode == "RGB" and any(";16" in str(t.args) for t in image.tile)
       image.load()
       if sixteen_bit_rgb:
-        logging.warning("%s: converted 16-bit RGB to 8-bit RGB", path)
+        _LOG.warning("%s: converted 16-bit RGB to 8-bit RGB", path)
       return _to_rgb8(image, path)
   except Image.UnidentifiedImageError:
     raise errors.TflicError(
@@ -112,7 +116,7 @@ def _to_rgb8(image, path):
   if mode == "RGB":
     return np.asarray(image, dtype=np.uint8)
   if mode in _SIXTEEN_BIT_MODES:
-    logging.warning("%s: converted 16-bit grayscale (mode %s) to 8-bit RGB", path, mode)
+    _LOG.warning("%s: converted 16-bit grayscale (mode %s) to 8-bit RGB", path, mode)
     values = np.asarray(image).astype(np.float64)
     gray = np.round(np.clip(values, 0, 65535) / 257.0).astype(np.uint8)
     return np.repeat(gray[:, :, None], 3, axis=2)
@@ -121,8 +125,28 @@ def _to_rgb8(image, path):
     description += ", alpha dropped"
     # Pillow only applies palette transparency on the way through RGBA.
     image = image.convert("RGBA")
-  logging.warning("%s: converted %s image to RGB", path, description)
+  _LOG.warning("%s: converted %s image to RGB", path, description)
   return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def plan_outputs(args, usage, out_suffix):
+  """(input, output) pairs from a command's positional arguments `IN [IN2 ...] OUT|OUTDIR`.
+
+  An existing directory as the last argument takes one output per input, named after it
+  with `out_suffix`; TflicError if the arguments do not fit `usage`.
+  """
+  if len(args) < 2:
+    raise errors.TflicError(f"expected {usage}, got {len(args)} argument(s)")
+  *inputs, output = args
+  if os.path.isdir(output):
+    return [(src, os.path.join(output, _stem(src) + out_suffix)) for src in inputs]
+  if len(inputs) > 1 or output.endswith(("/", os.sep)):
+    raise errors.TflicError(f"output directory {output} does not exist")
+  return [(inputs[0], output)]
+
+
+def _stem(path):
+  return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
 
 
 def check_output(path, overwrite=False):

@@ -11,6 +11,8 @@ any process that has run `import tensorflow_compression` (which registers the ra
 ops); no tflic code is needed.
 """
 
+import collections
+import json
 import os
 import shutil
 import tempfile
@@ -18,7 +20,9 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tflic import checkpoint
 from tflic import codec
+from tflic import config as config_lib
 from tflic import errors
 from tflic.deterministic import reference
 
@@ -69,3 +73,41 @@ def export_checkpoint(workdir, out, overwrite=False):
   """Restores the latest checkpoint of a training directory and exports it."""
   module, step = codec.module_from_workdir(workdir)
   return export(module, out, overwrite=overwrite), step
+
+
+class Restored(collections.namedtuple("Restored", "config model arrays fingerprint")):
+  """A model rebuilt from an export or a training directory (`restore_model`)."""
+
+
+def restore_model(path):
+  """The Keras model and coding data of an export or a training directory.
+
+  For exporters that rebuild parts of the model (export/). Returns `Restored`: the
+  config (`tflic.config.Config`), the TflicModel with the trained weights, the integer
+  entropy model and coding tables as numpy arrays (the contents of
+  `assets/integer_entropy_model.npz`, what decoders code with) and the 8-byte weights
+  fingerprint files carry.
+  """
+  if not os.path.isdir(path):
+    raise errors.TflicError(f"model not found: {path}")
+  if not codec.is_saved_model(path):
+    module, _ = codec.module_from_workdir(path)
+    cfg = checkpoint.load_config(path)
+    return Restored(cfg, module.model, module.reference_arrays(), module.fingerprint.numpy())
+  import tensorflow_compression  # pylint: disable=g-import-not-at-top,unused-import  (its ops)
+  try:
+    loaded = tf.saved_model.load(path)
+  except (OSError, ValueError, tf.errors.OpError) as e:
+    raise errors.TflicError(f"cannot load SavedModel {path}: {codec._first_line(e)}") from None  # pylint: disable=protected-access
+  assets = os.path.join(path, "assets", reference.FILENAME)
+  if not hasattr(loaded, "model_variables") or not os.path.isfile(assets):
+    raise errors.TflicError(f"{path} is not a tflic export of format version 2")
+  cfg = config_lib.from_dict(json.loads(loaded.config_json.numpy().decode()))
+  model = checkpoint.build_model(cfg)
+  if [v.shape for v in model.variables] != [v.shape for v in loaded.model_variables]:
+    raise errors.TflicError(f"the weights in {path} do not fit its config")
+  for variable, value in zip(model.variables, loaded.model_variables):
+    variable.assign(value)
+  with np.load(assets) as data:
+    arrays = {key: data[key] for key in data.files}
+  return Restored(cfg, model, arrays, loaded.fingerprint.numpy())

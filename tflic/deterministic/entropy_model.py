@@ -63,6 +63,8 @@ class IntegerEntropyModel:
     self.window = window
     self.num_groups = num_groups
     self.slots = candidate_slots(window, mode)
+    # Where in `slots` the targets' own position is (its tokens change between groups).
+    self.own_slot = int(np.flatnonzero(np.all(window_offsets(window)[self.slots] == 0, -1))[0])
     # Mask columns of the candidate slots' chunks (groups fastest), then the hyper token.
     self.mask_columns = np.append(
         (self.slots[:, None] * num_groups + np.arange(num_groups)).ravel(),
@@ -78,30 +80,71 @@ class IntegerEntropyModel:
     x = layers.patch_split(ops, p["resample1"], x)
     return x[:, :latent_height, :latent_width]
 
-  def predict(self, y_hat, hyper, positions, groups, mask):
+  def context(self, y_hat, hyper, positions, slots=None):
+    """Keys and values of the context tokens of target chunks at `positions`.
+
+    Args:
+      y_hat [B, h, w, M] and hyper [B, h, w, D] as integers; positions int32 [n, 2].
+      slots: int positions in `self.slots` of the window slots to compute, without the
+        hyperprior token (for `update_context`); None: every slot, then the hyper token.
+
+    Returns:
+      A list with each block's keys and values [B, n, t, 2 dim], tokens in mask-column
+      order (slots, groups fastest; the hyper token last).
+    """
+    ops, p = self.ops, self.params["context"]
+    k, r = self.num_groups, self.window // 2
+    c = y_hat.shape[-1] // k
+    chosen = self.slots if slots is None else self.slots[slots]
+    chunks = _gather(ops, y_hat, positions, window_offsets(self.window)[chosen], r)
+    b, n, s, _ = ops.dims(chunks)
+    chunks = ops.reshape(chunks, [b, n, s, k, c])
+    tokens = (layers.dense(ops, p["chunk_embed"], chunks) + p["group_embedding"] +
+              ops.gather_rows(p["slot_embedding"], chosen)[:, None, :])  # [B, n, s, K, D]
+    tokens = ops.reshape(layers.clamp(ops, tokens), [b, n, s * k, tokens.shape[-1]])
+    if slots is None:
+      tokens = ops.concat([tokens, self._hyper_tokens(hyper, positions)], 2)
+    # Per-token normalization: normalizing a subset of the tokens gives the same integers.
+    normed = layers.normalize(ops, tokens, p["context_eps"])
+    return [layers.context_key_value(ops, block, normed) for block in p["blocks"]]
+
+  def update_context(self, key_values, y_hat, positions, slot):
+    """The context of `context` with one slot's tokens recomputed from y_hat (numpy).
+
+    A coder that has filled in more groups at the targets' own positions refreshes that
+    slot only: the other tokens are unchanged.
+    """
+    fresh = self.context(y_hat, None, positions, np.array([slot]))
+    k = self.num_groups
+    updated = []
+    for key_value, new in zip(key_values, fresh):
+      key_value = key_value.copy()
+      key_value[:, :, slot * k:(slot + 1) * k] = new
+      updated.append(key_value)
+    return updated
+
+  def _hyper_tokens(self, hyper, positions):
+    return layers.dense(self.ops, self.params["context"]["hyper_embed"], _gather(
+        self.ops, hyper, positions, np.zeros([1, 2], np.int32), 0))  # [B, n, 1, dim]
+
+  def predict(self, y_hat, hyper, positions, groups, mask, key_values=None):
     """(mean, log_scale) [B, n, q, M / K] of chunks (positions x groups).
 
     y_hat [B, h, w, M] and hyper [B, h, w, D] as integers; positions int32 [n, 2];
     groups int32 [q]; mask bool [n, q, w * w * K + 1]: which window chunks (slots
     row-major, groups fastest) and, last, the hyperprior token each target sees.
+    key_values: the targets' `context`, if the caller has it (None: computed here).
     """
     ops, p = self.ops, self.params["context"]
-    k, r = self.num_groups, self.window // 2
-    c = y_hat.shape[-1] // k
-    chunks = _gather(ops, y_hat, positions, window_offsets(self.window)[self.slots], r)
-    b, n, s, _ = ops.dims(chunks)
-    chunks = ops.reshape(chunks, [b, n, s, k, c])
-    tokens = (layers.dense(ops, p["chunk_embed"], chunks) + p["group_embedding"] +
-              ops.gather_rows(p["slot_embedding"], self.slots)[:, None, :])  # [B, n, s, K, D]
-    dim = tokens.shape[-1]
-    tokens = ops.reshape(layers.clamp(ops, tokens), [b, n, s * k, dim])
-    hyper_tokens = layers.dense(ops, p["hyper_embed"], _gather(
-        ops, hyper, positions, np.zeros([1, 2], np.int32), 0))  # [B, n, 1, dim]
-    context = layers.normalize(ops, ops.concat([tokens, hyper_tokens], 2), p["context_eps"])
-    queries = layers.clamp(ops, hyper_tokens + ops.gather_rows(p["query_embedding"], groups))
+    if key_values is None:
+      key_values = self.context(y_hat, hyper, positions)
+    queries = layers.clamp(ops, self._hyper_tokens(hyper, positions) +
+                           ops.gather_rows(p["query_embedding"], groups))
     mask = ops.take_last(mask, self.mask_columns)
-    for block in p["blocks"]:
-      queries = layers.cross_attention_block(ops, block, self.tables, queries, context, mask)
+    for block, key_value in zip(p["blocks"], key_values):
+      queries = layers.cross_attention_block(ops, block, self.tables, queries, key_value,
+                                             mask)
+    c = y_hat.shape[-1] // self.num_groups
     normed = layers.layer_norm(ops, p["head_norm"], queries)
     head = p["head"]
     out = (ops.einsum("bnqd,qdc->bnqc", normed, ops.gather_rows(head["w"], groups)) +

@@ -207,17 +207,22 @@ def patch_split(ops, p, x):
   return ops.reshape(x, [b, 2 * h, 2 * w, x.shape[-1]])
 
 
-def cross_attention_block(ops, p, tables, queries, normed_context, mask):
+def context_key_value(ops, p, normed_context):
+  """A cross-attention block's keys and values [..., t, 2 dim] of normalized context
+  tokens (`normalize`); the block's LayerNorm scale and offset are folded into its
+  key/value layer, so every block of a context shares the one normalization."""
+  return dense(ops, p["key_value"], normed_context)
+
+
+def cross_attention_block(ops, p, tables, queries, key_value, mask):
   """queries [..., q, dim] attend to context tokens under a bool mask [..., q, t].
 
-  The context comes normalized (`normalize`, [..., t, dim]): every block normalizes the
-  same tokens, so the caller does it once; the block's LayerNorm scale and offset are
-  folded into its key/value layer.
+  key_value: the context's `context_key_value` for this block, [..., t, 2 dim]. Callers
+  that code many steps over one context compute it once.
   """
   heads = p["heads"]
   q = _split_heads(ops, dense(ops, p["query"], layer_norm(ops, p["norm_query"], queries)),
                    heads)
-  key_value = dense(ops, p["key_value"], normed_context)
   dim = key_value.shape[-1] // 2
   k = _split_heads(ops, key_value[..., :dim], heads)
   v = _split_heads(ops, key_value[..., dim:], heads)
