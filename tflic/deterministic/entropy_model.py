@@ -37,11 +37,17 @@ def candidate_slots(window, mode):
   return np.flatnonzero(visible).astype(np.int32)
 
 
-def _gather(ops, grid, positions, offsets, radius):
+def _gather(ops, grid, positions, offsets):
   """grid [B, h, w, C] at positions [n, 2] + offsets [s, 2] -> [B, n, s, C], zeros outside."""
-  padded = ops.pad(grid, [[0, 0], [radius, radius], [radius, radius], [0, 0]])
-  indices = positions[:, None, :] + offsets[None, :, :] + radius
-  values = ops.gather_nd(ops.transpose(padded, [1, 2, 0, 3]), indices)  # [n, s, B, C]
+  height, width = ops.dims(grid)[1:3]
+  sources = positions[:, None, :] + offsets[None, :, :]  # [n, s, 2]
+  inside = ((sources[..., 0] >= 0) & (sources[..., 0] < height) &
+            (sources[..., 1] >= 0) & (sources[..., 1] < width))
+  # Clipped indices and a select, not a padded copy of the grid: a coder gathers from
+  # the whole latent at every step.
+  indices = ops.clip_indices(sources, height - 1, width - 1)
+  values = ops.gather_nd(ops.transpose(grid, [1, 2, 0, 3]), indices)  # [n, s, B, C]
+  values = ops.where(inside[:, :, None, None], values, 0.0)
   return ops.transpose(values, [2, 0, 1, 3])
 
 
@@ -80,11 +86,13 @@ class IntegerEntropyModel:
     x = layers.patch_split(ops, p["resample1"], x)
     return x[:, :latent_height, :latent_width]
 
-  def context(self, y_hat, hyper, positions, slots=None):
+  def context(self, y_hat, positions, hyper_tokens, slots=None):
     """Keys and values of the context tokens of target chunks at `positions`.
 
     Args:
-      y_hat [B, h, w, M] and hyper [B, h, w, D] as integers; positions int32 [n, 2].
+      y_hat: [B, h, w, M] as integers.
+      positions: int32 [n, 2].
+      hyper_tokens: the targets' `hyper_tokens`, the last context token.
       slots: int positions in `self.slots` of the window slots to compute, without the
         hyperprior token (for `update_context`); None: every slot, then the hyper token.
 
@@ -93,17 +101,17 @@ class IntegerEntropyModel:
       order (slots, groups fastest; the hyper token last).
     """
     ops, p = self.ops, self.params["context"]
-    k, r = self.num_groups, self.window // 2
+    k = self.num_groups
     c = y_hat.shape[-1] // k
     chosen = self.slots if slots is None else self.slots[slots]
-    chunks = _gather(ops, y_hat, positions, window_offsets(self.window)[chosen], r)
+    chunks = _gather(ops, y_hat, positions, window_offsets(self.window)[chosen])
     b, n, s, _ = ops.dims(chunks)
     chunks = ops.reshape(chunks, [b, n, s, k, c])
     tokens = (layers.dense(ops, p["chunk_embed"], chunks) + p["group_embedding"] +
               ops.gather_rows(p["slot_embedding"], chosen)[:, None, :])  # [B, n, s, K, D]
     tokens = ops.reshape(layers.clamp(ops, tokens), [b, n, s * k, tokens.shape[-1]])
     if slots is None:
-      tokens = ops.concat([tokens, self._hyper_tokens(hyper, positions)], 2)
+      tokens = ops.concat([tokens, hyper_tokens], 2)
     # Per-token normalization: normalizing a subset of the tokens gives the same integers.
     normed = layers.normalize(ops, tokens, p["context_eps"])
     return [layers.context_key_value(ops, block, normed) for block in p["blocks"]]
@@ -114,7 +122,7 @@ class IntegerEntropyModel:
     A coder that has filled in more groups at the targets' own positions refreshes that
     slot only: the other tokens are unchanged.
     """
-    fresh = self.context(y_hat, None, positions, np.array([slot]))
+    fresh = self.context(y_hat, positions, None, np.array([slot]))
     k = self.num_groups
     updated = []
     for key_value, new in zip(key_values, fresh):
@@ -123,23 +131,27 @@ class IntegerEntropyModel:
       updated.append(key_value)
     return updated
 
-  def _hyper_tokens(self, hyper, positions):
+  def hyper_tokens(self, hyper, positions):
+    """The hyperprior token [B, n, 1, dim] of targets at `positions` (hyper [B, h, w, D])."""
     return layers.dense(self.ops, self.params["context"]["hyper_embed"], _gather(
-        self.ops, hyper, positions, np.zeros([1, 2], np.int32), 0))  # [B, n, 1, dim]
+        self.ops, hyper, positions, np.zeros([1, 2], np.int32)))  # [B, n, 1, dim]
 
-  def predict(self, y_hat, hyper, positions, groups, mask, key_values=None):
+  def predict(self, y_hat, hyper, positions, groups, mask, cached=None):
     """(mean, log_scale) [B, n, q, M / K] of chunks (positions x groups).
 
     y_hat [B, h, w, M] and hyper [B, h, w, D] as integers; positions int32 [n, 2];
     groups int32 [q]; mask bool [n, q, w * w * K + 1]: which window chunks (slots
     row-major, groups fastest) and, last, the hyperprior token each target sees.
-    key_values: the targets' `context`, if the caller has it (None: computed here).
+    cached: (`context`, `hyper_tokens`) of the targets, if the caller has them (None:
+      computed here).
     """
     ops, p = self.ops, self.params["context"]
-    if key_values is None:
-      key_values = self.context(y_hat, hyper, positions)
-    queries = layers.clamp(ops, self._hyper_tokens(hyper, positions) +
-                           ops.gather_rows(p["query_embedding"], groups))
+    if cached is None:
+      hyper_tokens = self.hyper_tokens(hyper, positions)
+      key_values = self.context(y_hat, positions, hyper_tokens)
+    else:
+      key_values, hyper_tokens = cached
+    queries = layers.clamp(ops, hyper_tokens + ops.gather_rows(p["query_embedding"], groups))
     mask = ops.take_last(mask, self.mask_columns)
     for block, key_value in zip(p["blocks"], key_values):
       queries = layers.cross_attention_block(ops, block, self.tables, queries, key_value,

@@ -87,6 +87,12 @@ class NumpyOps:
     return np.take(x, indices, axis=-1)
 
   @staticmethod
+  def clip_indices(indices, high_0, high_1):
+    """int indices [..., 2] clipped to [0, high_0] x [0, high_1]."""
+    return np.stack([np.clip(indices[..., 0], 0, high_0), np.clip(indices[..., 1], 0, high_1)],
+                    -1)
+
+  @staticmethod
   def gather_nd(x, indices):
     """x [A, B, ...] at int indices [..., 2] -> [..., ...]."""
     indices = np.asarray(indices)
@@ -158,6 +164,9 @@ class TfOps:
 
   def take_last(self, x, indices):
     return self.tf.gather(x, indices, axis=-1)
+
+  def clip_indices(self, indices, high_0, high_1):
+    return self.tf.clip_by_value(indices, 0, self.tf.stack([high_0, high_1]))
 
   def gather_nd(self, x, indices):
     return self.tf.gather_nd(x, indices)
