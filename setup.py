@@ -13,7 +13,9 @@ setuptools.setup(
     # `--config=small` works after a non-editable install too.
     packages=setuptools.find_packages(include=["tflic", "tflic.*"]) + ["tflic.configs"],
     package_dir={"tflic.configs": "configs"},
-    package_data={"tflic.configs": ["*.json"], "tflic": ["bundled/**/*", "evaluation/*.json"]},
+    package_data={"tflic.configs": ["*.json"], "tflic": ["bundled/**/*", "evaluation/*.json"],
+                  # The portable C range coder ships as source for apps to compile.
+                  "tflic.rangecoder": ["*.h", "*.c"]},
     include_package_data=True,
     install_requires=[
         "tensorflow==2.14.1",
@@ -28,7 +30,17 @@ setuptools.setup(
         "ai-edge-litert",
         "bjontegaard",
         "pytest",
+        "pytest-xdist",
         "tqdm",
     ],
-    entry_points={"console_scripts": ["tflic=tflic.cli:main"]},
+    ext_modules=[
+        setuptools.Extension(
+            "tflic.rangecoder._binding",
+            ["tflic/rangecoder/_binding.c", "tflic/rangecoder/range_coder.c"],
+            depends=["tflic/rangecoder/range_coder.h"],
+            extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra"],
+        )
+    ],
+    entry_points={"console_scripts": ["tflic=tflic.cli:main",
+                                      "tflic-lite=tflic.lite.cli:main"]},
 )

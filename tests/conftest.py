@@ -11,6 +11,15 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+# The longest tests (training, several processes each) first: run in parallel
+# (`pytest -n 2`), they then overlap the many short ones instead of ending the run alone.
+_FIRST = ("test_train.py", "test_deterministic.py")
+
+
+def pytest_collection_modifyitems(items):
+  items.sort(key=lambda item: item.path.name not in _FIRST)
+
+
 def _shared(name):
   path = SHARED_DATA / name
   if not path.is_dir():

@@ -115,3 +115,15 @@ def unpack(data):
                   y_bytes, latent_check, stored_checksum)
   z_stream = data[HEADER_SIZE:HEADER_SIZE + z_bytes]
   return header, z_stream, data[HEADER_SIZE + z_bytes:]
+
+
+def check_model(header, fingerprint, mode):
+  """TflicError unless a file's header names this model (its weights fingerprint) and
+  its decoding order: a decoder's first check, before any work."""
+  if header.fingerprint != fingerprint:
+    raise errors.TflicError(
+        f"bitstream was written with a different model (fingerprint "
+        f"{header.fingerprint.hex()}, this model {fingerprint.hex()})")
+  if header.mode != mode:
+    raise errors.TflicError(f"bitstream was coded in {header.mode} order; this model "
+                            f"decodes {mode}")

@@ -100,6 +100,30 @@ def _compact(values):
   return values
 
 
+def analyse(model, image, quality):
+  """The encoder's float half: (padded image x, gained latent y, quality code, stored
+  quality) of a uint8 image [H, W, 3] at a quality in [0, 1].
+
+  The codec and the stock-op servable (export/serving.py) both run this, so the split
+  encoder's latents are the codec's bit for bit.
+  """
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
+  checks = [
+      tf.debugging.assert_greater_equal(tf.minimum(height, width), MIN_SIDE,
+                                        message="image is empty"),
+      tf.debugging.assert_less_equal(tf.maximum(height, width), MAX_SIDE,
+                                     message=f"image side exceeds {MAX_SIDE}"),
+  ]
+  with tf.control_dependencies(checks):
+    quality_code = tf.cast(tf.round(tf.clip_by_value(quality, 0.0, 1.0) *
+                                    bitstream_format.QUALITY_STEPS), tf.int32)
+  quality = tf.cast(quality_code, tf.float32) / bitstream_format.QUALITY_STEPS
+  x = model_lib.pad_to_multiple(tf.cast(image, tf.float32)[None] / 255.0,
+                                model_lib.LATENT_STRIDE)
+  y = model.analysis(x) * tf.exp(model.log_gain(quality))
+  return x, y, quality_code, quality
+
+
 class CodecModule(tf.Module):
   """compress / decompress tf.functions around a trained TflicModel.
 
@@ -249,23 +273,11 @@ class CodecModule(tf.Module):
 
   def _analyse(self, image, quality, refine_steps=None):
     """(padded image x, latent y, quality code, stored quality) of a uint8 image."""
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
-    checks = [
-        tf.debugging.assert_greater_equal(tf.minimum(height, width), MIN_SIDE,
-                                          message="image is empty"),
-        tf.debugging.assert_less_equal(tf.maximum(height, width), MAX_SIDE,
-                                       message=f"image side exceeds {MAX_SIDE}"),
-    ]
-    with tf.control_dependencies(checks):
-      quality_code = tf.cast(tf.round(tf.clip_by_value(quality, 0.0, 1.0) *
-                                      bitstream_format.QUALITY_STEPS), tf.int32)
-    quality = tf.cast(quality_code, tf.float32) / bitstream_format.QUALITY_STEPS
-    x = model_lib.pad_to_multiple(tf.cast(image, tf.float32)[None] / 255.0,
-                                  model_lib.LATENT_STRIDE)
-    y = self.model.analysis(x) * tf.exp(self.model.log_gain(quality))
+    x, y, quality_code, quality = analyse(self.model, image, quality)
     if refine_steps is not None:
       y = refinement.refine_latent(self.model, x, y, quality, refine_steps,
-                                   height=height, width=width, distortion=self.distortion)
+                                   height=tf.shape(image)[0], width=tf.shape(image)[1],
+                                   distortion=self.distortion)
     return x, y, quality_code, quality
 
   def _compress(self, image, quality, refine_steps=None):
@@ -450,13 +462,7 @@ class Codec:
   def decompress(self, data):
     """.tflic file bytes -> uint8 [H, W, 3]."""
     header, _, _ = bitstream_format.unpack(data)
-    if header.fingerprint != self.fingerprint:
-      raise errors.TflicError(
-          f"bitstream was written with a different model (fingerprint "
-          f"{header.fingerprint.hex()}, this model {self.fingerprint.hex()})")
-    if header.mode != self.mode:
-      raise errors.TflicError(f"bitstream was coded in {header.mode} order; this model "
-                              f"decodes {self.mode}")
+    bitstream_format.check_model(header, self.fingerprint, self.mode)
     try:
       return self.module.decompress(tf.constant(data)).numpy()
     except tf.errors.OpError as e:

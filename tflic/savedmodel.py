@@ -12,6 +12,7 @@ ops); no tflic code is needed.
 """
 
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -46,27 +47,44 @@ def serving_signatures(module):
           "decompress": decompress.get_concrete_function()}
 
 
-def export(module, out, overwrite=False):
-  """Writes a CodecModule as a SavedModel at `out`, atomically (temp dir, then rename)."""
+def check_destination(out, overwrite=False):
+  """The absolute path of an output directory; TflicError if it exists (without
+  `overwrite`) or its parent does not."""
   out = os.path.abspath(out)
   if os.path.exists(out) and not overwrite:
     raise errors.TflicError(f"{out} exists; pass --overwrite to replace it")
   parent = os.path.dirname(out)
   if not os.path.isdir(parent):
     raise errors.TflicError(f"output directory {parent} does not exist")
-  staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+  return out
+
+
+@contextlib.contextmanager
+def staged_directory(out, overwrite=False):
+  """Writes a directory atomically: yields a staging directory beside `out`, which
+  replaces `out` when the block completes and is removed if it fails."""
+  out = check_destination(out, overwrite)
+  staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}-", dir=os.path.dirname(out))
   try:
-    tf.saved_model.save(module, staging, signatures=serving_signatures(module))
-    # The TF-free half of the entropy model (tflic.deterministic.reference).
-    os.makedirs(os.path.join(staging, "assets"), exist_ok=True)
-    np.savez(os.path.join(staging, "assets", reference.FILENAME), **module.reference_arrays())
+    # mkdtemp's 0700 would hide an export from a server running as another user.
+    os.chmod(staging, 0o755)
+    yield staging
     if os.path.exists(out):
       shutil.rmtree(out)
     os.replace(staging, out)
   finally:
     if os.path.exists(staging):
       shutil.rmtree(staging)
-  return out
+
+
+def export(module, out, overwrite=False):
+  """Writes a CodecModule as a SavedModel at `out`, atomically (temp dir, then rename)."""
+  with staged_directory(out, overwrite) as staging:
+    tf.saved_model.save(module, staging, signatures=serving_signatures(module))
+    # The TF-free half of the entropy model (tflic.deterministic.reference).
+    os.makedirs(os.path.join(staging, "assets"), exist_ok=True)
+    np.savez(os.path.join(staging, "assets", reference.FILENAME), **module.reference_arrays())
+  return os.path.abspath(out)
 
 
 def export_checkpoint(workdir, out, overwrite=False):

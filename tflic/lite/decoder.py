@@ -1,0 +1,103 @@
+"""A .tflic decoder without TensorFlow: LiteRT synthesis, numpy entropy model, C coder.
+
+`Decoder(model_dir)` reads what `python -m export.tflite` writes (manifest.json,
+integer_entropy_model.npz, synthesis.tflite) and decodes files of the model it was
+exported from: the header and checksum (`tflic.bitstream`), the streams with the
+portable range coder and the exact integer entropy model (`entropy_coder`), then the
+synthesis in LiteRT. The decoded latents are the SavedModel's, integer for integer, and
+checked against the file's latent check; only the float synthesis may differ from
+TensorFlow's in the last bits of a pixel.
+"""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from tflic import bitstream
+from tflic import errors
+from tflic.deterministic import entropy_model
+from tflic.deterministic import reference as reference_lib
+from tflic.lite import entropy_coder
+from tflic.lite import synthesis as synthesis_lib
+
+MANIFEST = "manifest.json"
+
+
+def _read_manifest(model_dir):
+  path = os.path.join(model_dir, MANIFEST)
+  if not os.path.isdir(model_dir):
+    raise errors.TflicError(f"model not found: {model_dir}")
+  if not os.path.isfile(path):
+    raise errors.TflicError(f"{model_dir} is not a LiteRT export (no {MANIFEST}; make one "
+                            "with `python -m export.tflite --model=MODEL --out=DIR`)")
+  try:
+    with open(path, encoding="utf-8") as f:
+      manifest = json.load(f)
+  except (OSError, ValueError) as e:
+    raise errors.TflicError(f"cannot read {path}: {e}") from None
+  version = manifest.get("format_version")
+  if version != bitstream.VERSION:
+    raise errors.TflicError(f"{model_dir} was exported for tflic format version {version}; "
+                            f"this decoder reads version {bitstream.VERSION}")
+  return manifest
+
+
+def _checked_file(model_dir, entry):
+  """The path of a manifest's file, after checking its SHA-256: a damaged or swapped
+  file would decode wrong images, or fail far from the cause."""
+  path = os.path.join(model_dir, entry["name"])
+  digest = hashlib.sha256()
+  try:
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+  except OSError as e:
+    raise errors.TflicError(f"cannot read {path}: {e.strerror or e}") from None
+  if digest.hexdigest() != entry["sha256"]:
+    raise errors.TflicError(f"{path} differs from the one its manifest lists (SHA-256 "
+                            "mismatch): re-export the model")
+  return path
+
+
+class Decoder:
+  """Decodes .tflic files of one exported model.
+
+  Args:
+    model_dir: a directory written by `python -m export.tflite`.
+    num_threads: LiteRT threads for the synthesis (None: LiteRT's default).
+  """
+
+  def __init__(self, model_dir, num_threads=None):
+    manifest = _read_manifest(model_dir)
+    self.fingerprint = bytes.fromhex(manifest["fingerprint"])
+    self.mode = manifest["context_mode"]
+    paths = {role: _checked_file(model_dir, entry) for role, entry in manifest["files"].items()}
+    try:
+      self.reference = reference_lib.load(paths["entropy_model"])
+    except (OSError, ValueError, KeyError) as e:
+      raise errors.TflicError(f"cannot load the entropy model of {model_dir}: {e}") from None
+    self.synthesis = synthesis_lib.Synthesis(paths["synthesis"], num_threads=num_threads)
+
+  def decode_latent(self, data):
+    """(Header, integer latent y_hat [1, h, w, M] float64) of a file's bytes."""
+    header, z_stream, y_stream = bitstream.unpack(data)
+    bitstream.check_model(header, self.fingerprint, self.mode)
+    try:
+      y_hat = entropy_coder.decode(self.reference, z_stream, y_stream, header.height,
+                                   header.width, header.latent_check)
+    except errors.TflicError as e:
+      raise errors.TflicError(f"decoding failed: {e}") from None
+    return header, y_hat
+
+  def decompress(self, data):
+    """.tflic file bytes -> uint8 [H, W, 3], as the SavedModel's `decompress`."""
+    return self.synthesize(*self.decode_latent(data))
+
+  def synthesize(self, header, y_hat):
+    """The uint8 image [H, W, 3] of a decoded latent (`decode_latent`)."""
+    quality = np.float32(header.quality_code) / np.float32(bitstream.QUALITY_STEPS)
+    image = self.synthesis((y_hat / entropy_model.ONE).astype(np.float32), quality)
+    image = image[0, :header.height, :header.width]
+    return np.round(np.clip(image * np.float32(255), 0, 255)).astype(np.uint8)
