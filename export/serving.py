@@ -54,7 +54,6 @@ README = "README.md"
 # The release the recipe in export/serving_with_tfc/ builds; the servables need its ops.
 TF_SERVING_VERSION = "2.14.1"
 
-_MODEL = common_flags.MODEL
 _OUT = common_flags.OUT  # the model base path BASE
 _OVERWRITE = common_flags.OVERWRITE
 _SERVING_ROOT = flags.DEFINE_string(
@@ -363,12 +362,8 @@ REST API does not base64-encode (it does so only for outputs named `*_bytes`): c
 
 def main(argv):
   """The absl main of `python -m export.serving`."""
-  if len(argv) > 1:
-    raise errors.TflicError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not _OUT.value:
-    raise errors.TflicError("--out is required")
-  model_path = _MODEL.value or codec.default_model_path()
-  out, info = export_base(model_path, _OUT.value, _SERVING_ROOT.value,
+  model_path, out = common_flags.export_model_and_out(argv)
+  out, info = export_base(model_path, out, _SERVING_ROOT.value,
                           _SERVABLE_VERSION.value, _OVERWRITE.value)
   print(f"exported {model_path} (fingerprint {info['fingerprint']}) to {out}")
 

@@ -40,7 +40,6 @@ from tensorflow.lite.python.convert_phase import ConverterError
 import tflic
 from tflic import bitstream
 from tflic import cli
-from tflic import codec
 from tflic import common_flags
 from tflic import errors
 from tflic import model as model_lib
@@ -51,7 +50,6 @@ from tflic.layers import SwinBlock
 from tflic.layers import swin_block as swin_lib
 from tflic.lite import synthesis as lite
 
-_MODEL = common_flags.MODEL
 _OUT = common_flags.OUT
 _OVERWRITE = common_flags.OVERWRITE
 common_flags.declare_key_flags(__name__, "model", "out", "overwrite")
@@ -269,11 +267,7 @@ def export(restored, out, overwrite=False):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise errors.TflicError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not _OUT.value:
-    raise errors.TflicError("--out is required")
-  model_path = _MODEL.value or codec.default_model_path()
+  model_path, _ = common_flags.export_model_and_out(argv)
   savedmodel.check_destination(_OUT.value, _OVERWRITE.value)  # before the slow restore
   start = time.time()
   contents = export(savedmodel.restore_model(model_path), _OUT.value, _OVERWRITE.value)

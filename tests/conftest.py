@@ -76,3 +76,17 @@ def tiny_model_dir(tiny_workdir, tmp_path_factory):
   out = tmp_path_factory.mktemp("exported") / "tiny"
   savedmodel.export_checkpoint(str(tiny_workdir), str(out))
   return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lite_dir(tiny_workdir, tmp_path_factory):
+  """LiteRT export (`python -m export.tflite`) of the tiny wavefront model; its files have
+  the fingerprint of the tiny model's SavedModel (tiny_model_dir)."""
+  import sys  # pylint: disable=g-import-not-at-top
+  if str(REPO) not in sys.path:  # export/ is not installed with tflic
+    sys.path.append(str(REPO))
+  from export import tflite  # pylint: disable=g-import-not-at-top
+  from tflic import savedmodel  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp("lite") / "tiny"
+  tflite.export(savedmodel.restore_model(str(tiny_workdir)), str(out))
+  return out

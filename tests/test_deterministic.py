@@ -181,7 +181,7 @@ _THREADS_PROCESS = textwrap.dedent("""
 
 def test_bundled_model_files_and_images_are_identical_across_thread_counts(kodak_dir,
                                                                            tmp_path):
-  """Encoder and decoder in separate processes with 1, 2 and 4 intra/inter-op threads:
+  """Encoder and decoder in separate processes with 1 and 2 intra/inter-op threads:
   the same bytes, on odd sizes and a real photo crop, and images that differ at most by
   the float synthesis' drift (every decode passed the latent check: the same latents)."""
   rng = np.random.default_rng(3)
@@ -193,7 +193,8 @@ def test_bundled_model_files_and_images_are_identical_across_thread_counts(kodak
   script = tmp_path / "threads.py"
   script.write_text(_THREADS_PROCESS)
   results, decoded = {}, {}
-  for threads in (1, 2, 4):
+  # (4 threads as well in benchmarks/determinism.py's 140 files.)
+  for threads in (1, 2):
     env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(threads),
                TF_NUM_INTEROP_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="2")
     out = tmp_path / f"t{threads}"
@@ -205,8 +206,8 @@ def test_bundled_model_files_and_images_are_identical_across_thread_counts(kodak
     with np.load(tmp_path / f"t{threads}.npz") as data:
       decoded[threads] = {name: data[name].astype(int) for name in data.files}
   assert len(results[1]) == 2 * len(ODD_SIZES) + 2
-  assert results[1] == results[2] == results[4]
-  for threads in (2, 4):
+  assert results[1] == results[2]
+  for threads in (2,):
     for name, image in decoded[1].items():
       # Seen: one value of 15,300 one level off between 1 and 2 threads (17x300).
       difference = np.abs(decoded[threads][name] - image)

@@ -44,10 +44,9 @@ def restored(tiny_workdir):
 
 
 @pytest.fixture(scope="module")
-def exported(restored, tmp_path_factory):
+def exported(tiny_lite_dir):
   """(directory, manifest) of the tiny model's LiteRT export."""
-  out = tmp_path_factory.mktemp("lite") / "tiny"
-  return out, tflite.export(restored, str(out))
+  return tiny_lite_dir, json.loads((tiny_lite_dir / tflite.MANIFEST_FILE).read_text())
 
 
 @pytest.fixture(scope="module")

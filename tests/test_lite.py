@@ -15,7 +15,6 @@ from PIL import Image
 from tflic import bitstream
 from tflic import codec
 from tflic import errors
-from tflic import savedmodel
 from tflic.deterministic import entropy_model
 from tflic.deterministic import reference
 from tflic.lite import decoder as decoder_lib
@@ -27,11 +26,8 @@ QUALITIES = (0.0, 1.0)
 
 
 @pytest.fixture(scope="module")
-def lite_dir(tiny_model_dir, tmp_path_factory):
-  from export import tflite  # pylint: disable=g-import-not-at-top
-  out = tmp_path_factory.mktemp("lite") / "tiny"
-  tflite.export(savedmodel.restore_model(str(tiny_model_dir)), str(out))
-  return out
+def lite_dir(tiny_lite_dir):
+  return tiny_lite_dir
 
 
 @pytest.fixture(scope="module")

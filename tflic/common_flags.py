@@ -29,3 +29,17 @@ def declare_key_flags(module_name, *names):
     module_name = sys.argv[0]
   for name in names:
     flags.FLAGS.register_key_flag_for_module(module_name, flags.FLAGS[name])
+
+
+def export_model_and_out(argv):
+  """(model path, --out) of an exporter's absl argv; TflicError on stray arguments or a
+  missing --out. --model defaults to the bundled model."""
+  from tflic import errors  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise errors.TflicError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not OUT.value:
+    raise errors.TflicError("--out is required")
+  if MODEL.value:
+    return MODEL.value, OUT.value
+  from tflic import codec  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  return codec.default_model_path(), OUT.value
