@@ -1,6 +1,90 @@
 """Installs tflic, a learned image codec for TensorFlow 2.14 / tensorflow-compression 2.14."""
 
+import json
+import os
+import subprocess
+import sys
+
 import setuptools
+from setuptools.command import build_ext
+
+# The C range coder as TensorFlow ops (tflic/rangecoder/tf_ops.py): a plain shared
+# library for tf.load_op_library, not a Python module.
+TF_OPS = "tflic.rangecoder._tf_ops"
+
+
+def _tensorflow_flags():
+  """(compile flags, link flags) of the installed TensorFlow, or None without one.
+
+  Asked in a subprocess: setup.py must import without TensorFlow (egg_info runs
+  before the dependencies are installed, and the TF-free decoder never has it),
+  and the build process need not carry TensorFlow's threads and memory.
+  """
+  code = ("import json, tensorflow as tf; "
+          "print(json.dumps([tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags()]))")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  try:
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=600, check=False)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  if result.returncode != 0:
+    return None
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _up_to_date(output, sources):
+  """Whether `output` exists and is newer than all `sources`."""
+  if not os.path.exists(output):
+    return False
+  return all(os.path.getmtime(source) <= os.path.getmtime(output) for source in sources)
+
+
+class BuildExt(build_ext.build_ext):
+  """build_ext that also builds the TensorFlow op library, if TensorFlow is installed."""
+
+  def build_extensions(self):
+    wanted = any(e.name == TF_OPS for e in self.extensions)
+    tf_flags = _tensorflow_flags() if wanted else None
+    if wanted and tf_flags is None:
+      self.warn("TensorFlow is not importable: skipping the range coder's TensorFlow ops "
+                "(tflic/rangecoder/tf_ops.py)")
+      self.extensions = [e for e in self.extensions if e.name != TF_OPS]
+    self._tf_flags = tf_flags
+    super().build_extensions()
+
+  def get_ext_filename(self, fullname):
+    # tf.load_op_library takes any file name; a fixed one is simpler to find.
+    # (distutils passes the last component of the name, setuptools the full name.)
+    filename = super().get_ext_filename(fullname)
+    if fullname in (TF_OPS, TF_OPS.rsplit(".", 1)[1]):
+      return os.path.join(os.path.dirname(filename), "_tf_ops.so")
+    return filename
+
+  def build_extension(self, ext):
+    if ext.name != TF_OPS:
+      super().build_extension(ext)
+      return
+    output = self.get_ext_fullpath(ext.name)
+    compile_flags, link_flags = self._tf_flags
+    # Rebuilt for a new TensorFlow too: the library must match its ABI.
+    tf_libraries = [os.path.join(d[2:], l[3:]) for d in link_flags if d.startswith("-L")
+                    for l in link_flags if l.startswith("-l:")]
+    dependencies = ext.sources + ext.depends + [p for p in tf_libraries if os.path.exists(p)]
+    if not self.force and _up_to_date(output, dependencies):
+      return
+    # range_coder.c stays C99 (it is the portable file apps compile); only the op
+    # wrapper is C++17 with TensorFlow's flags (its ABI, Eigen alignment, includes).
+    objects = []
+    for source in ext.sources:
+      flags = ["-std=c99"] if source.endswith(".c") else compile_flags
+      objects += self.compiler.compile(
+          [source], output_dir=os.path.join(self.build_temp, "tf_ops"), depends=ext.depends,
+          extra_postargs=flags + ["-O2", "-g0", "-Wall"], debug=self.debug)
+    self.mkpath(os.path.dirname(output))
+    self.compiler.link_shared_object(objects, output, extra_postargs=link_flags,
+                                     target_lang="c++", debug=self.debug)
+
 
 setuptools.setup(
     name="tflic",
@@ -39,8 +123,15 @@ setuptools.setup(
             ["tflic/rangecoder/_binding.c", "tflic/rangecoder/range_coder.c"],
             depends=["tflic/rangecoder/range_coder.h"],
             extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra"],
-        )
+        ),
+        # Compiled by BuildExt with TensorFlow's flags, or skipped without TensorFlow.
+        setuptools.Extension(
+            TF_OPS,
+            ["tflic/rangecoder/_tf_ops.cc", "tflic/rangecoder/range_coder.c"],
+            depends=["tflic/rangecoder/range_coder.h"],
+        ),
     ],
+    cmdclass={"build_ext": BuildExt},
     entry_points={"console_scripts": ["tflic=tflic.cli:main",
                                       "tflic-lite=tflic.lite.cli:main"]},
 )

@@ -10,8 +10,8 @@ MODEL is an export or a training directory (default: the bundled model). BASE ge
                      (`tflic.serving_client.SplitEncoder`). assets/ holds manifest.json
                      and integer_entropy_model.npz, what the client codes with.
   tflic_codec/1/     the full codec (`tflic.savedmodel.export`: compress / decompress with
-                     tensorflow-compression's range coder), for a model server with those
-                     ops linked in (export/serving_with_tfc/).
+                     tflic's range coder ops, tflic/rangecoder/_tf_ops.cc), for a model
+                     server with those ops linked in (export/serving_with_ops/).
   models.config      TF Serving's --model_config_file for both, with base paths under
                      --serving_root (/models: where the tensorflow/serving Docker image
                      looks, and where BASE is mounted in the commands of README.md).
@@ -20,20 +20,23 @@ MODEL is an export or a training directory (default: the bundled model). BASE ge
 `analysis` runs the ops of `CodecModule._analyse` and of `_quantize` up to the clipped
 hyper latent in the same order, and `synthesis` those of `CodecModule.decompress` after the
 entropy decoding, so the split encoder writes the in-graph codec's files byte for byte
-(tests/test_export_serving.py). The export fails if a tensorflow-compression op got into
-the networks' graph.
+(tests/test_export_serving.py). The export fails if the networks' graph has an op that
+stock TensorFlow does not register (tensorflow-compression's, tflic's range coder ops or
+any other library's), or the codec's graph one beyond tflic's range coder ops (which an
+export written with tensorflow-compression's coder has: re-export it).
 """
 
 import json
 import os
 import posixpath
 import shutil
+import subprocess
+import sys
 
 from absl import app
 from absl import flags
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow.python.framework import op_def_registry
 
 from tflic import bitstream
 from tflic import cli
@@ -51,8 +54,12 @@ MANIFEST = "manifest.json"
 CODEC = "tflic_codec"
 CONFIG_FILE = "models.config"
 README = "README.md"
-# The release the recipe in export/serving_with_tfc/ builds; the servables need its ops.
+# The release the recipe in export/serving_with_ops/ builds; the servables need its ops.
 TF_SERVING_VERSION = "2.14.1"
+# The ops of tflic/rangecoder/_tf_ops.cc, the only ones of tflic_codec's graph that stock
+# TensorFlow lacks: what export/serving_with_ops/ links into the model server.
+RANGE_CODER_OPS = ("TflicRangeEncode", "TflicRangeDecoderStart", "TflicRangeDecode",
+                   "TflicRangeDecoderFinish")
 
 _OUT = common_flags.OUT  # the model base path BASE
 _OVERWRITE = common_flags.OVERWRITE
@@ -153,18 +160,46 @@ def manifest(restored):
           "entropy_model": reference.FILENAME}
 
 
-def tfc_op_types():
-  """The op types tensorflow-compression registers.
+def unregistered_op_types(op_types):
+  """The op types among `op_types` that stock TensorFlow does not register: those of op
+  libraries (tflic's range coder ops, tensorflow-compression's, any other's), which a
+  stock tensorflow_model_server lacks.
 
-  Read from its op library's generated wrappers, which define each op under its own name
-  (beside the snake_case function), so ops added in later versions are found too.
+  This process cannot ask its op registry: it has loaded op libraries (tflic's and,
+  through tflic.model, tensorflow-compression's), and the registry does not tell which
+  library registered an op. So: an op of `tf.raw_ops` is stock (that module is generated
+  with TensorFlow, and op libraries loaded later do not add to it), RANGE_CODER_OPS are
+  not, and any other op is looked up in a fresh Python process that imports TensorFlow
+  alone (a few seconds; the networks and the codec need none). No list of other
+  libraries' ops needs keeping.
   """
-  from tensorflow_compression.python.ops import gen_ops  # pylint: disable=g-import-not-at-top
-  names = {name for name in dir(gen_ops.ops) if op_def_registry.get(name) is not None}
-  if "CreateRangeEncoder" not in names:
-    raise errors.TflicError("cannot list tensorflow-compression's ops (its op library has "
-                            "changed); the servable cannot be checked")
-  return names
+  op_types, ours = set(op_types), set(RANGE_CODER_OPS)
+  unknown = {op for op in op_types - ours if not hasattr(tf.raw_ops, op)}
+  return (op_types & ours) | (_unregistered_in_stock(unknown) if unknown else set())
+
+
+_UNREGISTERED_SCRIPT = """
+import json, sys
+import tensorflow  # stock TensorFlow's ops, and no op library's
+from tensorflow.python.framework import op_def_registry
+print(json.dumps(sorted(op for op in json.load(sys.stdin) if op_def_registry.get(op) is None)))
+"""
+
+
+def _unregistered_in_stock(op_types):
+  """The op types among `op_types` that a process importing TensorFlow alone lacks."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  try:
+    result = subprocess.run([sys.executable, "-c", _UNREGISTERED_SCRIPT],
+                            input=json.dumps(sorted(op_types)), capture_output=True,
+                            text=True, env=env, timeout=600, check=False)
+  except (OSError, subprocess.SubprocessError) as e:
+    raise errors.TflicError(f"cannot check the servables' ops: {e}") from None
+  if result.returncode != 0:
+    reason = (result.stderr.strip().splitlines() or ["no message"])[-1]
+    raise errors.TflicError(f"cannot check the servables' ops (a process importing "
+                            f"TensorFlow failed: {reason})")
+  return set(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 def saved_model_op_types(path):
@@ -192,9 +227,27 @@ def models_config(serving_root):
       f"    model_platform: \"tensorflow\"\n  }}\n" for name in (NETWORKS, CODEC))
   return ("# TF Serving model config (--model_config_file), written by python -m export.serving.\n"
           f"# Base paths are where the server sees this directory ({serving_root}).\n"
-          f"# {CODEC} loads only in a model server with tensorflow-compression's ops linked in\n"
-          "# (export/serving_with_tfc/ in the tflic repository).\n"
+          f"# {CODEC} loads only in a model server with tflic's range coder ops linked in\n"
+          "# (export/serving_with_ops/ in the tflic repository); a stock server serves\n"
+          f"# {NETWORKS} alone (--model_name={NETWORKS}, without this file).\n"
           f"model_config_list {{\n{entries}}}\n")
+
+
+def _check_op_types(networks_dir, codec_dir):
+  """TflicError unless the networks' graph has stock TensorFlow ops only, and the codec's
+  no others than tflic's range coder ops (what export/serving_with_ops/ links in)."""
+  networks, codec_ops = saved_model_op_types(networks_dir), saved_model_op_types(codec_dir)
+  unregistered = unregistered_op_types(networks | codec_ops)
+  if networks & unregistered:
+    raise errors.TflicError(
+        f"the {NETWORKS} graph has ops that stock TensorFlow lacks "
+        f"({', '.join(sorted(networks & unregistered))}); a stock server cannot load it")
+  foreign = (codec_ops & unregistered) - set(RANGE_CODER_OPS)
+  if foreign:
+    raise errors.TflicError(
+        f"the {CODEC} graph has ops beyond tflic's range coder ops "
+        f"({', '.join(sorted(foreign))}; an export written with tensorflow-compression's "
+        "coder?): re-export it with `python -m tflic.export --checkpoint=EXPORT --out=NEW`")
 
 
 def _check_serving_root(root):
@@ -226,10 +279,7 @@ def export_base(model_path, out, serving_root="/models", version=1, overwrite=Fa
     networks_dir = os.path.join(staging, NETWORKS, str(version))
     module = NetworksModule(restored.model, info)
     tf.saved_model.save(module, networks_dir, signatures=module.signatures())
-    foreign = saved_model_op_types(networks_dir) & tfc_op_types()
-    if foreign:
-      raise errors.TflicError(f"the {NETWORKS} graph has tensorflow-compression ops "
-                              f"({', '.join(sorted(foreign))}); a stock server cannot load it")
+    _check_op_types(networks_dir, codec_dir)
     assets = os.path.join(networks_dir, "assets")
     os.makedirs(assets, exist_ok=True)
     shutil.copyfile(os.path.join(codec_dir, "assets", reference.FILENAME),
@@ -258,7 +308,7 @@ Model `{info["fingerprint"]}` ({info["mode"]} decoding order, .tflic format vers
 |---|---|
 | `{NETWORKS}/{version}/` | SavedModel of stock TensorFlow ops: the float networks. A stock `tensorflow_model_server` serves it; the client entropy-codes |
 | `{NETWORKS}/{version}/assets/` | what the client codes with (a remote client needs a copy): `{MANIFEST}` (fingerprint, decoding order, format version, config) and `{reference.FILENAME}` (the integer entropy model and coding tables) |
-| `{CODEC}/{version}/` | the full codec with tensorflow-compression's range coder in the graph (`compress`, `compress_refined`, `decompress`); loads only in a model server with those ops linked in |
+| `{CODEC}/{version}/` | the full codec with tflic's range coder ops in the graph (`compress`, `compress_refined`, `decompress`); loads only where those ops are registered: a model server with them linked in, or TensorFlow after `tf.load_op_library` |
 | `{CONFIG_FILE}` | `--model_config_file` for both, base paths under `{serving_root}` |
 
 ## Signatures of `{NETWORKS}`
@@ -315,7 +365,7 @@ data = encoder.compress(image, 0.5)  # image: uint8 numpy [H, W, 3]
 ```
 
 `SplitEncoder("{NETWORKS}/{version}")` runs the same servable in-process instead (TF1
-session loader, stock ops: tensorflow-compression need not be installed).
+session loader, stock ops: no op library needed).
 
 gRPC (port 8500), with the `tensorflow-serving-api` package of the server's version (not
 run by tflic's tests, whose environment lacks that package):
@@ -341,15 +391,17 @@ y = tf.make_ndarray(response.outputs["y"])  # float32 [1, h, w, M]
 
 ## Serving the full codec
 
-`{CODEC}` codes files in the graph with tensorflow-compression's range coder ops, which
-`tensorflow_model_server` does not ship. Build a model server with them linked in from
-`export/serving_with_tfc/` in the tflic repository (a Bazel build of TF Serving {tag}, some
-hours), then serve both models:
+`{CODEC}` codes files in the graph with tflic's range coder ops
+(`tflic/rangecoder/_tf_ops.cc` in the tflic repository):
+`{'`, `'.join(RANGE_CODER_OPS)}`.
+`tensorflow_model_server` does not ship them. Build a model server with them linked in
+from `export/serving_with_ops/` in the tflic repository (a Bazel build of TF Serving
+{tag}, some hours), then serve both models:
 
 ```sh
 docker run --rm -p 8500:8500 -p 8501:8501 \\
   --mount type=bind,source="$PWD",target={serving_root},readonly \\
-  tflic-serving-tfc --model_config_file={serving_root}/{CONFIG_FILE}
+  tflic-serving --model_config_file={serving_root}/{CONFIG_FILE}
 ```
 
 `decompress` over REST takes the file base64-encoded:
@@ -357,6 +409,24 @@ docker run --rm -p 8500:8500 -p 8501:8501 \\
 `compress` returns the file as a binary string in an output named `bitstream`, which the
 REST API does not base64-encode (it does so only for outputs named `*_bytes`): call
 `compress` over gRPC.
+
+In Python, `{CODEC}/{version}` loads in plain TensorFlow (no tensorflow-compression, no
+tflic code) once the ops are registered. Load the op library that tflic's
+`pip install -e .` builds for the installed TensorFlow, whose path this prints:
+
+```sh
+python -c "from tflic.rangecoder import tf_ops; print(tf_ops.LIBRARY)"
+```
+
+(Where tflic is installed, `import tflic.rangecoder.tf_ops` loads it too.)
+
+```python
+import tensorflow as tf
+tf.load_op_library("/path/to/tflic/rangecoder/_tf_ops.so")  # before loading
+codec = tf.saved_model.load("{CODEC}/{version}")
+data = codec.compress(image, 0.5)  # the .tflic file (scalar string)
+image = codec.decompress(data)
+```
 """
 
 

@@ -1,7 +1,16 @@
-"""Shared test fixtures: paths to the shared data and a quiet TensorFlow."""
+"""Shared test fixtures: paths to the shared data, the tiny models, and a quiet TensorFlow.
 
+The tiny models' directories (training directories, SavedModel and LiteRT exports) are
+made once per test run and shared by pytest-xdist's workers (`_built_once`); the codecs
+made from them (tracing their graphs or loading a SavedModel costs tens of seconds) are
+made once per worker process.
+"""
+
+import contextlib
+import fcntl
 import os
 import pathlib
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,12 +46,49 @@ def kodak_dir():
   return _shared("kodak")
 
 
+@contextlib.contextmanager
+def _locked(path):
+  with open(path, "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _built_once(tmp_path_factory, name, build):
+  """The directory `name`, made by `build(path)` once per test run: under pytest-xdist,
+  the first worker to ask makes it (the others wait on a file lock) and all use it.
+
+  A directory is only published complete (renamed into place when `build` returns).
+  Tests must not write into it.
+  """
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # the run's directory, shared by its workers
+  root = root / "built_once"
+  root.mkdir(exist_ok=True)
+  path = root / name
+  with _locked(root / f".{name}.lock"):
+    if not path.exists():
+      staging = root / f".{name}.building"
+      if staging.exists():
+        shutil.rmtree(staging)
+      staging.mkdir()
+      build(staging / name)
+      os.rename(staging / name, path)
+      staging.rmdir()
+  return path
+
+
 def _random_tiny_workdir(path, mode):
-  """A tiny model with random weights, saved as a training directory."""
+  """A tiny model with random weights, saved as a training directory with its coding
+  tables (made here, so that no test writes them into the shared directory)."""
   import json  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tflic import checkpoint  # pylint: disable=g-import-not-at-top
   from tflic import config  # pylint: disable=g-import-not-at-top
+  from tflic.deterministic import tables  # pylint: disable=g-import-not-at-top
   d = json.loads(config.load("tiny").to_json())
   d["model"]["context_mode"] = mode
   cfg = config.from_dict(d)
@@ -54,28 +100,29 @@ def _random_tiny_workdir(path, mode):
   model.log_gains.assign(tf.random.uniform(model.log_gains.shape, 0.5, 1.0) +
                          tf.linspace(0.0, 1.0, lambdas)[:, None])
   checkpoint.save_model(str(path), cfg, model)
-  return path
+  tables.load_or_create(checkpoint.latest_checkpoint(str(path)), model)
 
 
 @pytest.fixture(scope="session")
 def tiny_workdir(tmp_path_factory):
   """Training directory of a random tiny wavefront model."""
-  return _random_tiny_workdir(tmp_path_factory.mktemp("tiny_wavefront"), "wavefront")
+  return _built_once(tmp_path_factory, "tiny_wavefront",
+                     lambda path: _random_tiny_workdir(path, "wavefront"))
 
 
 @pytest.fixture(scope="session")
 def tiny_serial_workdir(tmp_path_factory):
   """Training directory of a random tiny serial-mask model."""
-  return _random_tiny_workdir(tmp_path_factory.mktemp("tiny_serial"), "serial")
+  return _built_once(tmp_path_factory, "tiny_serial",
+                     lambda path: _random_tiny_workdir(path, "serial"))
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_workdir, tmp_path_factory):
   """Exported SavedModel of the tiny wavefront model (usable as --model)."""
   from tflic import savedmodel  # pylint: disable=g-import-not-at-top
-  out = tmp_path_factory.mktemp("exported") / "tiny"
-  savedmodel.export_checkpoint(str(tiny_workdir), str(out))
-  return out
+  return _built_once(tmp_path_factory, "tiny_export",
+                     lambda path: savedmodel.export_checkpoint(str(tiny_workdir), str(path)))
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +134,54 @@ def tiny_lite_dir(tiny_workdir, tmp_path_factory):
     sys.path.append(str(REPO))
   from export import tflite  # pylint: disable=g-import-not-at-top
   from tflic import savedmodel  # pylint: disable=g-import-not-at-top
-  out = tmp_path_factory.mktemp("lite") / "tiny"
-  tflite.export(savedmodel.restore_model(str(tiny_workdir)), str(out))
-  return out
+  return _built_once(
+      tmp_path_factory, "tiny_lite",
+      lambda path: tflite.export(savedmodel.restore_model(str(tiny_workdir)), str(path)))
+
+
+@pytest.fixture(scope="session")
+def tiny_codec(tiny_model_dir):
+  """codec.load of the tiny SavedModel (tiny_model_dir), loaded once per process.
+  Tests must not change it."""
+  from tflic import codec  # pylint: disable=g-import-not-at-top
+  return codec.load(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_module(tiny_workdir):
+  """The CodecModule of the tiny wavefront training directory (codec.module_from_workdir),
+  traced once per process. Tests must not change it or its model."""
+  from tflic import codec  # pylint: disable=g-import-not-at-top
+  return codec.module_from_workdir(str(tiny_workdir))[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_serial_module(tiny_serial_workdir):
+  """As tiny_module, of the tiny serial-mask model."""
+  from tflic import codec  # pylint: disable=g-import-not-at-top
+  return codec.module_from_workdir(str(tiny_serial_workdir))[0]
+
+
+@pytest.fixture
+def run_main(capfd):
+  """Runs `tflic ARGS` in this process, as the command does (flag parsing, one-line
+  errors): (exit status, stdout, stderr). The subcommand's module must be imported
+  before (its flags must exist before a flagsaver saves them)."""
+  # TensorFlow imported after app.run has started is broken (see codec_cli._codec_module),
+  # and this process (other tests, fixtures) imports it later: import it first.
+  import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
+  from tflic import cli  # pylint: disable=g-import-not-at-top
+  app.define_help_flags()  # else app.run defines them inside a flagsaver, which drops them
+
+  def run(*args):
+    with flagsaver.flagsaver():  # each run starts from the default flag values
+      try:
+        status = cli.main(["tflic", *map(str, args)])
+      except SystemExit as e:
+        status = e.code
+    out, err = capfd.readouterr()
+    return status, out, err
+
+  return run

@@ -15,15 +15,12 @@ import sys
 import textwrap
 import zlib
 
-from absl import app
-from absl.testing import flagsaver
 import numpy as np
 from PIL import Image
 import pytest
 
 from tflic import bitstream
-from tflic import cli
-# Defines the flags, which must exist before a flagsaver saves them.
+# Defines the flags, which must exist before run_main's flagsaver saves them.
 from tflic import codec_cli  # pylint: disable=unused-import
 from tflic import errors
 from tflic import image_io
@@ -109,24 +106,7 @@ def _tflic(cwd, *args):
   return result.returncode, result.stdout, result.stderr
 
 
-@pytest.fixture
-def run_main(capfd):
-  """Runs `tflic ARGS` in this process: (exit status, stdout, stderr)."""
-  # TensorFlow imported after app.run has started is broken (see codec_cli._codec_module),
-  # and this process (other tests, fixtures) imports it later: import it first.
-  import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
-  app.define_help_flags()  # else app.run defines them inside a flagsaver, which drops them
-
-  def run(*args):
-    with flagsaver.flagsaver():  # each run starts from the default flag values
-      try:
-        status = cli.main(["tflic", *map(str, args)])
-      except SystemExit as e:
-        status = e.code
-    out, err = capfd.readouterr()
-    return status, out, err
-
-  return run
+# run_main: tests/conftest.py
 
 
 def _assert_one_error(status, stderr, *words):
@@ -283,8 +263,7 @@ def tflic_files(tmp_path_factory):
 def test_info_prints_header_without_tensorflow(tflic_files):
   script = textwrap.dedent("""
       import sys
-      from tflic import cli
-      try:
+            try:
         cli.main(sys.argv)
       except SystemExit as e:
         print("exit", e.code)

@@ -1,5 +1,6 @@
 """`python -m export.serving`: a TF Serving base path whose stock servable, run without
-tensorflow-compression, encodes and decodes exactly as the in-graph codec."""
+tensorflow-compression, encodes and decodes exactly as the in-graph codec, and whose codec
+servable loads in TensorFlow with tflic's op library alone."""
 
 import http.server
 import json
@@ -21,6 +22,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
 
 from export import serving
 from tflic import bitstream
@@ -28,6 +30,7 @@ from tflic import cli
 from tflic import codec
 from tflic import errors
 from tflic import serving_client
+from tflic.rangecoder import tf_ops
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -127,12 +130,29 @@ def test_base_path_layout_config_and_signatures(base, reference, tiny_model_dir)
           k: tf.string if t is str else tf.as_dtype(t) for k, t in declared.items()}
   assert set(_signature_defs(codec_dir)) >= {"compress", "decompress"}
 
-  tfc_ops = serving.tfc_op_types()
-  assert not serving.saved_model_op_types(networks) & tfc_ops
-  # The scan does see range coder ops where they are.
-  assert len(serving.saved_model_op_types(codec_dir) & tfc_ops) == 8
+  # The networks have neither tensorflow-compression's ops nor tflic's, nor any other that
+  # stock TensorFlow lacks; the codec has tflic's four range coder ops (the scan sees
+  # them) and no other op beyond stock TensorFlow's.
+  networks_ops, codec_ops = map(serving.saved_model_op_types, (networks, codec_dir))
+  assert not networks_ops & (_tfc_op_types() | set(serving.RANGE_CODER_OPS))
+  assert not serving.unregistered_op_types(networks_ops)
+  assert {op for op in codec_ops if not hasattr(tf.raw_ops, op)} == set(serving.RANGE_CODER_OPS)
+  assert not codec_ops & _tfc_op_types()
+  # Ops of other libraries are looked up in a process importing TensorFlow alone.
+  assert serving.unregistered_op_types(
+      {"MatMul", "CreateRangeEncoder", "TflicRangeDecode", "NoSuchOp"}) == {
+          "CreateRangeEncoder", "TflicRangeDecode", "NoSuchOp"}
   readme = (path / serving.README).read_text()
   assert info["fingerprint"] in readme and '"signature_name": "analysis"' in readme
+
+
+def _tfc_op_types():
+  """The op types tensorflow-compression registers (its generated wrappers define each op
+  under its own name, beside the snake_case function)."""
+  from tensorflow_compression.python.ops import gen_ops  # pylint: disable=g-import-not-at-top
+  names = {name for name in dir(gen_ops.ops) if op_def_registry.get(name) is not None}
+  assert "CreateRangeEncoder" in names
+  return names
 
 
 _STOCK_PROCESS = textwrap.dedent("""
@@ -143,9 +163,10 @@ _STOCK_PROCESS = textwrap.dedent("""
       sys.exit("tensorflow_compression is importable")
     except ImportError:
       pass
+    import tensorflow as tf
     from tensorflow.python.framework import op_def_registry
     from tflic import serving_client
-    base, inputs_npz, op_types, out_npz = sys.argv[1:]
+    base, inputs_npz, op_types, library, out_npz = sys.argv[1:]
     unregistered = [op for op in json.loads(op_types) if op_def_registry.get(op) is None]
     inputs = np.load(inputs_npz)
     encoder = serving_client.SplitEncoder(base)
@@ -155,15 +176,31 @@ _STOCK_PROCESS = textwrap.dedent("""
     image = encoder.servable.run("synthesis", {
         "y_hat": inputs["y_hat"], "quality_code": inputs["quality_code"],
         "height": inputs["height"], "width": inputs["width"]})["image"]
-    assert "tensorflow_compression" not in sys.modules
-    np.savez(out_npz, image=image, unregistered=np.array(unregistered, str), **files)
+    # The codec: not without tflic's op library, then with TensorFlow and the library alone.
+    try:
+      tf.saved_model.load(f"{base}/tflic_codec/1")
+      sys.exit("the codec loaded without tflic's op library")
+    except RuntimeError as e:
+      assert "Op type not registered 'TflicRange" in str(e), e
+    tf.load_op_library(library)
+    the_codec = tf.saved_model.load(f"{base}/tflic_codec/1")
+    last = int(inputs["count"]) - 1
+    codec_file = the_codec.compress(inputs[f"crop{last}"], 0.37).numpy()
+    decompress = the_codec.signatures["decompress"]  # as TF Serving runs it
+    codec_image = decompress(bitstream=tf.constant(codec_file))["image"].numpy()
+    assert not [m for m in sys.modules if m.startswith(("tensorflow_compression",
+                                                        "tflic.rangecoder.tf_ops"))]
+    np.savez(out_npz, image=image, unregistered=np.array(unregistered, str),
+             codec_file=np.frombuffer(codec_file, np.uint8), codec_image=codec_image, **files)
 """)
 
 
 def test_stock_servable_without_tfc(base, crops, reference, tmp_path):
-  """The networks load with the TF1 session loader where tensorflow_compression cannot be
-  imported, every op is a stock one, the split encoder writes the codec's files byte for
-  byte and `synthesis` decodes to `decompress`'s image."""
+  """Where tensorflow_compression cannot be imported: the networks load with the TF1
+  session loader, every op is a stock one, the split encoder writes the codec's files byte
+  for byte and `synthesis` decodes to `decompress`'s image; the codec servable does not
+  load until tflic's op library is loaded (tf.load_op_library), then writes and decodes
+  the same files."""
   fake = tmp_path / "fake" / "tensorflow_compression"
   fake.mkdir(parents=True)
   (fake / "__init__.py").write_text("raise ImportError('tensorflow_compression is hidden')\n")
@@ -176,7 +213,7 @@ def test_stock_servable_without_tfc(base, crops, reference, tmp_path):
   op_types = sorted(serving.saved_model_op_types(base[0] / serving.NETWORKS / "1"))
   result = subprocess.run(
       [sys.executable, str(tmp_path / "stock.py"), str(base[0]), str(tmp_path / "inputs.npz"),
-       json.dumps(op_types), str(tmp_path / "out.npz")], cwd=REPO,
+       json.dumps(op_types), str(tf_ops.LIBRARY), str(tmp_path / "out.npz")], cwd=REPO,
       env=dict(ENV, PYTHONPATH=os.pathsep.join([str(tmp_path / "fake"), str(REPO)])),
       capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -185,6 +222,8 @@ def test_stock_servable_without_tfc(base, crops, reference, tmp_path):
   np.testing.assert_array_equal(out["image"], reference["image"])
   for (i, q), data in reference["files"].items():
     assert out[f"{i}_{q}"].tobytes() == data, (SIZES[i], q)
+  assert out["codec_file"].tobytes() == reference["files"][(len(crops) - 1, 0.37)]
+  np.testing.assert_array_equal(out["codec_image"], reference["image"])
 
 
 def _tf_serving_number(value):

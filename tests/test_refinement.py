@@ -28,10 +28,28 @@ def _mean_loss(model, x, y, quality, height, width):
   return np.mean([float(objective(y, seed)) for seed in range(1000, 1004)])
 
 
-def test_refinement_lowers_the_loss_and_is_deterministic(tiny):
+@pytest.fixture(scope="module")
+def refine(tiny):
+  """(x, y, refine(y, steps, learning_rate=None)): _inputs' latent refined at quality
+  0.5, each form traced once (steps and the step size are tensors)."""
   x, y = _inputs(tiny)
-  refine = tf.function(lambda y, steps: refinement.refine_latent(
-      tiny, x, y, 0.5, steps, height=40, width=56))
+  spec = [tf.TensorSpec(y.shape, tf.float32), tf.TensorSpec([], tf.int32)]
+  default = tf.function(lambda y, steps: refinement.refine_latent(
+      tiny, x, y, 0.5, steps, height=40, width=56), input_signature=spec)
+  at_rate = tf.function(lambda y, steps, rate: refinement.refine_latent(
+      tiny, x, y, 0.5, steps, learning_rate=rate, height=40, width=56),
+                        input_signature=spec + [tf.TensorSpec([], tf.float32)])
+
+  def run(y, steps, learning_rate=None):
+    if learning_rate is None:
+      return default(y, tf.constant(steps)).numpy()
+    return at_rate(y, tf.constant(steps), tf.constant(learning_rate, tf.float32)).numpy()
+
+  return x, y, run
+
+
+def test_refinement_lowers_the_loss_and_is_deterministic(tiny, refine):
+  x, y, refine = refine
   np.testing.assert_array_equal(refine(y, 0), y)
   refined = refine(y, 20)
   assert np.abs(refined - y).max() > 0
@@ -75,12 +93,10 @@ def test_ms_ssim_refinement_refuses_images_too_small_to_measure(tiny):
     refinement.rd_objective(tiny, x, 0.5, 40, 56, distortion="ms-ssim")(y, 0)
 
 
-def test_default_step_size_is_the_budget_over_the_steps(tiny):
-  x, y = _inputs(tiny)
-  refine = lambda steps, **kw: tf.function(lambda y: refinement.refine_latent(
-      tiny, x, y, 0.5, steps, height=40, width=56, **kw))(y).numpy()
+def test_default_step_size_is_the_budget_over_the_steps(refine):
+  _, y, refine = refine
   for steps in (4, 10):
     np.testing.assert_allclose(
-        refine(steps), refine(steps, learning_rate=refinement.STEP_SIZE_BUDGET / steps),
+        refine(y, steps), refine(y, steps, learning_rate=refinement.STEP_SIZE_BUDGET / steps),
         rtol=1e-5, atol=1e-6)
-  assert np.abs(refine(4) - refine(4, learning_rate=0.004)).max() > 1e-3
+  assert np.abs(refine(y, 4) - refine(y, 4, learning_rate=0.004)).max() > 1e-3

@@ -18,6 +18,7 @@ from tflic import config
 from tflic import data
 from tflic import distortion
 from tflic import errors
+from tflic import train  # pylint: disable=unused-import  (defines the flags run_main parses)
 from tflic import training
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -128,14 +129,20 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(train_dir, tmp_path, monk
   assert _checkpoint_steps(tmp_path) == [10]
 
 
-def test_bad_arguments_give_one_line_errors(tmp_path):
-  missing = _run_train("--config=tiny", f"--workdir={tmp_path}", "--dataset=/nonexistent")
-  assert missing.returncode == 2
-  assert missing.stderr.strip().splitlines()[-1].startswith("tflic train: error: no images")
-  unknown = _run_train("--config=gigantic", f"--workdir={tmp_path}")
-  assert unknown.returncode == 2 and "no config named" in unknown.stderr
-  part = _run_train("--config=tiny", f"--workdir={tmp_path}", "--train_only=analysis,gs")
-  assert part.returncode == 2 and "train_only names unknown parts gs" in part.stderr
+def test_bad_arguments_give_one_line_errors_before_writing_anything(tmp_path, run_main):
+  # `tflic train` in this process (the command's own process: the tests above and below).
+  for args, message in (
+      (("--config=tiny", "--dataset=/nonexistent"), "no images"),
+      (("--config=gigantic",), "no config named"),
+      (("--config=tiny", "--train_only=analysis,gs"), "train_only names unknown parts gs"),
+      (("--config=tiny", "--lambda_weights=1,x,1,1"), "--lambda_weights must be numbers"),
+      (("--config=tiny", "--lambda_weights=1,2"),
+       "lambda_weights needs 4 non-negative numbers")):
+    status, _, stderr = run_main("train", "--progress=false", f"--workdir={tmp_path}", *args)
+    assert status == 2, stderr
+    [line] = stderr.strip().splitlines()
+    assert line.startswith("tflic train: error: ") and message in line, stderr
+    assert not any(tmp_path.iterdir())  # refused before anything is written
 
 
 def test_train_only_the_encoder_keeps_the_decoder(train_dir, tmp_path):
@@ -170,16 +177,6 @@ def test_lambda_weights_set_how_often_each_lambda_is_drawn(tmp_path):
   uniform = training.Trainer(cfg, str(tmp_path / "u"), tf.distribute.get_strategy(), seed=0)
   counts = np.bincount([uniform.draw_lambda() for _ in range(4000)], minlength=4)
   assert counts.min() > 900 and counts.max() < 1100, counts
-
-
-def test_lambda_weights_flag_errors_are_one_line(tmp_path):
-  for value, message in (("1,x,1,1", "--lambda_weights must be numbers"),
-                         ("1,2", "lambda_weights needs 4 non-negative numbers")):
-    run = _run_train("--config=tiny", f"--workdir={tmp_path}", f"--lambda_weights={value}")
-    assert run.returncode == 2, run.stderr
-    assert run.stderr.strip().splitlines()[-1].startswith("tflic train: error:")
-    assert message in run.stderr
-    assert not any(tmp_path.iterdir())  # refused before anything is written
 
 
 def _free_port():
@@ -276,7 +273,7 @@ def test_init_from_grows_a_trained_model_without_changing_it(train_dir, tmp_path
   assert result.returncode == 0 and "resuming from step 9" in result.stdout, result.stderr
 
 
-def test_init_from_refuses_a_model_that_does_not_fit(train_dir, tmp_path):
+def test_init_from_refuses_a_model_that_does_not_fit(train_dir, tmp_path, run_main):
   sources = {}
   for change, value in (("latent_channels", 64), ("latent_depth", 1)):
     d = json.loads(config.load("tiny").to_json())
@@ -287,7 +284,9 @@ def test_init_from_refuses_a_model_that_does_not_fit(train_dir, tmp_path):
   for init_from, message in ((sources["latent_channels"], "does not fit this config"),
                              (sources["latent_depth"], "variable(s) this model lacks"),
                              (tmp_path / "nothing", "no checkpoint in")):
-    result = _run_train("--config=tiny", f"--workdir={tmp_path / 'new'}",
-                        f"--dataset={train_dir}", f"--init_from={init_from}", "--steps=1")
-    assert result.returncode != 0
-    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    # `tflic train` in this process: the refusal comes before any training.
+    status, _, stderr = run_main("train", "--progress=false", "--config=tiny",
+                                 f"--workdir={tmp_path / 'new'}", f"--dataset={train_dir}",
+                                 f"--init_from={init_from}", "--steps=1")
+    assert status == 2
+    assert message in stderr and "Traceback" not in stderr, stderr

@@ -14,6 +14,8 @@ import dataclasses
 import struct
 import zlib
 
+import numpy as np
+
 from tflic import errors
 
 MAGIC = b"TFLC"
@@ -40,6 +42,11 @@ CHECKSUM_OFFSET = FIELDS["checksum"][0]
 MAX_SIDE = 65535
 QUALITY_STEPS = 65535  # quality is stored as round(quality * 65535)
 MODE_FLAGS = {"wavefront": 0, "serial": 1}
+LATENT_STRIDE = 16  # image pixels per latent position, each way
+HYPER_STRIDE = 4  # latent positions per hyper-latent position, each way
+# The stream-length rule (docs/bitstream.md): a stream of B bytes coded with tables of
+# cost (d, p) holds at most (B + STREAM_SLACK_BYTES) * 2^(p+3) / d symbols.
+STREAM_SLACK_BYTES = 8
 # What every decoder says when the decoded latents fail the file's latent check.
 DESYNC_MESSAGE = ("decoded latents differ from the encoder's (desync: another entropy "
                   "model or a corrupt stream)")
@@ -127,3 +134,70 @@ def check_model(header, fingerprint, mode):
   if header.mode != mode:
     raise errors.TflicError(f"bitstream was coded in {header.mode} order; this model "
                             f"decodes {mode}")
+
+
+def latent_grid(height, width):
+  """(h, w): the latent grid of an image, ceil(side / 16)."""
+  return -(-height // LATENT_STRIDE), -(-width // LATENT_STRIDE)
+
+
+def hyper_grid(height, width):
+  """(hz, wz): the hyper-latent grid of an image, ceil(h / 4)."""
+  latent_height, latent_width = latent_grid(height, width)
+  return -(-latent_height // HYPER_STRIDE), -(-latent_width // HYPER_STRIDE)
+
+
+def symbol_cost(cdf_table):
+  """(d, p): every symbol coded with this range coder lookup table costs more than
+  d / 2^p bits.
+
+  A row of precision p whose likeliest symbol has frequency 2^p - d codes any symbol
+  with probability at most 1 - d/2^p, which costs -log2(1 - d/2^p) > d/2^p bits. Exact
+  integers, so every decoder derives the same bound from the same stored table.
+  """
+  table = np.asarray(cdf_table, np.int64).reshape(-1)
+  best, i = None, 0
+  while i < len(table):
+    precision = abs(int(table[i]))
+    total = 1 << precision
+    end = i + 1 + int(np.argmax(table[i + 1:] == total))  # the row's last entry
+    d = total - int(np.max(np.diff(table[i + 1:end + 1])))
+    if best is None or d << best[1] < best[0] << precision:
+      best = (d, precision)
+    i = end + 1
+    while i < len(table) and table[i] == total:  # padding after the row
+      i += 1
+  return best
+
+
+def stream_holds(num_symbols, num_bytes, cost):
+  """True if a stream of num_bytes may hold num_symbols symbols of tables of this cost
+  (`symbol_cost`): the check that bounds a decoder's work by the file's length."""
+  d, precision = cost
+  return num_symbols * d <= (num_bytes + STREAM_SLACK_BYTES) << (precision + 3)
+
+
+def min_stream_bytes(num_symbols, cost):
+  """The fewest bytes a stream of num_symbols symbols may have (the encoder pads shorter
+  streams with zero bytes, which decode as the zeros a decoder reads past the end)."""
+  d, precision = cost
+  return max(0, -(-num_symbols * d >> (precision + 3)) - STREAM_SLACK_BYTES)
+
+
+def check_declared_size(header, latent_channels, hyper_channels, y_cost, z_cost,
+                        max_pixels):
+  """TflicError unless a header's image size is within max_pixels and its streams are
+  long enough to hold that many symbols: checked before a decoder allocates anything."""
+  pixels = header.height * header.width
+  if pixels > max_pixels:
+    raise errors.TflicError(f"image of {header.width}x{header.height} = {pixels} pixels "
+                            f"exceeds the limit of {max_pixels} (--max_pixels)")
+  latent_height, latent_width = latent_grid(header.height, header.width)
+  hyper_height, hyper_width = hyper_grid(header.height, header.width)
+  for name, symbols, num_bytes, cost in (
+      ("z", hyper_height * hyper_width * hyper_channels, header.z_bytes, z_cost),
+      ("y", latent_height * latent_width * latent_channels, header.y_bytes, y_cost)):
+    if not stream_holds(symbols, num_bytes, cost):
+      raise errors.TflicError(
+          f"corrupt tflic file: a {num_bytes}-byte {name} stream cannot hold the {symbols} "
+          f"symbols of a {header.width}x{header.height} image")

@@ -1,6 +1,8 @@
 """Training directories: the config they were trained with and their checkpoints."""
 
+import logging
 import os
+import re
 
 import tensorflow as tf
 
@@ -12,12 +14,66 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_SUBDIR = "checkpoints"
 
 
+# What a checkpoint write killed half-way leaves in CHECKPOINT_SUBDIR: tf.train.Checkpoint
+# writes `ckpt-N_temp/part-*`, then merges them into `ckpt-N.*` and removes the directory
+# (killed in between, it stays, maybe empty); CheckpointManager writes its `checkpoint`
+# state file as `checkpoint.tmp<uuid4 hex>` and renames it.
+_CHECKPOINT_TEMP = re.compile(r"ckpt-[0-9]+_temp|checkpoint\.tmp[0-9a-f]{32}")
+
+
 def save_config(workdir, cfg):
-  """Writes the config next to the checkpoints (atomically)."""
+  """Writes the config next to the checkpoints (atomically).
+
+  Training calls this as it starts, on the chief only (tflic/train.py), before any
+  checkpoint is written: it also removes what killed checkpoint writes left behind
+  (`remove_stale_temps`).
+  """
   tf.io.gfile.makedirs(workdir)
+  remove_stale_temps(workdir)
   path = os.path.join(workdir, CONFIG_FILE)
   tf.io.gfile.GFile(path + ".tmp", "w").write(cfg.to_json())
   tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
+def remove_stale_temps(workdir):
+  """Removes the temporary files and directories of killed checkpoint writes in workdir.
+
+  Only names of the checkpoint writers' temporary pattern (`ckpt-N_temp`, `checkpoint.tmp`
+  + 32 hex digits) in the checkpoint directory are removed, never a checkpoint. Call it
+  where no live process can be writing a checkpoint in this workdir: at the start of
+  training, on the chief, before its first save. No other process writes checkpoints
+  there then (other workers write theirs to `worker_tmp_*`; exports and evaluation read
+  them, and at most add `*.tables.npz`), so any such temp is an orphan of a killed run
+  (as TensorFlow's saver says, "an outdated and orphaned temporary directory can be
+  safely removed").
+
+  Returns:
+    The paths removed.
+  """
+  directory = os.path.join(workdir, CHECKPOINT_SUBDIR)
+  try:
+    names = tf.io.gfile.listdir(directory)
+  except tf.errors.NotFoundError:
+    return []
+  removed = []
+  for name in names:
+    name = name.rstrip("/")  # listdir marks directories so on some filesystems (gs://)
+    if not _CHECKPOINT_TEMP.fullmatch(name):
+      continue
+    path = os.path.join(directory, name)
+    try:
+      if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+      else:
+        tf.io.gfile.remove(path)
+    except (OSError, tf.errors.OpError) as e:
+      logging.warning("cannot remove the stale checkpoint temp %s: %s", path, e)
+      continue
+    removed.append(path)
+  if removed:
+    logging.info("removed %d stale checkpoint temp(s) in %s: %s", len(removed), directory,
+                 ", ".join(os.path.basename(p) for p in removed))
+  return removed
 
 
 def load_config(workdir):

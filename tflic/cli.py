@@ -38,6 +38,15 @@ def _quiet_tensorflow():
 def main(argv=None):
   """Entry point of the `tflic` console script."""
   argv = list(sys.argv if argv is None else argv)
+  try:
+    return _main(argv)
+  except KeyboardInterrupt:  # e.g. during TensorFlow's import, before guarded() runs
+    program = f"tflic {argv[1]}" if len(argv) > 1 and argv[1] in SUBCOMMANDS else "tflic"
+    print(f"{program}: interrupted", file=sys.stderr)
+    return 130
+
+
+def _main(argv):
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
     print(USAGE)
     return 0 if len(argv) >= 2 else 2

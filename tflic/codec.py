@@ -25,15 +25,16 @@ import os
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_compression as tfc
 
 from tflic import bitstream as bitstream_format
 from tflic import coding_order
 from tflic import config
 from tflic import context_model
 from tflic import errors
+from tflic import image_io
 from tflic import model as model_lib
 from tflic import refinement
+from tflic.rangecoder import tf_ops as range_coder
 from tflic.deterministic import entropy_model as integer_model
 from tflic.deterministic import latent_check
 from tflic.deterministic import ops as ops_lib
@@ -100,21 +101,23 @@ def _compact(values):
   return values
 
 
-def analyse(model, image, quality):
+def analyse(model, image, quality, max_pixels=None):
   """The encoder's float half: (padded image x, gained latent y, quality code, stored
   quality) of a uint8 image [H, W, 3] at a quality in [0, 1].
 
   The codec and the stock-op servable (export/serving.py) both run this, so the split
-  encoder's latents are the codec's bit for bit.
+  encoder's latents are the codec's bit for bit. The size checks gate the work.
   """
   height, width = tf.shape(image)[0], tf.shape(image)[1]
   checks = [
-      tf.debugging.assert_greater_equal(tf.minimum(height, width), MIN_SIDE,
-                                        message="image is empty"),
-      tf.debugging.assert_less_equal(tf.maximum(height, width), MAX_SIDE,
-                                     message=f"image side exceeds {MAX_SIDE}"),
+      (lambda: tf.minimum(height, width) >= MIN_SIDE, "image is empty"),
+      (lambda: tf.maximum(height, width) <= MAX_SIDE, f"image side exceeds {MAX_SIDE}"),
   ]
-  with tf.control_dependencies(checks):
+  if max_pixels is not None:
+    checks.append((lambda: tf.cast(height, tf.int64) * tf.cast(width, tf.int64) <= max_pixels,
+                   "image exceeds the model's pixel limit (max_pixels at export)"))
+  with tf.control_dependencies([_checks_in_order(checks)]):
+    image = tf.identity(image)
     quality_code = tf.cast(tf.round(tf.clip_by_value(quality, 0.0, 1.0) *
                                     bitstream_format.QUALITY_STEPS), tf.int32)
   quality = tf.cast(quality_code, tf.float32) / bitstream_format.QUALITY_STEPS
@@ -136,12 +139,15 @@ class CodecModule(tf.Module):
       optimizes it.
     tables: the model's stored coding tables (`tflic.deterministic.tables`); None
       computes them (for models that have never been stored).
+    max_pixels: the largest image (height x width) the module codes; larger declared
+      sizes are refused before any allocation.
     flip_index_at_step: for tests only: the decoder codes the first value of this step
       with another coding table, as a decoder whose entropy model drifted would.
   """
 
   def __init__(self, model, config_json="", mode=None, distortion="mse", tables=None,
-               flip_index_at_step=None, name="tflic_codec"):
+               max_pixels=image_io.DEFAULT_MAX_PIXELS, flip_index_at_step=None,
+               name="tflic_codec"):
     super().__init__(name=name)
     trained_mode = model.context.mode
     if mode is not None and mode != trained_mode:
@@ -165,6 +171,10 @@ class CodecModule(tf.Module):
     self._array_keys = tuple(sorted(arrays))
     self.coding_tables = {k: tf.Variable(tables[k], trainable=False, name=k)
                           for k in tables_lib.KEYS if k not in libm}
+    # Graph constants, not variables: they follow from the stored tables and the export.
+    self.max_pixels = int(max_pixels)
+    self._y_cost = bitstream_format.symbol_cost(tables["y_cdf"])
+    self._z_cost = bitstream_format.symbol_cost(tables["z_cdf"])
     self.integer_params = {_variable_name(k): tf.Variable(_compact(v), trainable=False,
                                                           name=_variable_name(k))
                            for k, v in sorted(arrays.items())}
@@ -250,12 +260,16 @@ class CodecModule(tf.Module):
         quantize_step, state, dtype=tf.float64)
     return z_symbols, y_hat, state
 
+  def _z_channels(self, num_positions):
+    """z's table rows: the channel of each symbol, [n, C]."""
+    channels = self.model.config.hyper_channels
+    return tf.broadcast_to(tf.range(channels), tf.stack([num_positions, channels]))
+
   def _encode_z(self, z_symbols):
-    handle = tfc.create_range_encoder([], self.coding_tables["z_cdf"])
-    channels = tf.shape(z_symbols)[-1]
-    handle = tfc.entropy_encode_channel(
-        handle, tf.reshape(z_symbols, [-1, channels]) - self.coding_tables["z_cdf_offset"])
-    return tfc.entropy_encode_finalize(handle)
+    channels = self.model.config.hyper_channels
+    values = tf.reshape(z_symbols, [-1, channels]) - self.coding_tables["z_cdf_offset"]
+    return range_coder.encode(self._z_channels(tf.shape(values)[0]), values,
+                              self.coding_tables["z_cdf"], what="z stream")
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
                                 tf.TensorSpec([], tf.float32)])
@@ -273,7 +287,7 @@ class CodecModule(tf.Module):
 
   def _analyse(self, image, quality, refine_steps=None):
     """(padded image x, latent y, quality code, stored quality) of a uint8 image."""
-    x, y, quality_code, quality = analyse(self.model, image, quality)
+    x, y, quality_code, quality = analyse(self.model, image, quality, self.max_pixels)
     if refine_steps is not None:
       y = refinement.refine_latent(self.model, x, y, quality, refine_steps,
                                    height=tf.shape(image)[0], width=tf.shape(image)[1],
@@ -285,14 +299,22 @@ class CodecModule(tf.Module):
     _, y, quality_code, _ = self._analyse(image, quality, refine_steps)
     y_cdf_offset = self.coding_tables["y_cdf_offset"]
 
-    def encode(handle, indexes, symbols):
-      return tfc.entropy_encode_index(handle, indexes,
-                                      symbols - tf.gather(y_cdf_offset, indexes))
+    # y is range coded in one call after the loop: the steps' table rows and values are
+    # collected in coding order.
+    def collect(state, indexes, symbols):
+      rows, values, step = state
+      values = values.write(step, tf.reshape(symbols - tf.gather(y_cdf_offset, indexes), [-1]))
+      return rows.write(step, tf.reshape(indexes, [-1])), values, step + 1
 
-    z_symbols, y_hat, handle = self._quantize(
-        y, encode, tfc.create_range_encoder([], self.coding_tables["y_cdf"]))
-    z_stream = self._encode_z(z_symbols)
-    y_stream = tfc.entropy_encode_finalize(handle)
+    collected = lambda: tf.TensorArray(tf.int32, size=0, dynamic_size=True,
+                                       infer_shape=False, element_shape=[None])
+    z_symbols, y_hat, (rows, values, _) = self._quantize(
+        y, collect, (collected(), collected(), tf.constant(0)))
+    z_count, y_count = self._stream_symbols(height, width)
+    z_stream = _padded(self._encode_z(z_symbols), z_count, self._z_cost)
+    y_stream = _padded(range_coder.encode(rows.concat(), values.concat(),
+                                          self.coding_tables["y_cdf"], what="y stream"),
+                       y_count, self._y_cost)
     head = tf.strings.join([
         tf.constant(bitstream_format.MAGIC),
         _to_bytes([bitstream_format.VERSION, self.mode_flag], tf.uint8),
@@ -336,53 +358,88 @@ class CodecModule(tf.Module):
     z_symbols, y_hat = self._decode(bitstream)[:2]
     return {"z_symbols": z_symbols, "y_hat": y_hat}
 
+  def _stream_symbols(self, height, width):
+    """(z symbols, y symbols) of an image's streams, int64."""
+    latent_height, latent_width = self._latent_shape(tf.cast(height, tf.int64),
+                                                     tf.cast(width, tf.int64))
+    stride = model_lib.HYPER_STRIDE
+    hyper = ((latent_height + stride - 1) // stride) * ((latent_width + stride - 1) // stride)
+    return (hyper * self.model.config.hyper_channels,
+            latent_height * latent_width * self.model.config.latent_channels)
+
+  def _checked_file(self, data):
+    """(header fields, z stream, y stream) of a file, each available only once all of
+    the file's checks have passed, one after the other: the cheap header checks first,
+    then the checksum, then the declared size against --max_pixels and against what its
+    streams can hold (`bitstream.stream_holds`). So a bad file costs a decoder no more
+    than reading its header, and never an allocation for the size it declares."""
+    layout = bitstream_format.FIELDS
+    size = tf.cast(tf.strings.length(data), tf.int64)  # int64: the lengths are uint32
+    head = tf.io.decode_raw(tf.strings.substr(data, 0, bitstream_format.HEADER_SIZE),
+                            tf.uint8)
+    fields = {name: _from_bytes(head[offset:offset + width])
+              for name, (offset, width) in layout.items()}
+    pixels = fields["height"] * fields["width"]
+    z_symbols, y_symbols = self._stream_symbols(fields["height"], fields["width"])
+
+    def holds(symbols, num_bytes, cost):
+      d, precision = cost
+      return symbols * d <= (num_bytes + bitstream_format.STREAM_SLACK_BYTES) * 2**(
+          precision + 3)
+
+    body = lambda: tf.strings.substr(data, bitstream_format.HEADER_SIZE, -1)
+    done = _checks_in_order([
+        (lambda: size >= bitstream_format.HEADER_SIZE,
+         "not a tflic file: shorter than a header"),
+        (lambda: tf.equal(fields["magic"], _from_bytes(
+            tf.io.decode_raw(bitstream_format.MAGIC, tf.uint8))),
+         "not a tflic file (bad magic bytes)"),
+        (lambda: tf.equal(fields["version"], bitstream_format.VERSION),
+         "unsupported tflic format version"),
+        # Compared as numbers: a failed string assert would print raw bytes.
+        (lambda: tf.equal(fields["fingerprint"],
+                          _from_bytes(tf.io.decode_raw(self.fingerprint, tf.uint8))),
+         "bitstream was written with a different model"),
+        (lambda: tf.equal(tf.cast(fields["flags"], tf.int32), self.mode_flag),
+         "bitstream decoding mode differs from the model's"),
+        (lambda: tf.equal(size, bitstream_format.HEADER_SIZE + fields["z_bytes"] +
+                          fields["y_bytes"]),
+         "corrupt tflic file: wrong length"),
+        (lambda: tf.equal(adler32(tf.strings.join([
+            tf.strings.substr(data, 0, bitstream_format.CHECKSUM_OFFSET), body()])),
+                          fields["checksum"]),
+         "corrupt tflic file: checksum mismatch"),
+        (lambda: pixels > 0, "corrupt tflic file: zero image size"),
+        (lambda: pixels <= self.max_pixels,
+         "image exceeds the model's pixel limit (max_pixels at export)"),
+        (lambda: holds(z_symbols, fields["z_bytes"], self._z_cost) &
+         holds(y_symbols, fields["y_bytes"], self._y_cost),
+         "corrupt tflic file: its streams are too short for the image size it declares"),
+    ])
+    with tf.control_dependencies([done]):
+      fields = {k: tf.identity(v) for k, v in fields.items()}
+      for name in ("height", "width", "z_bytes", "y_bytes"):
+        fields[name] = tf.cast(fields[name], tf.int32)
+      body = body()
+    z_stream = tf.strings.substr(body, 0, fields["z_bytes"])
+    y_stream = tf.strings.substr(body, fields["z_bytes"], fields["y_bytes"])
+    return fields, z_stream, y_stream
+
   def _decode(self, data):
     """Checks a file and decodes its streams: (z_symbols, y_hat, quality, height, width)."""
-    layout = bitstream_format.FIELDS
-    size = tf.strings.length(data)
-    tf.debugging.assert_greater_equal(size, bitstream_format.HEADER_SIZE,
-                                      message="not a tflic file: too short")
-    head = tf.io.decode_raw(tf.strings.substr(data, 0, bitstream_format.HEADER_SIZE), tf.uint8)
-    field = lambda name: _from_bytes(head[layout[name][0]:sum(layout[name])])
-    height, width = tf.cast(field("height"), tf.int32), tf.cast(field("width"), tf.int32)
-    z_bytes, y_bytes = tf.cast(field("z_bytes"), tf.int32), tf.cast(field("y_bytes"), tf.int32)
-    body = tf.strings.substr(data, bitstream_format.HEADER_SIZE, size)
-    checks = [
-        tf.debugging.assert_equal(field("magic"), _from_bytes(
-            tf.io.decode_raw(bitstream_format.MAGIC, tf.uint8)),
-                                  message="not a tflic file (bad magic bytes)"),
-        tf.debugging.assert_equal(field("version"),
-                                  tf.constant(bitstream_format.VERSION, tf.int64),
-                                  message="unsupported tflic format version"),
-        # Compared as numbers: a failed string assert would print raw bytes.
-        tf.debugging.assert_equal(
-            field("fingerprint"), _from_bytes(tf.io.decode_raw(self.fingerprint, tf.uint8)),
-            message="bitstream was written with a different model"),
-        tf.debugging.assert_equal(tf.cast(field("flags"), tf.int32), self.mode_flag,
-                                  message="bitstream decoding mode differs from the model's"),
-        tf.debugging.assert_equal(size, bitstream_format.HEADER_SIZE + z_bytes + y_bytes,
-                                  message="corrupt tflic file: wrong length"),
-        tf.debugging.assert_equal(
-            adler32(tf.strings.join([
-                tf.strings.substr(data, 0, bitstream_format.CHECKSUM_OFFSET), body])),
-            field("checksum"), message="corrupt tflic file: checksum mismatch"),
-        tf.debugging.assert_positive(tf.minimum(height, width),
-                                     message="corrupt tflic file: zero image size"),
-    ]
-    with tf.control_dependencies(checks):
-      z_stream = tf.strings.substr(body, 0, z_bytes)
-      y_stream = tf.strings.substr(body, z_bytes, y_bytes)
-    quality = tf.cast(field("quality"), tf.float32) / bitstream_format.QUALITY_STEPS
+    fields, z_stream, y_stream = self._checked_file(data)
+    height, width = fields["height"], fields["width"]
+    quality = tf.cast(fields["quality"], tf.float32) / bitstream_format.QUALITY_STEPS
     latent_height, latent_width = self._latent_shape(height, width)
     stride = model_lib.HYPER_STRIDE
     z_shape = [(latent_height + stride - 1) // stride, (latent_width + stride - 1) // stride]
     channels = self.model.config.hyper_channels
-    handle = tfc.create_range_decoder(z_stream, self.coding_tables["z_cdf"])
-    handle, z_symbols = tfc.entropy_decode_channel(
-        handle, tf.stack([z_shape[0] * z_shape[1], channels]), tf.int32)
-    with tf.control_dependencies([tf.debugging.assert_equal(
-        tfc.entropy_decode_finalize(handle), True,
-        message="corrupt tflic file: z stream ends early")]):
+    z_state, z_symbols = range_coder.decode(
+        z_stream, range_coder.decoder_start(z_stream), self._z_channels(z_shape[0] * z_shape[1]),
+        self.coding_tables["z_cdf"], what="z stream")
+    with tf.control_dependencies([tf.debugging.Assert(
+        range_coder.decoder_finish(z_stream, z_state),
+        ["corrupt tflic file: z stream ends early"])]):
       z_symbols = tf.reshape(z_symbols + self.coding_tables["z_cdf_offset"],
                              tf.stack([1, z_shape[0], z_shape[1], channels]))
     entropy = self._integer_model()
@@ -390,7 +447,7 @@ class CodecModule(tf.Module):
     y_cdf_offset = self.coding_tables["y_cdf_offset"]
     def decode_step(state, positions, group, mean, log_scale):
       del positions, group
-      handle, step = state
+      decoder, step = state
       indexes = tf.cast(entropy.table_index(log_scale), tf.int32)
       if self._flip_index_at_step is not None:
         # The test hook: the first value of one step uses a table half the scale range
@@ -401,24 +458,23 @@ class CodecModule(tf.Module):
             tf.shape(indexes))
         num_scales = self.model.config.num_scales
         indexes = (indexes + flip * (num_scales // 2)) % num_scales
-      handle, symbols = tfc.entropy_decode_index(handle, indexes, tf.shape(indexes),
-                                                 tf.int32)
+      decoder, symbols = range_coder.decode(y_stream, decoder, indexes,
+                                            self.coding_tables["y_cdf"], what="y stream")
       symbols += tf.gather(y_cdf_offset, indexes)
-      return (handle, step + 1), tf.cast(symbols, tf.float64) * _ONE + mean
+      return (decoder, step + 1), tf.cast(symbols, tf.float64) * _ONE + mean
 
     latent_shape = [1, latent_height, latent_width, self.model.config.latent_channels]
-    y_hat, (handle, _) = context_model.coding_loop(
+    y_hat, (decoder, _) = context_model.coding_loop(
         self._predictor(entropy, hyper, latent_height, latent_width), latent_shape,
         self.model.config.num_groups, self.model.context.mode, decode_step,
-        (tfc.create_range_decoder(y_stream, self.coding_tables["y_cdf"]), tf.constant(0)),
-        dtype=tf.float64)
+        (range_coder.decoder_start(y_stream), tf.constant(0)), dtype=tf.float64)
     # The check first: after a desync the stream usually also ends early or late.
     in_sync = tf.debugging.assert_equal(latent_check.tf_check(z_symbols, y_hat),
-                                        field("latent_check"), message=DESYNC_MESSAGE)
+                                        fields["latent_check"], message=DESYNC_MESSAGE)
     with tf.control_dependencies([in_sync]):
-      complete = tfc.entropy_decode_finalize(handle)
-    with tf.control_dependencies([tf.debugging.assert_equal(
-        complete, True, message="corrupt tflic file: y stream ends early")]):
+      complete = range_coder.decoder_finish(y_stream, decoder)
+    with tf.control_dependencies([tf.debugging.Assert(
+        complete, ["corrupt tflic file: y stream ends early"])]):
       return tf.identity(z_symbols), tf.identity(y_hat), quality, height, width
 
 
@@ -459,14 +515,39 @@ class Codec:
     except tf.errors.OpError as e:
       raise errors.TflicError(f"compression failed: {_first_line(e)}") from None
 
-  def decompress(self, data):
-    """.tflic file bytes -> uint8 [H, W, 3]."""
+  def decompress(self, data, max_pixels=None):
+    """.tflic file bytes -> uint8 [H, W, 3]; TflicError for a file declaring more than
+    max_pixels pixels (None: the model's own limit, set at export)."""
     header, _, _ = bitstream_format.unpack(data)
     bitstream_format.check_model(header, self.fingerprint, self.mode)
+    if max_pixels is not None and header.height * header.width > max_pixels:
+      raise errors.TflicError(f"image of {header.width}x{header.height} pixels exceeds "
+                              f"the limit of {max_pixels} (--max_pixels)")
     try:
       return self.module.decompress(tf.constant(data)).numpy()
     except tf.errors.OpError as e:
       raise errors.TflicError(f"decoding failed: {_first_line(e)}") from None
+
+
+def _padded(stream, num_symbols, cost):
+  """A stream padded with zero bytes to `bitstream.min_stream_bytes`: the same symbols
+  (a decoder reads zeros past the end), and a length that passes the decoder's check."""
+  d, precision = cost
+  missing = ((num_symbols * d + 2**(precision + 3) - 1) // 2**(precision + 3) -
+             bitstream_format.STREAM_SLACK_BYTES - tf.cast(tf.strings.length(stream), tf.int64))
+  zeros = tf.fill([tf.maximum(missing, 0)], "\x00")
+  return tf.strings.join([stream, tf.strings.reduce_join(zeros)])
+
+
+def _checks_in_order(checks):
+  """An op that runs (condition_fn, message) checks one after the other and fails with
+  the first failing check's message; each condition is built (and so computed) only
+  after the previous checks passed."""
+  done = tf.no_op()
+  for condition, message in checks:
+    with tf.control_dependencies([done]):
+      done = tf.debugging.Assert(condition(), [message])
+  return done
 
 
 def _first_line(error):
@@ -475,7 +556,8 @@ def _first_line(error):
   lines = [l.strip() for l in message.splitlines()]
   for line in reversed(lines):
     if line.startswith("assertion failed: ["):
-      return line[len("assertion failed: ["):].split("]", 1)[0]
+      # TF prints string data as Python literals: undo the quote escapes.
+      return line[len("assertion failed: ["):].split("]", 1)[0].replace("\\'", "'")
   for line in reversed(lines):
     if line and not line.startswith(("[[", "File ", "Detected at node", "Graph execution")):
       return line

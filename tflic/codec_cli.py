@@ -51,6 +51,22 @@ class _ModelError(errors.TflicError):
   """The model cannot be loaded: every remaining file would fail the same way."""
 
 
+def _quiet_on_broken_pipe(main):
+  """A main that stops quietly when the reader of its stdout goes away (`| head`)."""
+
+  @functools.wraps(main)
+  def run(argv):
+    try:
+      status = main(argv)
+      sys.stdout.flush()  # a closed pipe shows here at the latest, not at exit
+      return status
+    except BrokenPipeError:
+      return image_io.silence_stdout()
+
+  return run
+
+
+@_quiet_on_broken_pipe
 def compress_main(argv):
   """`tflic compress IN [IN ...] OUT.tflic|OUTDIR`; returns the exit status."""
   given = [f"--{name}" for name in ("quality", "target_bpp", "target_bytes")
@@ -60,11 +76,13 @@ def compress_main(argv):
   return _convert_all(argv, "IN.png [IN2 ...] OUT.tflic|OUTDIR", ".tflic", _compress_one)
 
 
+@_quiet_on_broken_pipe
 def decompress_main(argv):
   """`tflic decompress IN.tflic [IN2 ...] OUT.png|OUTDIR`; returns the exit status."""
   return _convert_all(argv, "IN.tflic [IN2 ...] OUT.png|OUTDIR", ".png", _decompress_one)
 
 
+@_quiet_on_broken_pipe
 def info_main(argv):
   """`tflic info IN.tflic [...]`: prints each file's header; returns the exit status."""
   program, paths = argv[0], argv[1:]
@@ -78,7 +96,7 @@ def info_main(argv):
       _report(program, str(e))
       failed += 1
       continue
-    print(("\n" if i else "") + _describe(path, header, len(data)))
+    print(("\n" if i else "") + image_io.printable(_describe(path, header, len(data))))
   return 2 if failed else 0
 
 
@@ -101,24 +119,43 @@ def _describe(path, header, total_bytes):
 
 
 def _convert_all(argv, usage, out_suffix, convert_one):
-  """Runs convert_one(src, dst) on each input; one line per file, errors included."""
+  """Runs convert_one(src, dst) on each input; one line per file, errors included.
+
+  Ctrl-C and SIGTERM stop the run at once, even inside a long TensorFlow call, with one
+  line and no partial output (image_io.interruptible).
+  """
   program, jobs = argv[0], image_io.plan_outputs(argv[1:], usage, out_suffix)
   failed = 0
   done = set()
   # The bar goes to stderr, and only when it is a terminal: a log file gets no \r noise.
   progress = tqdm.tqdm(jobs, desc=program, unit="file", disable=len(jobs) < 2 or None)
-  for src, dst in progress:
-    try:
-      if os.path.abspath(dst) in done:
-        raise errors.TflicError(f"{src}: output {dst} was written by an earlier input")
-      line = convert_one(src, dst)
-      done.add(os.path.abspath(dst))
-      tqdm.tqdm.write(line, file=sys.stdout)
-    except _ModelError:
-      raise
-    except errors.TflicError as e:
-      failed += 1
-      _report(program, str(e))
+
+  def report_interrupt(message):
+    if not progress.disable:
+      sys.stderr.write("\n")  # after the bar, as when it closes
+    print(message, file=sys.stderr)
+
+  with image_io.interruptible(program, report_interrupt):
+    for src, dst in progress:
+      try:
+        if os.path.abspath(dst) in done:
+          raise errors.TflicError(f"{src}: output {dst} was written by an earlier input")
+        line = convert_one(src, dst)
+        done.add(os.path.abspath(dst))
+        tqdm.tqdm.write(image_io.printable(line), file=sys.stdout)
+      except _ModelError:
+        raise
+      except errors.TflicError as e:
+        failed += 1
+        _report(program, str(e))
+      except BrokenPipeError:  # stdout's reader is gone: stop (_quiet_on_broken_pipe)
+        raise
+      except OSError as e:  # a file system failure the steps did not name (a safety net)
+        failed += 1
+        _report(program, f"{src}: {image_io.describe_os_error(e)}")
+      except MemoryError:
+        failed += 1
+        _report(program, f"{src}: out of memory")
   return 2 if failed else 0
 
 
@@ -217,4 +254,4 @@ def _about(path, error):
 
 
 def _report(program, message):
-  tqdm.tqdm.write(f"{program}: error: {message}", file=sys.stderr)
+  tqdm.tqdm.write(image_io.printable(f"{program}: error: {message}"), file=sys.stderr)

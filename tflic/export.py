@@ -1,12 +1,17 @@
 r"""Exports a trained model as a SavedModel codec.
 
   python -m tflic.export --checkpoint=runs/small --out=exported/small
+  python -m tflic.export --checkpoint=exported/old --out=exported/new  # re-export
 
-The SavedModel has two signatures, `compress(image: uint8[H, W, 3], quality: float32[])
--> string[]` and `decompress(bitstream: string[]) -> uint8[H, W, 3]`, with
-tensorflow-compression's range coder inside. It loads in any process that has run
-`import tensorflow_compression` (which registers the coder ops); no tflic code is needed.
-It is also what `tflic compress --model=...` takes.
+The SavedModel has the signatures `compress(image: uint8[H, W, 3], quality: float32[])
+-> string[]`, `compress_refined` (the same, with latent refinement) and
+`decompress(bitstream: string[]) -> uint8[H, W, 3]`, with tflic's range coder ops inside
+(`tflic/rangecoder/_tf_ops.cc`). It loads in any process that has run
+`tf.load_op_library` on `tflic/rangecoder/_tf_ops.so` (which `pip install -e .` builds;
+importing `tflic.rangecoder.tf_ops` does the same); neither tflic's Python code nor
+tensorflow-compression is needed. It is also what `tflic compress --model=...` takes.
+Rebuilding an export (second line) gives one written with tensorflow-compression's range
+coder ops tflic's instead, with the same weights, tables and fingerprint.
 """
 
 
@@ -18,7 +23,9 @@ from tflic import common_flags
 from tflic import errors
 from tflic import savedmodel
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Training directory (--workdir).")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "Training directory (--workdir), or an export to rebuild with this "
+    "version's graph (same weights, tables and files).")
 _OUT = common_flags.OUT  # the SavedModel directory
 _OVERWRITE = common_flags.OVERWRITE
 common_flags.declare_key_flags(__name__, "out", "overwrite")
@@ -30,7 +37,8 @@ def main(argv):
   if not _CHECKPOINT.value or not _OUT.value:
     raise errors.TflicError("--checkpoint and --out are required")
   out, step = savedmodel.export_checkpoint(_CHECKPOINT.value, _OUT.value, _OVERWRITE.value)
-  print(f"exported step {step} of {_CHECKPOINT.value} to {out}")
+  what = f"step {step} of " if step is not None else ""
+  print(f"exported {what}{_CHECKPOINT.value} to {out}")
 
 
 if __name__ == "__main__":

@@ -4,14 +4,22 @@ Every failure a user can cause (a missing or unreadable file, something that is 
 image, an image too large to decode safely, an output that cannot be written) raises
 `tflic.errors.TflicError` with a one-line message. Writes go to a temporary file in the
 output's directory that is renamed over the output only once complete, so a failed or
-interrupted run never leaves a partial output behind.
+interrupted run never leaves a partial output behind: the temporary file is removed on
+any error, on Ctrl-C and SIGTERM (see `interruptible`), and one that a killed writer left
+behind (kill -9, power loss) is removed by the next write of the same output.
 """
 
 import contextlib
+import errno
 import io
 import logging
 import os
+import re
 import secrets
+import signal
+import stat
+import sys
+import threading
 
 import numpy as np
 from PIL import Image
@@ -22,7 +30,9 @@ from tflic import errors
 # uses this module without absl.
 _LOG = logging.getLogger(__name__)
 
-DEFAULT_MAX_PIXELS = 100_000_000
+# What fits this 24 GiB machine: compress and decompress peak at about 1.3 GiB + 450
+# bytes per pixel (benchmarks/memory.py, reports/memory/), 18 GiB at 40 MP.
+DEFAULT_MAX_PIXELS = 40_000_000
 # Only formats we mean to accept: Pillow's other plugins (EPS runs Ghostscript, for
 # one) are more attack surface than a codec's input needs.
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
@@ -141,6 +151,8 @@ def plan_outputs(args, usage, out_suffix):
   if os.path.isdir(output):
     return [(src, os.path.join(output, _stem(src) + out_suffix)) for src in inputs]
   if len(inputs) > 1 or output.endswith(("/", os.sep)):
+    if os.path.lexists(output.rstrip("/" + os.sep) or output):
+      raise errors.TflicError(f"output directory {output} is not a directory")
     raise errors.TflicError(f"output directory {output} does not exist")
   return [(inputs[0], output)]
 
@@ -150,19 +162,58 @@ def _stem(path):
 
 
 def check_output(path, overwrite=False):
-  """Raises TflicError if `path` cannot be created, or exists and overwrite is False."""
+  """Raises TflicError unless `path` can be written; for commands, before their slow part.
+
+  Beyond `path` not being a directory, not existing (unless overwrite) and having an
+  existing parent directory, a file is created in that directory and removed again: a
+  check that every cause (permissions, ACLs, read-only or immutable directories, quotas,
+  root squashed by NFS) passes through, where os.access misses some.
+  """
   path = os.fspath(path)
+  _check_target(path, overwrite)
+  directory, name = os.path.split(os.path.abspath(path))
+  probe = _temp_path(directory, name)  # named as a temp file: if we are killed, cleaned up
+  try:
+    _create_temp(probe).close()
+  except OSError as e:
+    raise errors.TflicError(f"cannot write {path}: {_reason(e)}") from None
+  finally:
+    _discard_temp(probe)
+
+
+def _check_target(path, overwrite):
+  """The checks of check_output that need no file created."""
+  directory = os.path.dirname(os.path.abspath(path))
+  try:
+    mode = os.stat(directory).st_mode
+  except OSError as e:
+    if e.errno == errno.ENOENT:
+      raise errors.TflicError(
+          f"cannot write {path}: directory {directory} does not exist") from None
+    raise errors.TflicError(f"cannot write {path}: {_reason(e)}") from None
+  if not stat.S_ISDIR(mode):
+    raise errors.TflicError(f"cannot write {path}: {directory} is not a directory")
+  try:
+    os.lstat(path)
+  except FileNotFoundError:
+    return
+  except OSError as e:  # e.g. a name too long: found now rather than at the rename
+    raise errors.TflicError(f"cannot write {path}: {_reason(e)}") from None
   if os.path.isdir(path):
     raise errors.TflicError(f"cannot write {path}: is a directory")
-  if os.path.lexists(path) and not overwrite:
+  if not overwrite:
     raise errors.TflicError(f"{path} exists; pass --overwrite to replace it")
-  directory = os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(directory):
-    raise errors.TflicError(f"cannot write {path}: directory {directory} does not exist")
+  with contextlib.suppress(OSError):  # a dangling symbolic link is replaced
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a device, FIFO or socket
+      raise errors.TflicError(f"cannot write {path}: not a regular file")
 
 
 def atomic_write(path, data, overwrite=False):
   """Writes bytes to `path` all at once: via a temporary file that replaces it at the end.
+
+  The temporary file, `.NAME.PID.RANDOM.tmp` beside `path`, names the writing process, so
+  that one left behind by a killed writer is recognised, and removed, by the next write of
+  `path` (`remove_stale_temps`).
 
   Args:
     path: the output file.
@@ -174,23 +225,224 @@ def atomic_write(path, data, overwrite=False):
       file is removed on any failure, including KeyboardInterrupt.
   """
   path = os.fspath(path)
-  check_output(path, overwrite)
+  _check_target(path, overwrite)
   directory, name = os.path.split(os.path.abspath(path))
+  remove_stale_temps(path)
   # Same directory, so that os.replace is a rename within one filesystem.
-  temp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+  temp = _temp_path(directory, name)
   try:
-    with open(temp, "xb") as f:
+    with _create_temp(temp) as f:
       f.write(data)
       f.flush()
       # Without this a crash soon after the rename can leave an empty file.
       os.fsync(f.fileno())
-    os.replace(temp, path)
+    with _PENDING_LOCK:  # not while an interrupt is removing the temporary files
+      os.replace(temp, path)
+      _PENDING.discard(temp)
   except OSError as e:
-    _remove_quietly(temp)
+    _discard_temp(temp)
     raise errors.TflicError(f"cannot write {path}: {_reason(e)}") from None
   except BaseException:
-    _remove_quietly(temp)
+    _discard_temp(temp)
     raise
+
+
+# Temporary files: `.NAME.PID.RANDOM.tmp`. NAME is cut to keep the whole within the usual
+# 255-byte limit of a file name.
+_NAME_BYTES = 200
+_TEMP_TAIL = re.compile(r"([0-9]+)\.[0-9a-f]{8}\.tmp")
+
+# This process's temporary files not yet renamed (or removed): what an interrupt removes.
+# Created and renamed only under the lock, which an interrupt takes for good (see
+# `_abandon_writes`), so that none is created or renamed after it.
+_PENDING = set()
+_PENDING_LOCK = threading.Lock()
+
+
+def _temp_prefix(name):
+  """`.NAME.`, the start of the temporary files' names for an output called `name`."""
+  name = name[:_NAME_BYTES]
+  while len(os.fsencode(name)) > _NAME_BYTES:
+    name = name[:-1]
+  return f".{name}."
+
+
+def _temp_path(directory, name):
+  return os.path.join(directory,
+                      f"{_temp_prefix(name)}{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _create_temp(temp):
+  """Creates a temporary file (which must not exist) and registers it; its open file."""
+  with _PENDING_LOCK:
+    f = open(temp, "xb")  # pylint: disable=consider-using-with
+    _PENDING.add(temp)
+  return f
+
+
+def _discard_temp(temp):
+  with _PENDING_LOCK:
+    _remove_quietly(temp)
+    _PENDING.discard(temp)
+
+
+def remove_stale_temps(path):
+  """Removes the temporary files of `path` whose writer is no longer running.
+
+  They are what `atomic_write` leaves when its process is killed (kill -9, OOM killer,
+  power loss) between creating its temporary file and renaming it. A file whose process
+  is alive (or whose process id is now another live process's) is left alone.
+
+  A process id is only meaningful on this machine, in this pid namespace: on a directory
+  that other machines or containers write the same output in at the same moment, this
+  may remove another writer's temporary file, whose rename then fails with a one-line
+  error (no output is ever partial).
+
+  Returns:
+    The paths removed.
+  """
+  directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+  prefix = _temp_prefix(name)
+  try:
+    with os.scandir(directory) as entries:
+      candidates = [entry.name for entry in entries if entry.name.startswith(prefix)]
+  except OSError:
+    return []  # the write itself will say what is wrong with the directory
+  removed = []
+  for candidate in candidates:
+    match = _TEMP_TAIL.fullmatch(candidate, len(prefix))
+    if match and not _process_alive(int(match[1])):
+      stale = os.path.join(directory, candidate)
+      with contextlib.suppress(OSError):
+        os.remove(stale)
+        removed.append(stale)
+  if removed:
+    _LOG.info("removed %d stale temporary file(s) of %s", len(removed), path)
+  return removed
+
+
+def _process_alive(pid):
+  """False only if no process `pid` exists; True when in doubt."""
+  if os.name != "posix" or pid <= 0:  # os.kill(0, 0) would signal our process group
+    return True
+  if pid == os.getpid():
+    return True
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except (OSError, OverflowError):  # EPERM: alive, another user's
+    return True
+  return True
+
+
+# Signal number -> (word reported, exit status 128 + signal number, as a shell shows).
+_STOP_SIGNALS = {signal.SIGINT: ("interrupted", 130), signal.SIGTERM: ("terminated", 143)}
+
+
+@contextlib.contextmanager
+def interruptible(program, report=None):
+  """Within: Ctrl-C (SIGINT) and SIGTERM end the process promptly, with no partial output.
+
+  Python runs signal handlers, and so raises KeyboardInterrupt, only in the main thread
+  between two bytecodes: while that thread is in one long TensorFlow (or LiteRT) call, a
+  Ctrl-C waits for the call to end. Here the C-level handler wakes a watcher thread
+  instead (`signal.set_wakeup_fd`), which removes this process's temporary files (and
+  keeps any more from being created or renamed into place), reports one line, e.g.
+  `tflic compress: interrupted`, flushes stdout and stderr and exits with 130 (143 for
+  SIGTERM) by os._exit: the busy call cannot be cancelled. Outputs already renamed into
+  place are complete and stay. Leaving the block restores the previous handlers.
+
+  Signal handlers can only be set in the main thread: elsewhere (and on Windows) this
+  does nothing.
+
+  Args:
+    program: what the line starts with, e.g. "tflic compress".
+    report: prints the line (default: to stderr).
+  """
+  if os.name != "posix" or threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  read_fd, write_fd = os.pipe()
+  os.set_blocking(write_fd, False)  # as set_wakeup_fd requires
+  lock = threading.Lock()  # taken for good by the watcher once it acts
+  stopping = []
+  previous = {}
+
+  def watch():
+    while True:
+      try:
+        data = os.read(read_fd, 64)
+      except OSError:
+        return
+      if not data or 0 in data:  # closed, or the block's end
+        return
+      signum = next((s for s in data if s in _STOP_SIGNALS), None)
+      if signum is None:
+        continue
+      lock.acquire()  # pylint: disable=consider-using-with
+      if stopping:
+        lock.release()
+        return
+      word, status = _STOP_SIGNALS[signum]
+      try:
+        _abandon_writes()
+        (report or _print_to_stderr)(f"{program}: {word}")
+        for stream in (sys.stdout, sys.stderr):
+          with contextlib.suppress(Exception):
+            stream.flush()
+      finally:
+        os._exit(status)  # pylint: disable=protected-access
+
+  watcher = threading.Thread(target=watch, name="tflic-interrupt", daemon=True)
+
+  def handler(signum, frame):
+    # Runs in the main thread once it is back in Python: the watcher has acted by then,
+    # unless the block is ending (or the watcher is gone): then, as before the block.
+    if stopping or not watcher.is_alive():
+      _call_handler(previous[signum], signum, frame)
+
+  old_wakeup_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+  try:
+    watcher.start()
+    for signum in _STOP_SIGNALS:
+      # Left alone: a signal ignored (as SIGINT is for a background job of a script), and
+      # one whose handler was set outside Python (None), which could not be restored.
+      if signal.getsignal(signum) not in (None, signal.SIG_IGN):
+        previous[signum] = signal.signal(signum, handler)
+    yield
+  finally:
+    with lock:  # blocks forever once the watcher acts: the process is ending
+      stopping.append(True)
+    for signum, old in previous.items():
+      signal.signal(signum, old)
+    signal.set_wakeup_fd(old_wakeup_fd)
+    with contextlib.suppress(OSError):
+      os.write(write_fd, b"\0")
+    if watcher.ident is not None:  # started
+      watcher.join()
+    os.close(read_fd)
+    os.close(write_fd)
+
+
+def _call_handler(handler, signum, frame):
+  """Does what a signal handler returned by signal.signal would have done."""
+  if callable(handler):
+    handler(signum, frame)
+  elif handler == signal.SIG_DFL:
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+def _abandon_writes():
+  """Removes this process's temporary files; none is created or renamed after this."""
+  _PENDING_LOCK.acquire(timeout=5)  # pylint: disable=consider-using-with
+  for temp in list(_PENDING):
+    _remove_quietly(temp)
+
+
+def _print_to_stderr(message):
+  print(message, file=sys.stderr)
 
 
 def write_png(path, image, overwrite=False):
@@ -207,6 +459,30 @@ def write_png(path, image, overwrite=False):
 def _remove_quietly(path):
   with contextlib.suppress(OSError):
     os.remove(path)
+
+
+def printable(text):
+  """`text` with any undecodable bytes of file names (surrogate escapes) shown as \\xNN,
+  which printing to a strict UTF-8 stdout would otherwise fail on."""
+  encoding = sys.getfilesystemencoding()
+  return text.encode(encoding, "surrogateescape").decode(encoding, "backslashreplace")
+
+
+def silence_stdout():
+  """Points stdout at /dev/null once its reader is gone (`tflic info ... | head`), so that
+  nothing more fails on it, at exit included; returns 141, the exit status of a process
+  that SIGPIPE ended (as `cat` ends there)."""
+  with contextlib.suppress(OSError, ValueError):
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+  return 141
+
+
+def describe_os_error(error):
+  """One line for an OSError: its reason, and the file it names, if any."""
+  reason = _reason(error)
+  return f"{error.filename}: {reason}" if error.filename is not None else reason
 
 
 def _reason(error):

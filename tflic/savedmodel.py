@@ -6,9 +6,11 @@ same, with encoder-side latent refinement) and `decompress(bitstream: string[]) 
 {"image": uint8[H, W, 3]}`, and the tf.functions `compress`, `compress_refined`,
 `decompress` and `decode_latent` as attributes, and `assets/integer_entropy_model.npz`,
 the integer entropy model and coding tables for decoders without TensorFlow
-(`tflic.deterministic.reference`). It loads in
-any process that has run `import tensorflow_compression` (which registers the range coder
-ops); no tflic code is needed.
+(`tflic.deterministic.reference`). Its graph range-codes with tflic's ops
+(`tflic.rangecoder.tf_ops`, built by `pip install -e .` into `tflic/rangecoder/_tf_ops.so`),
+so it loads in any process that has run `tf.load_op_library` on that file (or imported
+`tflic.rangecoder.tf_ops`, which does so); neither tflic's Python code nor
+tensorflow-compression is needed.
 """
 
 import collections
@@ -26,6 +28,9 @@ from tflic import codec
 from tflic import config as config_lib
 from tflic import errors
 from tflic.deterministic import reference
+from tflic.deterministic import quantize
+from tflic.deterministic import tables as tables_lib
+from tflic.rangecoder import tf_ops  # pylint: disable=unused-import  (registers its ops)
 
 
 def serving_signatures(module):
@@ -88,9 +93,37 @@ def export(module, out, overwrite=False):
 
 
 def export_checkpoint(workdir, out, overwrite=False):
-  """Restores the latest checkpoint of a training directory and exports it."""
+  """Restores the latest checkpoint of a training directory and exports it.
+
+  `workdir` may also be an earlier export: it is rebuilt with the current code (e.g. to
+  give an old export the current graph); its weights and tables, and so its files, stay
+  the same. Returns (path, step; None for an export)."""
+  if codec.is_saved_model(workdir):
+    return export(module_from_export(workdir), out, overwrite=overwrite), None
   module, step = codec.module_from_workdir(workdir)
   return export(module, out, overwrite=overwrite), step
+
+
+def module_from_export(path):
+  """A CodecModule rebuilt from an export (its weights, stored tables and config);
+  TflicError unless it has the export's fingerprint."""
+  restored = restore_model(path)
+  prefix = "tables/"
+  tables = {key[len(prefix):]: value for key, value in restored.arrays.items()
+            if key.startswith(prefix)}
+  # The libm tables were computed in float64 and fingerprinted so, -0.0 included; the
+  # export stores their integer values as int32. This machine's libm recomputes them;
+  # they must equal the stored values (and the fingerprint check below must pass).
+  computed = quantize.libm_tables(restored.config.model)
+  for key in tables_lib.LIBM_KEYS:
+    stored = restored.arrays[key]
+    tables[key] = computed[key] if np.array_equal(computed[key], stored) else stored
+  module = codec.CodecModule(restored.model, restored.config.to_json(),
+                             distortion=restored.config.train.distortion, tables=tables)
+  if module.fingerprint.numpy() != restored.fingerprint:
+    raise errors.TflicError(f"{path} rebuilt with this code has another fingerprint; "
+                            "export it from its training directory instead")
+  return module
 
 
 class Restored(collections.namedtuple("Restored", "config model arrays fingerprint")):
@@ -112,7 +145,11 @@ def restore_model(path):
     module, _ = codec.module_from_workdir(path)
     cfg = checkpoint.load_config(path)
     return Restored(cfg, module.model, module.reference_arrays(), module.fingerprint.numpy())
-  import tensorflow_compression  # pylint: disable=g-import-not-at-top,unused-import  (its ops)
+  # Exports range-code with tflic's ops (tf_ops, imported above). Those written before,
+  # with tensorflow-compression's range coder ops, load too (e.g. to be re-exported with
+  # this version's graph: `export_checkpoint`): importing it registers its ops (tflic.model
+  # imports it anyway, for its entropy models).
+  import tensorflow_compression  # pylint: disable=g-import-not-at-top,unused-import
   try:
     loaded = tf.saved_model.load(path)
   except (OSError, ValueError, tf.errors.OpError) as e:

@@ -1,7 +1,7 @@
 """The split encoder: the float networks on TensorFlow Serving, entropy coding in the client.
 
 `python -m export.serving` writes a `tflic_networks` servable of stock TensorFlow ops, which
-a stock tensorflow_model_server serves (it lacks tensorflow-compression's range coder ops,
+a stock tensorflow_model_server serves (it lacks tflic's range coder ops,
 so it cannot serve the full codec). `SplitEncoder` sends an image to its `analysis`
 signature and entropy-codes the returned latents here (`tflic.lite.entropy_coder`: numpy
 and the portable C range coder). `analysis` runs the in-graph codec's own ops and the
@@ -222,7 +222,7 @@ class SplitEncoder:
     if out["fingerprint"] != self.fingerprint.hex():
       raise errors.TflicError(f"the servable's model ({out['fingerprint']}) is not the one "
                               f"of the assets ({self.fingerprint.hex()})")
-    expected = (1,) + entropy_coder.latent_size(height, width)
+    expected = (1,) + bitstream.latent_grid(height, width)
     if out["y"].shape[:3] != expected:
       raise errors.TflicError(f"the servable returned a latent of shape {out['y'].shape} for "
                               f"a {width}x{height} image")

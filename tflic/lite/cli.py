@@ -50,7 +50,7 @@ def _decompress_one(decoder, args, src, dst):
         f"image would be {header.width}x{header.height} = {header.height * header.width} "
         f"pixels, more than the limit of {args.max_pixels} (see --max_pixels)")
   start = time.perf_counter()
-  image = decoder().decompress(data)
+  image = decoder().decompress(data, max_pixels=args.max_pixels)
   image_io.write_png(dst, image, args.overwrite)
   seconds = time.perf_counter() - start
   bpp = 8 * len(data) / (header.height * header.width)
@@ -73,14 +73,26 @@ def _run(args, program):
     return loaded[0]
 
   failed = 0
-  for src, dst in jobs:
-    try:
-      print(_decompress_one(decoder, args, src, dst), flush=True)
-    except _ModelError:
-      raise
-    except errors.TflicError as e:
+  # Ctrl-C and SIGTERM stop at once, even inside LiteRT, with one line and no partial
+  # output (image_io.interruptible).
+  with image_io.interruptible(program):
+    for src, dst in jobs:
+      try:
+        print(image_io.printable(_decompress_one(decoder, args, src, dst)), flush=True)
+        continue
+      except _ModelError:
+        raise
+      except errors.TflicError as e:
+        message = str(e)
+      except BrokenPipeError:  # stdout's reader is gone: stop (see main)
+        raise
+      except OSError as e:  # a file system failure the steps did not name (a safety net)
+        message = image_io.describe_os_error(e)
+      except MemoryError:
+        message = "out of memory"
       failed += 1
-      print(f"{program}: error: {src}: {e}", file=sys.stderr, flush=True)
+      print(image_io.printable(f"{program}: error: {src}: {message}"), file=sys.stderr,
+            flush=True)
   return 2 if failed else 0
 
 
@@ -89,7 +101,11 @@ def main(argv=None):
   args = _parser().parse_args(argv)
   program = f"tflic-lite {args.command}"
   try:
-    return _run(args, program)
+    status = _run(args, program)
+    sys.stdout.flush()  # a closed pipe shows here at the latest, not at exit
+    return status
+  except BrokenPipeError:  # `tflic-lite decompress ... | head`: stop quietly
+    return image_io.silence_stdout()
   except errors.TflicError as e:
     print(f"{program}: error: {e}", file=sys.stderr)
     return 2

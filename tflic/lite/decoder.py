@@ -17,6 +17,7 @@ import numpy as np
 
 from tflic import bitstream
 from tflic import errors
+from tflic import image_io
 from tflic.deterministic import entropy_model
 from tflic.deterministic import reference as reference_lib
 from tflic.lite import entropy_coder
@@ -79,11 +80,20 @@ class Decoder:
     except (OSError, ValueError, KeyError) as e:
       raise errors.TflicError(f"cannot load the entropy model of {model_dir}: {e}") from None
     self.synthesis = synthesis_lib.Synthesis(paths["synthesis"], num_threads=num_threads)
+    tables = self.reference.tables
+    self._costs = (bitstream.symbol_cost(tables["tables/y_cdf"]),
+                   bitstream.symbol_cost(tables["tables/z_cdf"]))
 
-  def decode_latent(self, data):
-    """(Header, integer latent y_hat [1, h, w, M] float64) of a file's bytes."""
+  def decode_latent(self, data, max_pixels=image_io.DEFAULT_MAX_PIXELS):
+    """(Header, integer latent y_hat [1, h, w, M] float64) of a file's bytes.
+
+    Files declaring more than max_pixels pixels, or more symbols than their streams can
+    hold, are refused before any allocation."""
     header, z_stream, y_stream = bitstream.unpack(data)
     bitstream.check_model(header, self.fingerprint, self.mode)
+    bitstream.check_declared_size(header, int(self.reference.latent_channels),
+                                  int(self.reference.hyper_channels), *self._costs,
+                                  max_pixels)
     try:
       y_hat = entropy_coder.decode(self.reference, z_stream, y_stream, header.height,
                                    header.width, header.latent_check)
@@ -91,9 +101,9 @@ class Decoder:
       raise errors.TflicError(f"decoding failed: {e}") from None
     return header, y_hat
 
-  def decompress(self, data):
+  def decompress(self, data, max_pixels=image_io.DEFAULT_MAX_PIXELS):
     """.tflic file bytes -> uint8 [H, W, 3], as the SavedModel's `decompress`."""
-    return self.synthesize(*self.decode_latent(data))
+    return self.synthesize(*self.decode_latent(data, max_pixels))
 
   def synthesize(self, header, y_hat):
     """The uint8 image [H, W, 3] of a decoded latent (`decode_latent`)."""

@@ -16,20 +16,8 @@ from tflic.deterministic import entropy_model
 from tflic.deterministic import latent_check
 from tflic.deterministic import reference as reference_lib
 
-LATENT_STRIDE = 16  # image pixels per latent position (tflic.model)
-HYPER_STRIDE = 4  # latent positions per hyper-latent position
 SYMBOL_LIMIT = 1 << 20  # as tflic.codec: symbols beyond are clamped
 _ONE = float(entropy_model.ONE)
-
-
-def latent_size(height, width):
-  """(h, w) of the latent of an image of height x width pixels."""
-  return -(-height // LATENT_STRIDE), -(-width // LATENT_STRIDE)
-
-
-def hyper_size(latent_height, latent_width):
-  """(hz, wz) of the hyper-latent of a latent grid."""
-  return -(-latent_height // HYPER_STRIDE), -(-latent_width // HYPER_STRIDE)
 
 
 def coding_steps(height, width, num_groups, mode):
@@ -120,8 +108,16 @@ def encode(reference, y, z):
 
   y_hat = coding_loop(reference, _hyper(reference, z_symbols, height, width), height, width,
                       encode_step)
-  return (z_encoder.finish(), y_encoder.finish(),
-          latent_check.numpy_check(z_symbols, y_hat))
+  z_stream = _padded(z_encoder.finish(), z_symbols.size, tables["tables/z_cdf"])
+  y_stream = _padded(y_encoder.finish(), y_hat.size, tables["tables/y_cdf"])
+  return z_stream, y_stream, latent_check.numpy_check(z_symbols, y_hat)
+
+
+def _padded(stream, num_symbols, cdf_table):
+  """The stream padded with zero bytes to the length the format requires
+  (`bitstream.min_stream_bytes`, as tflic.codec pads)."""
+  missing = bitstream.min_stream_bytes(num_symbols, bitstream.symbol_cost(cdf_table))
+  return stream + bytes(max(0, missing - len(stream)))
 
 
 def decode(reference, z_stream, y_stream, height, width, check):
@@ -131,8 +127,8 @@ def decode(reference, z_stream, y_stream, height, width, check):
   TflicError if a stream is corrupt or the decoded latents fail the check (a desync).
   """
   tables = reference.tables
-  latent_height, latent_width = latent_size(height, width)
-  hz, wz = hyper_size(latent_height, latent_width)
+  latent_height, latent_width = bitstream.latent_grid(height, width)
+  hz, wz = bitstream.hyper_grid(height, width)
   channels = int(reference.hyper_channels)
   try:
     z_decoder = rangecoder.Decoder(z_stream, tables["tables/z_cdf"])

@@ -426,9 +426,13 @@ int rc_decode(rc_decoder *dec, const rc_table *table, int32_t index,
 
 int rc_decoder_finish(const rc_decoder *dec, int *consistent) {
   uint32_t high, shift, up;
+  size_t i;
   if (!dec || !consistent) return RC_ERR_ARG;
   *consistent = 0;
-  if (dec->status != RC_OK || dec->pos < dec->size) return RC_OK;
+  if (dec->status != RC_OK) return RC_OK;
+  for (i = dec->pos; i < dec->size; ++i) {
+    if (dec->data[i]) return RC_OK;
+  }
   /* Mirror rc_encoder_finish: which value would the encoder have settled on? */
   high = dec->low + dec->range_m1;
   if (dec->low == 0 || high < dec->low) {

@@ -165,7 +165,10 @@ int rc_decode(rc_decoder *dec, const rc_table *table, int32_t index,
 
 /* Sets *consistent to 1 if the decoder consumed all the stream's bytes and
  * ended where tfc's encoder would have finished (tfc's entropy_decode_finalize),
- * else 0; 0 too after a decode error.  0 always means a mismatch; 1 is weak:
+ * else 0; 0 too after a decode error.  Unlike tfc, bytes left unread count as
+ * consumed if they are all zero: they decode exactly as the zeros supplied past
+ * the end, and tflic pads short streams with them (docs/bitstream.md).  0 always
+ * means a mismatch; 1 is weak:
  * once the decoder has read 4 or more bytes past the end it is always 1, so
  * a truncated stream or extra decoded values often go unnoticed. */
 int rc_decoder_finish(const rc_decoder *dec, int *consistent);

@@ -1,0 +1,91 @@
+"""The C range coder (range_coder.h) as TensorFlow ops, for graphs and SavedModels.
+
+Drop-in for tfc's range coding ops with `tfc.create_range_encoder([], table)`
+(one stream): `encode` writes exactly tfc's bytes; `decoder_start`, `decode` and
+`decoder_finish` read them like `tfc.create_range_decoder`,
+`tfc.entropy_decode_index` and `tfc.entropy_decode_finalize`. tfc's
+`entropy_decode_channel(handle, [n, C])` is `decode` with
+`indexes = tf.broadcast_to(tf.range(C), [n, C])` when the table has C rows.
+
+Unlike tfc's ops these are pure functions of their inputs: the decoder state is
+an int64[5] tensor threaded from call to call (no variant handles), so they run
+in tf.while_loop and tf.function and are saved in SavedModels like stock ops.
+Decoding takes bounded time per value on any stream, and a corrupt stream fails
+with a one-line InvalidArgumentError "corrupt tflic file: <what>: ..." instead
+of hanging (see range_coder.h for exactly which streams fail).
+
+Importing this module loads the op library, which `pip install -e .` builds:
+import it before `tf.saved_model.load` of a model that uses these ops.
+`tflic.rangecoder` itself imports no TensorFlow; this module does.
+"""
+
+import pathlib
+
+import tensorflow as tf
+
+from tflic import errors
+
+LIBRARY = pathlib.Path(__file__).resolve().parent / "_tf_ops.so"
+
+# Length of the decoder state vector (position, interval low and range - 1,
+# code, status).
+STATE_SIZE = 5
+
+
+def _load(path):
+  """The op module of the library at `path`; TflicError if it is missing or unloadable."""
+  if not path.is_file():
+    raise errors.TflicError(f"tflic's range coder ops ({path}) are not built; "
+                            "run `pip install -e .`")
+  try:
+    return tf.load_op_library(str(path))
+  except (tf.errors.OpError, OSError) as e:
+    reason = (getattr(e, "message", None) or str(e)).strip().splitlines()[0]
+    raise errors.TflicError(f"cannot load tflic's range coder ops ({path.name}): {reason}; "
+                            "rebuild them with `pip install -e .`") from None
+
+
+_ops = _load(LIBRARY)
+
+
+def encode(indexes, values, table, what="stream", name=None):
+  """Range-codes `values` with table rows `indexes`: a scalar tf.string.
+
+  indexes, values: int32 tensors of one shape, coded in row-major order.
+  table: int32 lookup table, rank 1 or 2, as tfc's entropy models build it.
+  The stream is byte-identical to tfc.create_range_encoder([], table) +
+  tfc.entropy_encode_index(handle, indexes, values) + tfc.entropy_encode_finalize.
+  Raises InvalidArgumentError ("<what>: ...") for a malformed table, an index
+  that is not a row, or a value its row cannot code (tfc's encoder would hang
+  or write wrong bytes for some of these).
+  """
+  return _ops.tflic_range_encode(indexes, values, table, what=what, name=name)
+
+
+def decoder_start(stream, name=None):
+  """The state of a decoder at the start of scalar tf.string `stream` (int64[5])."""
+  return _ops.tflic_range_decoder_start(stream, name=name)
+
+
+def decode(stream, state, indexes, table, what="stream", name=None):
+  """Decodes one value per entry of int32 `indexes` (row-major): (new state, values).
+
+  Like tfc.entropy_decode_index; `values` is int32 of the shape of `indexes`.
+  Pass the same `stream` and `table` to every call and the previous call's
+  state; several calls decode what one call over all their indexes would.
+  Raises InvalidArgumentError, one line prefixed by `what` (e.g. "y stream"):
+  "corrupt tflic file: <what>: ..." for a corrupt stream or an index that is not
+  a row, "<what>: ..." for a malformed table or state.
+  """
+  result = _ops.tflic_range_decode(stream, state, indexes, table, what=what, name=name)
+  return result.new_state, result.values
+
+
+def decoder_finish(stream, state, name=None):
+  """Whether decoding consumed `stream` exactly (scalar bool), like tfc.entropy_decode_finalize.
+
+  False proves a mismatch (a corrupt or truncated stream, or too few values
+  decoded); True is likely but no proof of success: a stream's length must be
+  checked by its container. rc_decoder_finish in range_coder.h has the details.
+  """
+  return _ops.tflic_range_decoder_finish(stream, state, name=name)
