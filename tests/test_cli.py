@@ -263,7 +263,8 @@ def tflic_files(tmp_path_factory):
 def test_info_prints_header_without_tensorflow(tflic_files):
   script = textwrap.dedent("""
       import sys
-            try:
+      from tflic import cli
+      try:
         cli.main(sys.argv)
       except SystemExit as e:
         print("exit", e.code)

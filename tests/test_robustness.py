@@ -347,7 +347,7 @@ _SPINNING_LITE = textwrap.dedent("""
       def __init__(self, *args, **kwargs):
         pass
 
-      def decompress(self, data):
+      def decompress(self, data, max_pixels=None):
         print("decoding", file=sys.stderr, flush=True)
         hashlib.pbkdf2_hmac("sha256", b"p", b"s", 10**9)
 
