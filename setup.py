@@ -104,7 +104,6 @@ setuptools.setup(
     install_requires=[
         "tensorflow==2.14.1",
         "tensorflow-compression==2.14.1",
-        "keras-cv",
         "absl-py",
         "tensorflow-datasets",
         # tensorflow-metadata>=1.16 needs protobuf 5, which breaks TF 2.14.
@@ -117,6 +116,10 @@ setuptools.setup(
         "pytest-xdist",
         "tqdm",
     ],
+    # keras-cv is optional: measured against tf.image on the training input path it is
+    # 15x slower for crop + flip, and resamples instead of cropping (README, "Datasets
+    # (tensorflow-datasets)"; reports/augmentation). Only benchmarks/augmentation.py uses it.
+    extras_require={"keras-cv": ["keras-cv"]},
     ext_modules=[
         setuptools.Extension(
             "tflic.rangecoder._binding",

@@ -20,13 +20,61 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-# The longest tests (training, several processes each) first: run in parallel
-# (`pytest -n 2`), they then overlap the many short ones instead of ending the run alone.
-_FIRST = ("test_train.py", "test_deterministic.py")
+# Seconds the longest tests take (`pytest -n 2` on an idle 2-core machine), by file and
+# test name (each parametrized case costs this); any other test counts as _DEFAULT_COST.
+# Only used to order the tests (pytest_collection_modifyitems); re-measure with
+# `--durations=40` when tests change.
+_COSTS = {
+    "test_cnn_transforms.py::test_trained_tiny_cnn_codes_files_that_decode_exactly": 45,
+    "test_tfds.py::test_train_two_steps_from_tfds": 40,
+    "test_multi_worker.py::test_two_workers_train_alike_stop_when_one_is_killed_and_resume":
+        190,
+    "test_multi_worker.py::test_a_worker_that_does_not_join_stops_them_all": 20,
+    "test_train.py::test_kill_9_then_rerun_resumes": 160,
+    "test_train.py::test_mirrored_strategy_on_two_logical_cpus": 110,
+    "test_train.py::test_resume_with_respread_gains_and_ste_fine_tuning": 100,
+    "test_train.py::test_init_from_grows_a_trained_model_without_changing_it": 90,
+    "test_train.py::test_training_tiny_lowers_the_loss": 85,
+    "test_train.py::test_nan_loss_stops_and_keeps_last_good_checkpoint": 55,
+    "test_train.py::test_train_only_the_encoder_keeps_the_decoder": 45,
+    "test_train.py::test_init_from_refuses_a_model_that_does_not_fit": 20,
+    "test_train.py::test_ms_ssim_loss_is_its_rate_plus_weighted_distortion_with_finite_gradients":
+        15,
+}
+_DEFAULT_COST = 1
+# Files whose tests share an expensive module-scoped fixture: kept together on one worker.
+_TOGETHER = ()
 
 
-def pytest_collection_modifyitems(items):
-  items.sort(key=lambda item: item.path.name not in _FIRST)
+def pytest_collection_modifyitems(config, items):
+  """Orders the tests for `pytest -n N --dist worksteal`, which first hands worker i the
+  i-th of N equal runs of the list (and later lets an idle worker take the second half of
+  the busiest one's queue): the expensive tests are spread over the runs so that each
+  starts with its share (longest first), and the many short ones follow."""
+  units = {}  # a test, or a _TOGETHER file's tests
+  for index, item in enumerate(items):
+    key = item.path.name if item.path.name in _TOGETHER else index
+    units.setdefault(key, []).append(item)
+  cost = lambda unit: sum(_COSTS.get(f"{item.path.name}::{item.originalname}", _DEFAULT_COST)
+                          for item in unit)
+  ordered = sorted(units.values(), key=cost, reverse=True)  # stable: ties keep their order
+  workers = config.getoption("numprocesses", None) if config.pluginmanager.hasplugin(
+      "xdist") else None
+  if not isinstance(workers, int) or workers < 2:
+    items[:] = [item for unit in ordered for item in unit]
+    return
+  sizes = [len(items) // workers] * workers  # worksteal's first split (the rest: last)
+  sizes[-1] += len(items) - sum(sizes)
+  runs = [[] for _ in range(workers)]
+  loads = [0] * workers
+  for unit in ordered:  # largest first, each to the least loaded run it fits in
+    fits = [i for i in range(workers) if len(unit) <= sizes[i]] or [
+        max(range(workers), key=lambda i: sizes[i])]
+    i = min(fits, key=lambda i: loads[i])
+    runs[i].extend(unit)
+    loads[i] += cost(unit)
+    sizes[i] -= len(unit)
+  items[:] = [item for run in runs for item in run]
 
 
 def _shared(name):

@@ -424,7 +424,7 @@ def test_decompress_many(compressed, images, tiny_model_dir, tmp_path):
   assert sorted(os.listdir(decoded)) == sorted(pathlib.Path(s).stem + ".png" for s in results)
 
 
-def test_single_file_round_trip(images, tiny_model_dir, tmp_path, run_main):
+def test_single_file_round_trip(images, tiny_model_dir, tiny_codec, tmp_path, run_main):
   tflic_file, png_file = tmp_path / "one.tflic", tmp_path / "one.png"
   status, out, err = run_main("compress", f"--model={tiny_model_dir}", "--quality=0.9",
                               images / "rgb.png", tflic_file)
@@ -434,12 +434,11 @@ def test_single_file_round_trip(images, tiny_model_dir, tmp_path, run_main):
   _assert_bpp_of_written_files(results)
   header, _, _ = bitstream.unpack(tflic_file.read_bytes())
   assert header.quality == pytest.approx(0.9, abs=1e-4)
-  from tflic import codec  # pylint: disable=g-import-not-at-top
   refined_file = tmp_path / "refined.tflic"
   status, _, err = run_main("compress", f"--model={tiny_model_dir}", "--quality=0.9",
                             "--refine_steps=2", images / "rgb.png", refined_file)
   assert status == 0, err
-  assert refined_file.read_bytes() == codec.load(str(tiny_model_dir)).compress(
+  assert refined_file.read_bytes() == tiny_codec.compress(
       image_io.read_image(images / "rgb.png"), 0.9, refine_steps=2)
   refined_file.unlink()
 
@@ -451,9 +450,8 @@ def test_single_file_round_trip(images, tiny_model_dir, tmp_path, run_main):
   assert sorted(os.listdir(tmp_path)) == ["one.png", "one.tflic"]
 
 
-def test_compress_to_a_size_budget(images, tiny_model_dir, tmp_path, run_main):
-  from tflic import codec  # pylint: disable=g-import-not-at-top
-  model = codec.load(str(tiny_model_dir))
+def test_compress_to_a_size_budget(images, tiny_model_dir, tiny_codec, tmp_path, run_main):
+  model = tiny_codec
   smallest, largest = (len(model.compress(RGB, q)) for q in (0.0, 1.0))
   assert smallest < largest
   budget = (smallest + largest) // 2

@@ -27,7 +27,6 @@ from tensorflow.python.framework import op_def_registry
 from export import serving
 from tflic import bitstream
 from tflic import cli
-from tflic import codec
 from tflic import errors
 from tflic import serving_client
 from tflic.rangecoder import tf_ops
@@ -54,10 +53,14 @@ def crops(kodak_dir):
 
 
 @pytest.fixture(scope="module")
-def reference(base, crops):
+def reference(base, crops, tiny_model_dir, tiny_codec):
   """The in-graph codec's files of the crops at QUALITIES, and for the largest crop's
   file at quality 0.37: its decoded integer latent and image."""
-  the_codec = codec.load(str(base[0] / serving.CODEC / "1"))
+  # The codec servable is a copy of the tiny SavedModel, already loaded as tiny_codec.
+  codec_dir = base[0] / serving.CODEC / "1"
+  for name in ("saved_model.pb", "variables/variables.index"):
+    assert (codec_dir / name).read_bytes() == (tiny_model_dir / name).read_bytes(), name
+  the_codec = tiny_codec
   files = {(i, q): the_codec.compress(crop, q) for i, crop in enumerate(crops)
            for q in QUALITIES}
   data = files[(len(crops) - 1, 0.37)]

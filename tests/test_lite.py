@@ -31,8 +31,8 @@ def lite_dir(tiny_lite_dir):
 
 
 @pytest.fixture(scope="module")
-def saved_codec(tiny_model_dir):
-  return codec.load(str(tiny_model_dir))
+def saved_codec(tiny_codec):
+  return tiny_codec
 
 
 @pytest.fixture(scope="module")
@@ -47,26 +47,31 @@ def files(saved_codec, photo):
           for h, w in SIZES for q in QUALITIES}
 
 
-def _encode_like(module, image, quality):
+def _encoder_like(module):
   """The numpy coder's streams for an image, from the analysis' floats (in a graph, as
-  in the codec's)."""
-  analyse = tf.function(lambda image, quality: codec.analyse(module.model, image, quality)[1])
-  y = analyse(tf.constant(image), tf.constant(quality, tf.float32))
-  z = tf.function(module.model.hyper_latent)(y)
-  return entropy_coder.encode(reference.Reference(module.reference_arrays()), y.numpy(),
-                              z.numpy())
+  in the codec's, traced once for any size)."""
+  analyse = tf.function(lambda image, quality: codec.analyse(module.model, image, quality)[1],
+                        input_signature=module.compress.input_signature)
+  hyper_latent = tf.function(module.model.hyper_latent, input_signature=[
+      tf.TensorSpec([1, None, None, module.model.config.latent_channels], tf.float32)])
+  numpy_model = reference.Reference(module.reference_arrays())
+
+  def encode(image, quality):
+    y = analyse(tf.constant(image), tf.constant(quality, tf.float32))
+    return entropy_coder.encode(numpy_model, y.numpy(), hyper_latent(y).numpy())
+
+  return encode
 
 
-def test_numpy_coder_writes_the_savedmodels_streams_in_serial_order(tiny_serial_workdir,
+def test_numpy_coder_writes_the_savedmodels_streams_in_serial_order(tiny_serial_module,
                                                                      photo):
   """(The wavefront order: tests/test_export_serving.py's split encoder files.)"""
-  module, _ = codec.module_from_workdir(str(tiny_serial_workdir))
-  the_codec = codec.Codec(module)
+  the_codec, encode_like = codec.Codec(tiny_serial_module), _encoder_like(tiny_serial_module)
   for (h, w), quality in zip(SIZES, (0.0, 0.5, 1.0)):
     image = photo[200:200 + h, 300:300 + w]
     header, z_stream, y_stream = bitstream.unpack(the_codec.compress(image, quality))
-    assert _encode_like(module, image, quality) == (z_stream, y_stream,
-                                                    header.latent_check), (h, w, quality)
+    assert encode_like(image, quality) == (z_stream, y_stream,
+                                           header.latent_check), (h, w, quality)
 
 
 def test_lite_decoder_gives_the_savedmodels_latents_and_pixels(lite_dir, saved_codec, files):
@@ -171,10 +176,10 @@ def test_coding_steps_match_the_graphs_order():
       assert group == int(expected_group)
 
 
-def test_decode_step_contexts_match_the_teacher_forced_pass(tiny_workdir, photo):
+def test_decode_step_contexts_match_the_teacher_forced_pass(tiny_module, photo):
   """The coder's cached contexts (tflic.lite.entropy_coder) give the means and tables of
   the teacher-forced numpy pass, chunk for chunk."""
-  module, _ = codec.module_from_workdir(str(tiny_workdir))
+  module = tiny_module
   the_codec = codec.Codec(module)
   data = the_codec.compress(photo[:70, :90], 0.5)
   ref = reference.Reference(module.reference_arrays())

@@ -42,10 +42,10 @@ def remove_stale_temps(workdir):
   + 32 hex digits) in the checkpoint directory are removed, never a checkpoint. Call it
   where no live process can be writing a checkpoint in this workdir: at the start of
   training, on the chief, before its first save. No other process writes checkpoints
-  there then (other workers write theirs to `worker_tmp_*`; exports and evaluation read
-  them, and at most add `*.tables.npz`), so any such temp is an orphan of a killed run
-  (as TensorFlow's saver says, "an outdated and orphaned temporary directory can be
-  safely removed").
+  there then (other workers of a cluster write theirs to local temporary directories;
+  exports and evaluation read them, and at most add `*.tables.npz`), so any such temp is
+  an orphan of a killed run (as TensorFlow's saver says, "an outdated and orphaned
+  temporary directory can be safely removed").
 
   Returns:
     The paths removed.

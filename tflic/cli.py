@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "eval": ("tflic.evaluation.main", "main"),
     "train": ("tflic.train", "main"),
     "export": ("tflic.export", "main"),
+    "datasets": ("tflic.datasets.main", "main"),
 }
 
 USAGE = """usage: tflic SUBCOMMAND [--flags] [args]
@@ -26,6 +27,7 @@ subcommands:
   eval        --dataset=DIR --out=DIR                 rate-distortion evaluation
   train       --config=NAME --workdir=DIR             train a model
   export      --checkpoint=DIR --out=DIR              write a SavedModel codec
+  datasets    prepare NAME --manual_dir=DIR | list    local tfds datasets (tfds:NAME)
 
 `tflic SUBCOMMAND --help` lists a subcommand's flags."""
 

@@ -16,9 +16,13 @@ REFINE_STEPS = flags.DEFINE_integer(
     "costs about a training step's time; the decoder and file format are unchanged.",
     lower_bound=0)
 DATASET = flags.DEFINE_string(
-    "dataset", None, "Images: a folder or glob (train also takes tfds:NAME for a "
-    "tensorflow-datasets dataset prepared on disk; its default is ../shared/data/train).")
+    "dataset", None, "Images: a folder or glob. Training takes several, comma-separated "
+    "(its default: ../shared/data/train), or tfds:NAME for a tensorflow-datasets dataset "
+    "prepared on disk.")
 OUT = flags.DEFINE_string("out", None, "Output directory.")
+TFDS_DATA_DIR = flags.DEFINE_string(
+    "tfds_data_dir", None, "tensorflow-datasets data_dir of tfds:NAME datasets (default: "
+    "$TFDS_DATA_DIR, else ~/tensorflow_datasets); `tflic datasets prepare` writes them.")
 OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
 PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 

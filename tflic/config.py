@@ -15,7 +15,12 @@ from tflic import errors
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Sizes of the transforms, hyperprior, context model and the rate set."""
+  """Sizes of the transforms, hyperprior, context model and the rate set.
+
+  With `transform="cnn"` the Swin-only fields (depths, num_heads, window_size,
+  hyper_depth, hyper_heads, hyper_window, mlp_ratio of the transforms) are unused; see
+  `tflic.cnn_transforms`.
+  """
   latent_channels: int  # M
   num_groups: int  # K; M must be divisible by K
   embed_dims: tuple  # per analysis stage; synthesis mirrors them
@@ -42,8 +47,14 @@ class ModelConfig:
   num_scales: int = 64
   scale_min: float = 0.11
   scale_max: float = 256.0
+  # The transforms g_a, g_s, h_a, h_s (TRANSFORMS): "swin" (the design's), or "cnn", the
+  # convolutional ones of tensorflow-compression's examples (GDN, ReLU) as a baseline.
+  # Last, so that configs and checkpoints without it stay Swin models.
+  transform: str = "swin"
 
 
+# The kinds of transforms a model can have (ModelConfig.transform).
+TRANSFORMS = ("swin", "cnn")
 # What training may feed a part of the model in place of the codec's rounding: the latent
 # plus uniform noise, or the latent rounded as the codec does (straight-through gradient).
 TRAINING_INPUTS = ("noise", "rounded")
@@ -95,6 +106,21 @@ def _tuples(d):
   return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
+def _check_transform(model):
+  """TflicError unless `model.transform` is known and its fields fit it."""
+  if model.transform not in TRANSFORMS:
+    raise errors.TflicError(f"invalid config: unknown transform {model.transform!r}; "
+                            f"known: {', '.join(TRANSFORMS)}")
+  if model.transform != "cnn":
+    return
+  if model.embed_dims[-1] != model.latent_channels:
+    raise errors.TflicError("invalid config: with transform cnn the fourth stage outputs y: "
+                            "embed_dims[3] must equal latent_channels")
+  if model.latent_depth or model.resample_kernel:
+    raise errors.TflicError("invalid config: latent_depth and resample_kernel are Swin "
+                            "options; transform cnn needs both 0")
+
+
 def from_dict(d):
   """Builds a validated Config from a dict as stored in the JSON files."""
   try:
@@ -113,6 +139,7 @@ def from_dict(d):
                             "num_heads[-1] when latent_depth > 0")
   if model.resample_kernel and model.resample_kernel % 2 != 1:
     raise errors.TflicError("invalid config: resample_kernel must be 0 or odd")
+  _check_transform(model)
   if model.context_mode not in ("serial", "wavefront"):
     raise errors.TflicError(f"invalid config: unknown context_mode {model.context_mode!r}")
   if train.quantization not in ("noise", "ste") or train.distortion not in DISTORTIONS:

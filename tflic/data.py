@@ -1,4 +1,4 @@
-"""Training data: random crops of photos from a folder/glob or a local tfds dataset."""
+"""Training data: random crops of photos from folders/globs or a local tfds dataset."""
 
 import glob
 import os
@@ -10,14 +10,21 @@ from tflic import errors
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
-def image_files(pattern):
-  """Image files matched by a directory or glob pattern, sorted; raises if there are none."""
-  if os.path.isdir(pattern):
-    pattern = os.path.join(pattern, "*")
-  files = sorted(f for f in glob.glob(os.path.expanduser(pattern))
-                 if f.lower().endswith(IMAGE_EXTENSIONS))
-  if not files:
-    raise errors.TflicError(f"no images found at {pattern!r}")
+def image_files(sources):
+  """Image files of comma-separated folders or glob patterns, sorted per source.
+
+  Raises a one-line error naming the first source that matches no image, so that a
+  mistyped second folder does not silently leave a model trained on the first alone.
+  """
+  files, seen = [], set()
+  for source in (s.strip() for s in sources.split(",")):
+    pattern = os.path.join(source, "*") if os.path.isdir(source) else source
+    found = sorted(f for f in glob.glob(os.path.expanduser(pattern))
+                   if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not found:
+      raise errors.TflicError(f"no images found at {source!r}")
+    files += [f for f in found if f not in seen]
+    seen.update(found)
   return files
 
 
@@ -26,16 +33,16 @@ def _decode(path):
   return tf.ensure_shape(image, [None, None, 3])
 
 
-def _tfds_images(name, data_dir):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    dataset = tfds.load(name, split="train", data_dir=data_dir, download=False,
-                        shuffle_files=True)
-  except Exception as e:  # tfds raises many types for a dataset that is not there
-    raise errors.TflicError(
-        f"tfds dataset {name!r} is not available locally ({type(e).__name__}); "
-        "prepare it with tfds first or pass a folder of images") from None
-  return dataset.map(lambda example: example["image"])
+def check_tfds(name, data_dir=None):
+  """Raises a one-line TflicError, naming the prepare command, unless tfds dataset NAME
+  is prepared in data_dir with a train split."""
+  from tflic import datasets  # pylint: disable=g-import-not-at-top  (imports tfds)
+  datasets.train_builder(name, data_dir)
+
+
+def _tfds_images(name, data_dir, seed=None):
+  from tflic import datasets  # pylint: disable=g-import-not-at-top  (imports tfds)
+  return datasets.train_images(name, data_dir, seed=seed)
 
 
 def train_dataset(source, patch_size, batch_size, seed=None, tfds_data_dir=None,
@@ -43,8 +50,9 @@ def train_dataset(source, patch_size, batch_size, seed=None, tfds_data_dir=None,
   """An infinite dataset of float32 crops [batch, patch, patch, 3] in [0, 1].
 
   Args:
-    source: a folder or glob of images, or `tfds:NAME` for a tensorflow-datasets
-      dataset already prepared on disk (nothing is downloaded).
+    source: folders or globs of images, comma-separated (e.g. two training sets used
+      together), or `tfds:NAME` for a tensorflow-datasets dataset already prepared
+      on disk, e.g. by `tflic datasets prepare NAME` (nothing is downloaded).
     patch_size: side of the random square crops; smaller images are skipped.
     batch_size: global batch size (a distribution strategy splits it).
     seed: shuffling/cropping seed, for reproducible runs.
@@ -52,7 +60,7 @@ def train_dataset(source, patch_size, batch_size, seed=None, tfds_data_dir=None,
     cache: keep decoded images in memory (400 BSDS photos take ~190 MB).
   """
   if source.startswith("tfds:"):
-    images = _tfds_images(source[len("tfds:"):], tfds_data_dir)
+    images = _tfds_images(source[len("tfds:"):], tfds_data_dir, seed=seed)
   else:
     files = image_files(source)
     # Shuffle names, not decoded images, so the first batch needs only a few decodes.

@@ -4,12 +4,22 @@ r"""Trains a tflic model.
 
 Re-running the same command resumes from the latest checkpoint in --workdir and trains
 until the global step reaches --steps. TensorBoard logs go to WORKDIR/train.
+
+--strategy=multi_worker trains on the workers TF_CONFIG lists (`python -m tflic.launch`
+starts them on one machine): run each with the same flags and a --workdir on a filesystem
+all of them share. The chief writes the checkpoints and summaries; every worker resumes
+from the chief's latest checkpoint and stops at the chief's --steps; SIGTERM or Ctrl-C to
+any worker stops all of them after the same step, with a checkpoint.
 """
 
+import contextlib
 import json
+import os
+import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import tensorflow as tf
 
 from tflic import checkpoint as checkpoint_lib
@@ -21,12 +31,13 @@ from tflic import errors
 from tflic import training
 
 _CONFIG = flags.DEFINE_string(
-    "config", "small", "Config name in configs/ (tiny, small, paper) or a JSON file path.")
+    "config", "small",
+    "Config name in configs/ (tiny, small, medium, paper, cnn_small) or a JSON file path.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
 _STEPS = flags.DEFINE_integer("steps", 100000, "Train until this global step.")
 _DATASET = common_flags.DATASET
 DEFAULT_DATASET = "../shared/data/train"
-_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "tensorflow-datasets data_dir.")
+_TFDS_DATA_DIR = common_flags.TFDS_DATA_DIR
 _STRATEGY = flags.DEFINE_enum(
     "strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
     "tf.distribute strategy. multi_worker reads TF_CONFIG; tpu needs --tpu.")
@@ -82,7 +93,7 @@ _INIT_FROM = flags.DEFINE_string(
     "the optimizer starts afresh. Ignored when --workdir has checkpoints.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for data order, noise and lambda sampling.")
 _PROGRESS = common_flags.PROGRESS
-common_flags.declare_key_flags(__name__, "dataset", "progress")
+common_flags.declare_key_flags(__name__, "dataset", "progress", "tfds_data_dir")
 
 
 def _train_only():
@@ -101,6 +112,56 @@ def _lambda_weights():
   except ValueError:
     raise errors.TflicError(f"--lambda_weights must be numbers, got "
                             f"{','.join(_LAMBDA_WEIGHTS.value)!r}") from None
+
+
+def _cluster_task():
+  """'worker 1' (TF_CONFIG's task of this process), or None without a cluster."""
+  resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+  if not resolver.task_type or not resolver.cluster_spec().as_dict():
+    return None
+  return f"{resolver.task_type} {resolver.task_id}"
+
+
+def _remove_autograph_files():
+  # What autograph's exit functions do (they are skipped): remove the modules it wrote,
+  # `__autograph_generated_file*.py` in the temporary directory.
+  for name, module in list(sys.modules.items()):
+    path = getattr(module, "__file__", None)
+    if name.startswith("__autograph_generated_file") and path:
+      try:
+        os.remove(path)
+      except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def _exit_at_once_in_a_cluster(cluster):
+  """In a cluster, ends the process as soon as training ends (status 0, or 2 with one line
+  for a TflicError, 130 when interrupted), skipping the interpreter's teardown: once
+  another worker is gone, TensorFlow's teardown waits for it (5 to 30 s seen), and
+  freeing training's objects (their TensorFlow resources) can block for ever."""
+  if not cluster:
+    yield
+    return
+  try:
+    yield
+  # Exits inside the except clauses: leaving them would free the traceback, and with it
+  # training's objects (see training.train's _kept_until_exit).
+  except errors.TflicError as e:
+    print(f"tflic train: error: {e}", file=sys.stderr)
+    _exit_now(2)
+  except KeyboardInterrupt:
+    print("tflic train: interrupted", file=sys.stderr)
+    _exit_now(130)
+  _exit_now(0)
+
+
+def _exit_now(status):
+  _remove_autograph_files()
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)  # pylint: disable=protected-access
 
 
 def main(argv):
@@ -130,20 +191,31 @@ def main(argv):
         f"{_WORKDIR.value} holds a '{saved.name}' model that differs from --config="
         f"{_CONFIG.value}; use another --workdir")
   dataset = _DATASET.value or DEFAULT_DATASET
-  if not dataset.startswith("tfds:"):
+  if dataset.startswith("tfds:"):  # fail early, with one line, on an unprepared dataset
+    data.check_tfds(dataset[len("tfds:"):], _TFDS_DATA_DIR.value)
+  else:
     data.image_files(dataset)  # fail early, with one line, on a wrong path
   if _LOGICAL_CPUS.value:
     cpu, = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * _LOGICAL_CPUS.value)
+  cluster = _cluster_task() if _STRATEGY.value == "multi_worker" else None
+  if cluster:
+    # The strategy's constructor waits (for ever) until every worker of TF_CONFIG has
+    # started; tflic.launch watches for these two lines (JOINING, JOINED there).
+    print(f"{cluster}: joining the cluster", flush=True)
   strategy = training.make_strategy(_STRATEGY.value, _TPU.value)
+  if cluster:
+    print(f"{cluster}: joined the cluster", flush=True)
+    training.stop_all_workers_on_signals()
   print(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
   if training.is_chief(strategy):
     checkpoint_lib.save_config(_WORKDIR.value, cfg)
-  training.train(cfg, _WORKDIR.value, _STEPS.value, dataset, strategy,
-        jit_compile=_JIT.value, seed=_SEED.value, tfds_data_dir=_TFDS_DATA_DIR.value,
-        progress=_PROGRESS.value, respread_gains=_RESPREAD_GAINS.value,
-        init_from=_INIT_FROM.value)
+  with _exit_at_once_in_a_cluster(cluster):
+    training.train(cfg, _WORKDIR.value, _STEPS.value, dataset, strategy,
+          jit_compile=_JIT.value, seed=_SEED.value, tfds_data_dir=_TFDS_DATA_DIR.value,
+          progress=_PROGRESS.value, respread_gains=_RESPREAD_GAINS.value,
+          init_from=_INIT_FROM.value)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@
 benchmarks, notebooks).
 """
 
+import hashlib
 import math
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -43,6 +45,53 @@ def is_chief(strategy):
   return resolver.task_type == "chief" or (
       resolver.task_type == "worker" and resolver.task_id == 0 and
       "chief" not in resolver.cluster_spec().as_dict())
+
+
+def worker_index_and_count(strategy):
+  """(this worker's index, number of workers): (0, 1) without a cluster."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return 0, 1
+  jobs = resolver.cluster_spec().as_dict()
+  workers = len(jobs.get("chief", ())) + len(jobs.get("worker", ()))
+  index = resolver.task_id + (1 if resolver.task_type == "worker" and "chief" in jobs else 0)
+  return index, workers
+
+
+def sum_over_workers(strategy, values):
+  """The sums over the workers of `values` (numbers; each worker passes its own).
+
+  One collective all-reduce: every worker must call it at the same point. Without a
+  cluster, returns `values`.
+  """
+  if worker_index_and_count(strategy)[1] == 1:
+    return [float(v) for v in values]
+  local_replicas = len(strategy.extended.worker_devices)  # each adds its worker's share
+  mine = tf.constant([float(v) / local_replicas for v in values], tf.float64)
+
+  @tf.function
+  def reduce():
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(mine)),
+                           axis=None)
+
+  return [float(v) for v in reduce().numpy()]
+
+
+def chief_values(strategy, values):
+  """The chief's `values` (numbers; each worker passes its own), on every worker."""
+  chief = is_chief(strategy)
+  return sum_over_workers(strategy, [float(v) if chief else 0.0 for v in values])
+
+
+def weights_digest(model):
+  """A hex digest of a model's variables (shapes and values, in model order; not names,
+  which depend on what else the process built)."""
+  digest = hashlib.sha256()
+  for variable in model.variables:
+    value = np.asarray(variable.numpy())
+    digest.update(f"{value.shape}{value.dtype}".encode())
+    digest.update(np.ascontiguousarray(value).tobytes())
+  return digest.hexdigest()[:16]
 
 
 def learning_rate_schedule(train_config):
@@ -101,13 +150,13 @@ class Trainer:
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           step=self.step)
-    directory = self.checkpoint_dir = os.path.join(workdir, checkpoint_lib.CHECKPOINT_SUBDIR)
-    self._chief = is_chief(strategy)
-    if not self._chief:
-      # Every worker must write (collective ops), but only the chief's copy is kept.
-      directory = os.path.join(workdir, f"worker_tmp_{strategy.cluster_resolver.task_id}")
-    self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
-                                              max_to_keep=cfg.train.keep_checkpoints)
+    self.checkpoint_dir = os.path.join(workdir, checkpoint_lib.CHECKPOINT_SUBDIR)
+    self.is_chief = is_chief(strategy)
+    self.worker_index, self.num_workers = worker_index_and_count(strategy)
+    self._manager = tf.train.CheckpointManager(
+        self.checkpoint, self.checkpoint_dir, max_to_keep=cfg.train.keep_checkpoints)
+    self._optimizer_built = False
+    self._stop_requested = self.stopping = False
     self._train_step = tf.function(self._distributed_step)
     # Only the forward pass is compiled: the optimizer update stays outside XLA.
     self._loss = (tf.function(self._rate_distortion, jit_compile=True) if jit_compile
@@ -153,10 +202,21 @@ class Trainer:
     return len(new)
 
   def save(self):
-    """Writes a checkpoint (every worker must call this; only the chief's copy stays)."""
-    self.manager.save(checkpoint_number=self.step)
-    if not self._chief:
-      tf.io.gfile.rmtree(self.manager.directory)
+    """Writes a checkpoint in the workdir (the chief) or to a temporary directory removed
+    at once (other workers).
+
+    Every worker must call this at the same step (a save may run collective ops), but only
+    the chief's copy is kept, as TensorFlow's multi-worker guide recommends.
+    """
+    if self.is_chief:
+      self._manager.save(checkpoint_number=self.step)
+      return
+    scratch = tempfile.mkdtemp(prefix=f"tflic-worker{self.worker_index}-checkpoint-")
+    try:
+      tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1).save(
+          checkpoint_number=self.step)
+    finally:
+      shutil.rmtree(scratch, ignore_errors=True)
 
   def _rate_distortion(self, x, lambda_index):
     return rate_distortion(self.model, x, lambda_index, self.cfg.train)
@@ -170,16 +230,38 @@ class Trainer:
     self.optimizer.apply_gradients(zip(grads, variables))
     return metrics
 
-  def _distributed_step(self, x, lambda_index):
+  def _distributed_step(self, x, lambda_index, stop):
     metrics = self.strategy.run(self._replica_step, args=(x, lambda_index))
     self.step.assign_add(1)
+    # Each worker's stop request rides on the metrics' all-reduce: all see the same value.
+    metrics = dict(metrics, stop=tf.cast(stop, tf.float32))
     return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
             for k, v in metrics.items()}
 
+  def _build_optimizer(self):
+    # Its variables made before the first call, the train step is traced once, not twice
+    # (creating them inside tf.function traces it again); made after restore(), they are
+    # restored from the checkpoint as they are made.
+    if not self._optimizer_built:
+      with self.strategy.scope():
+        self.optimizer.build(self.trainable_variables())
+      self._optimizer_built = True
+
+  def request_stop(self):
+    """Asks every worker to stop after the next step (see `stopping`)."""
+    self._stop_requested = True
+
   def train_step(self, x):
-    """One step at a lambda drawn as `lambda_weights` say; returns (lambda index, metrics)."""
+    """One step at a lambda drawn as `lambda_weights` say; returns (lambda index, metrics).
+
+    Afterwards `stopping` is True on every worker if any of them called `request_stop()`
+    before this step: how the workers of a cluster agree on the step to stop at.
+    """
+    self._build_optimizer()
     lambda_index = self.draw_lambda()
-    metrics = self._train_step(x, tf.constant(lambda_index))
+    metrics = self._train_step(x, tf.constant(lambda_index),
+                               tf.constant(self._stop_requested or bool(_stop_signals)))
+    self.stopping = float(metrics.pop("stop")) > 0
     return lambda_index, {k: float(v) for k, v in metrics.items()}
 
   def draw_lambda(self):
@@ -206,13 +288,75 @@ class Trainer:
     return sum(int(np.prod(v.shape)) for v in self.trainable_variables())
 
 
-class _Interrupted(Exception):
+class _Interrupted(KeyboardInterrupt):
   pass
 
 
 def _raise_interrupted(signum, frame):
   del frame
   raise _Interrupted(signal.Signals(signum).name)
+
+
+def _op_error_cause(error):
+  """The line of a TensorFlow op error that says what happened (not where)."""
+  lines = [line.strip() for line in str(error).splitlines()]
+  causes = [line for line in lines if line and not line.startswith(
+      ("File ", "Graph execution error", "Detected at node", ":{", "Additional GRPC", "[["))]
+  return (causes or lines or [""])[0][:200]
+
+
+_stop_signals = []  # the signals received since stop_all_workers_on_signals()
+
+
+def stop_all_workers_on_signals():
+  """Makes SIGTERM or SIGINT to one worker of a cluster stop all of them after the same
+  step (each saves and exits; see `Trainer.request_stop`); a second signal interrupts this
+  worker at once. tflic.train calls it as soon as the cluster is made: TensorFlow's own
+  SIGTERM handler, installed with the cluster, ignores the signal."""
+
+  def request_stop(signum, frame):
+    del frame
+    if _stop_signals:
+      raise _Interrupted(signal.Signals(signum).name)
+    _stop_signals.append(signal.Signals(signum).name)
+
+  signal.signal(signal.SIGTERM, request_stop)
+  signal.signal(signal.SIGINT, request_stop)
+
+
+_kept_until_exit = []
+
+
+def _finish_together(trainer):
+  """Waits for all workers to end training; the chief returns a second after the others.
+
+  The chief's process serves the cluster's coordination service: the other workers'
+  heartbeats fail (gRPC errors in their logs) once it is gone, so it ends last.
+  """
+  try:
+    sum_over_workers(trainer.strategy, [0])
+  except tf.errors.OpError:
+    return  # another worker is gone: nothing to wait for
+  if trainer.is_chief:
+    time.sleep(1)
+
+
+def _agree_with_the_chief(trainer, steps, start, workdir):
+  """The workers of a cluster check that they restored the chief's checkpoint (the same
+  step) and take the chief's --steps: returns it. Collective: all workers call it."""
+  chief_steps, chief_start = (round(v) for v in chief_values(trainer.strategy, [steps, start]))
+  missing = round(sum_over_workers(trainer.strategy, [start != chief_start])[0])
+  if missing:
+    here = (f"worker {trainer.worker_index} restored step {start}, the chief step "
+            f"{chief_start}" if start != chief_start else
+            f"{missing} worker(s) did not restore the chief's step {chief_start}")
+    raise errors.TflicError(
+        f"{here}: every worker must see the chief's checkpoints in {workdir} (a "
+        "filesystem all workers share)")
+  if chief_steps != steps:
+    print(f"worker {trainer.worker_index}: --steps={steps}, the chief's {chief_steps}: "
+          f"training to {chief_steps}")
+  return chief_steps
 
 
 def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
@@ -235,6 +379,8 @@ def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
           + (f", {grown} new Swin block(s) as the identity" if grown else ""))
   if respread_gains:
     trainer.model.respread_gains()
+  if trainer.num_workers > 1:
+    steps = _agree_with_the_chief(trainer, steps, start, workdir)
   if start >= steps:
     print(f"{workdir}: already trained to step {start} (>= --steps={steps}); nothing to do")
     return {}
@@ -244,19 +390,45 @@ def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
   train_cfg = cfg.train
   batches = data.train_dataset(dataset, train_cfg.patch_size, train_cfg.batch_size,
                                seed=seed, tfds_data_dir=tfds_data_dir)
+  if trainer.num_workers > 1:
+    # Every worker reads the whole dataset and keeps its share of each global batch (the
+    # images are not split into files per worker); said here, TF does not warn about it.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    batches = batches.with_options(options)
   iterator = iter(strategy.experimental_distribute_dataset(batches))
-  writer = tf.summary.create_file_writer(os.path.join(workdir, "train"))
+  # Only the chief writes summaries (the other workers' metrics are the same all-reduced
+  # values).
+  writer = (tf.summary.create_file_writer(os.path.join(workdir, "train")) if trainer.is_chief
+            else tf.summary.create_noop_writer())
   pixels_per_step = train_cfg.batch_size * train_cfg.patch_size**2
   bar = tf.keras.utils.Progbar(steps, stateful_metrics=["loss", "bpp", "psnr", "steps/s"],
-                               verbose=1 if progress else 0)
+                               verbose=1 if progress and trainer.is_chief else 0)
   bar.update(start)
   sums = {}  # per lambda: running sums of the metrics since the last log
   last_good, last_log_time, last_log_step = start, time.perf_counter(), start
   summary = {}
-  signal.signal(signal.SIGTERM, _raise_interrupted)
+  if trainer.num_workers > 1:
+    stop_all_workers_on_signals()
+  else:
+    signal.signal(signal.SIGTERM, _raise_interrupted)
   try:
     while trainer.step.numpy() < steps:
-      lambda_index, metrics = trainer.train_step(next(iterator))
+      batch = next(iterator)
+      try:
+        lambda_index, metrics = trainer.train_step(batch)
+      except tf.errors.OpError as e:
+        if trainer.num_workers == 1:
+          raise
+        # A collective op failed: another worker died, or was stopped (TensorFlow's
+        # heartbeat notices a dead peer in seconds). This worker's state is that of the
+        # last finished step, but the others' is unknown: no checkpoint now.
+        raise errors.TflicError(
+            f"worker {trainer.worker_index}: training stopped after step "
+            f"{int(trainer.step.numpy())}: a collective op failed ({type(e).__name__}: "
+            f"{_op_error_cause(e)}), another worker is gone or failed; the chief's last "
+            f"checkpoint (step {last_good}) is kept in {workdir}") from None
       step = int(trainer.step.numpy())
       if not all(math.isfinite(v) for v in metrics.values()):
         raise errors.TflicError(
@@ -286,11 +458,29 @@ def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
       if step % train_cfg.checkpoint_every == 0:
         trainer.save()
         last_good = step
+      if trainer.stopping:
+        print(f"\ninterrupted ({', '.join(_stop_signals) or 'by another worker'}): all workers "
+              f"stop at step {step}; saving")
+        break
   except (KeyboardInterrupt, _Interrupted) as e:
+    if trainer.num_workers > 1:  # a second signal (stop_all_workers_on_signals)
+      print(f"\ninterrupted again ({e or 'SIGINT'}) at step {int(trainer.step.numpy())}: "
+            "this worker stops alone, without a checkpoint")
+      raise
     print(f"\ninterrupted ({e or 'SIGINT'}) at step {int(trainer.step.numpy())}; saving")
   finally:
     writer.flush()
   if int(trainer.step.numpy()) != last_good:
     trainer.save()
   print(f"\ncheckpoint at step {int(trainer.step.numpy())} in {workdir}")
+  if trainer.num_workers > 1:
+    # Every worker's weights: the same on all (tests compare them with the chief's
+    # checkpoint; `weights_digest(checkpoint.restore_model(workdir)[1])`).
+    print(f"worker {trainer.worker_index}: weights digest {weights_digest(trainer.model)} at "
+          f"step {int(trainer.step.numpy())}")
+    _finish_together(trainer)
+    # Freed after another worker's process has ended, these objects' TensorFlow resources
+    # (the distributed input's) were seen to block for ever: kept until the process ends
+    # (tflic.train then ends it at once).
+    _kept_until_exit.append((trainer, batches, iterator, writer))
   return summary

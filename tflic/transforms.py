@@ -6,11 +6,19 @@ magnitude, and with it most of the image (measured: a Swin autoencoder with norm
 resampling stalled at ~12 dB PSNR for its first 600 steps; without, 20 dB after 200). g_a maps an image
 [B, H, W, 3] in [0, 1] to the latent y [B, H/16, W/16, M]; h_a maps y to z at a further
 1/4 resolution. Blocks alternate regular and shifted windows.
+
+A config with `transform: "cnn"` gets the convolutional transforms of
+`tflic.cnn_transforms` instead (the four public functions here dispatch on it).
 """
 
 import tensorflow as tf
 
+from tflic import cnn_transforms
 from tflic.layers import PatchMerging, PatchSplit, SwinBlock
+
+
+def _is_cnn(config):
+  return config.transform == "cnn"
 
 
 def _swin_stage(dim, depth, num_heads, window_size, mlp_ratio, name):
@@ -24,6 +32,8 @@ def _resample_kernel(config):
 
 def analysis_transform(config):
   """g_a: image -> y, four 2x downsampling stages."""
+  if _is_cnn(config):
+    return cnn_transforms.analysis_transform(config)
   layers = []
   for i, (dim, depth, heads) in enumerate(
       zip(config.embed_dims, config.depths, config.num_heads)):
@@ -39,6 +49,8 @@ def analysis_transform(config):
 
 def synthesis_transform(config):
   """g_s: y -> image, mirroring g_a with four 2x upsampling stages."""
+  if _is_cnn(config):
+    return cnn_transforms.synthesis_transform(config)
   layers = [tf.keras.layers.Dense(config.embed_dims[-1], name="from_latent")]
   for i in reversed(range(4)):
     layers += _swin_stage(config.embed_dims[i], config.depths[i], config.num_heads[i],
@@ -62,9 +74,13 @@ def _hyper_transform(config, resample, out_dim, name):
 
 def hyper_analysis_transform(config):
   """h_a: y -> z, two 2x downsamplings."""
+  if _is_cnn(config):
+    return cnn_transforms.hyper_analysis_transform(config)
   return _hyper_transform(config, PatchMerging, config.hyper_channels, "hyper_analysis")
 
 
 def hyper_synthesis_transform(config):
   """h_s: z_hat -> hyperprior features [.., hyper_dim] at the resolution of y."""
+  if _is_cnn(config):
+    return cnn_transforms.hyper_synthesis_transform(config)
   return _hyper_transform(config, PatchSplit, config.hyper_dim, "hyper_synthesis")

@@ -80,10 +80,13 @@ class IntegerEntropyModel:
   def hyper_features(self, z_hat, latent_height, latent_width):
     """h_s(z_hat) [B, hz, wz, Cz] -> hyperprior features [B, h, w, D]."""
     ops, p = self.ops, self.params["hyper_synthesis"]
-    x = layers.patch_split(ops, p["resample0"], z_hat)
-    for block in p["blocks"]:
-      x = layers.swin_block(ops, block, self.tables, x)
-    x = layers.patch_split(ops, p["resample1"], x)
+    if "layers" in p:  # transform "cnn" (quantize.conv_hyper_synthesis)
+      x = layers.conv_stack(ops, p["layers"], z_hat)
+    else:
+      x = layers.patch_split(ops, p["resample0"], z_hat)
+      for block in p["blocks"]:
+        x = layers.swin_block(ops, block, self.tables, x)
+      x = layers.patch_split(ops, p["resample1"], x)
     return x[:, :latent_height, :latent_width]
 
   def context(self, y_hat, positions, hyper_tokens, slots=None):

@@ -6,7 +6,8 @@ shift `s` for `w / 2^s` (layers keep `unscale` = 2^-s per output column), its bi
 `ops` (`tflic.deterministic.ops`) and a parameter dict made by
 `tflic.deterministic.quantize`. Activations are clamped to |a| <= ACT_LIMIT after every
 rescaling, which with |w| <= 2^WEIGHT_BITS and at most 2^11 terms per sum keeps every
-partial sum below 2^53 (exact in float64). Nonlinearities are tables (GELU, exp) and exact
+partial sum below 2^53 (exact in float64); convolutions (the CNN h_s) sum at most
+MAX_CONV_TERMS products of 2^36, below 2^52. Nonlinearities are tables (GELU, exp) and exact
 integer division / square roots.
 """
 
@@ -19,6 +20,7 @@ NORM_RECIPROCAL_BITS = 20  # extra fractional bits of its reciprocal
 GELU_RANGE = 8  # GELU is tabulated on [-8, 8); beyond it is 0 or the identity
 EXP_RANGE = 12  # exp(-d) is tabulated for d in [0, 12]; round(exp(-12) 2^15) = 0
 MASKED = -(2.0**40)  # a logit no visible one comes near
+MAX_CONV_TERMS = 2**16  # k * k * input channels of an integer convolution
 
 
 def shift_round(ops, x, bits):
@@ -198,13 +200,87 @@ def swin_block(ops, p, tables, x):
   return clamp(ops, x + mlp(ops, p["mlp"], tables["gelu"], layer_norm(ops, p["norm2"], x)))
 
 
-def patch_split(ops, p, x):
-  """Linear map to 4 * C channels, then depth-to-space: [B, H, W, .] -> [B, 2H, 2W, C]."""
-  x = dense(ops, p["expansion"], x)
-  b, h, w, c4 = ops.dims(x)
+def depth_to_space(ops, x):
+  """tf.nn.depth_to_space(x, 2): [B, H, W, 4C] -> [B, 2H, 2W, C], channel (2a + b) C + c
+  to pixel (2i + a, 2j + b)."""
+  b, h, w, _ = ops.dims(x)
   x = ops.reshape(x, [b, h, w, 2, 2, x.shape[-1] // 4])
   x = ops.transpose(x, [0, 1, 3, 2, 4, 5])
   return ops.reshape(x, [b, 2 * h, 2 * w, x.shape[-1]])
+
+
+def patch_split(ops, p, x):
+  """Linear map to 4 * C channels, then depth-to-space: [B, H, W, .] -> [B, 2H, 2W, C]."""
+  return depth_to_space(ops, dense(ops, p["expansion"], x))
+
+
+def _shifted(padded, pad, di, dj, height, width):
+  """The [height, width] window of a map zero-padded by `pad`, moved by (di, dj)."""
+  return padded[:, pad + di:pad + di + height, pad + dj:pad + dj + width]
+
+
+def _tap_sum(ops, x, taps):
+  """sum over taps (di, dj, w) of x[i + di, j + dj] @ w, zeros outside x: [B, H, W, m].
+
+  One product per tap, accumulated in `taps`' fixed order: exact in float64 (module
+  docstring), and no k*k-times-larger patch tensor on large images.
+  """
+  b, height, width, _ = ops.dims(x)
+  pad = max(max(abs(di), abs(dj)) for di, dj, _ in taps)
+  padded = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+  acc = None
+  for di, dj, w in taps:
+    term = ops.dense(_shifted(padded, pad, di, dj, height, width), w)
+    acc = term if acc is None else acc + term
+  return acc
+
+
+def _finish_conv(ops, p, acc):
+  """Bias, rounding back to ACT_BITS, clamp and (p["relu"]) ReLU of a conv's sums."""
+  x = clamp(ops, unscale_round(ops, acc + p["b"], p["unscale"]))
+  return ops.maximum(x, 0.0) if p["relu"] else x
+
+
+def conv2d(ops, p, x):
+  """Keras Conv2D(k, odd, stride 1, padding "same"): w [k, k, n, m]; [B, H, W, n] ->
+  [B, H, W, m]."""
+  k = p["w"].shape[0]
+  r = k // 2
+  taps = [(i - r, j - r, p["w"][i, j]) for i in range(k) for j in range(k)]
+  return _finish_conv(ops, p, _tap_sum(ops, x, taps))
+
+
+def _transposed_taps(k, phase):
+  """(kernel index, input offset) of the taps of a stride-2 transposed conv's output rows
+  2i + phase: Keras' padding "same" is TensorFlow's, P = max(k - 2, 0) rows in total,
+  P // 2 before, and output row o gathers w[t] x[(o + P // 2 - t) / 2] over the t that
+  make it whole."""
+  before = max(k - 2, 0) // 2
+  return [(t, (phase + before - t) // 2) for t in range(k) if (phase + before - t) % 2 == 0]
+
+
+def conv2d_transpose(ops, p, x):
+  """Keras Conv2DTranspose(k, stride 2, padding "same"): w [k, k, n, m] (in, out: the
+  quantizer transposes Keras' kernel); [B, H, W, n] -> [B, 2H, 2W, m].
+
+  Computed as four stride-1 convolutions, one per output phase (a, b), whose results
+  interleave as the pixels (2i + a, 2j + b): no zero-inserted map, no wasted products.
+  """
+  k = p["w"].shape[0]
+  phases = []
+  for a in range(2):
+    for b in range(2):
+      taps = [(di, dj, p["w"][ti, tj]) for ti, di in _transposed_taps(k, a)
+              for tj, dj in _transposed_taps(k, b)]
+      phases.append(_finish_conv(ops, p, _tap_sum(ops, x, taps)))
+  return depth_to_space(ops, ops.concat(phases, -1))
+
+
+def conv_stack(ops, layer_params, x):
+  """A stack of `conv2d` (stride 1) and `conv2d_transpose` (stride 2) layers."""
+  for p in layer_params:
+    x = conv2d_transpose(ops, p, x) if p["stride"] == 2 else conv2d(ops, p, x)
+  return x
 
 
 def context_key_value(ops, p, normed_context):

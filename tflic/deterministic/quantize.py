@@ -116,6 +116,38 @@ def hyper_synthesis(sequential):
           "resample1": patch_split(last)}
 
 
+def conv(layer):
+  """Params of a Keras Conv2D (stride 1, odd kernel) or Conv2DTranspose (stride 2), "same"
+  padding, linear or ReLU, for `layers.conv_stack`: w [k, k, in, out] with one scale per
+  output channel."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  transposed = isinstance(layer, tf.keras.layers.Conv2DTranspose)
+  kernel = np.asarray(layer.kernel.numpy(), np.float64)
+  if transposed:
+    kernel = np.transpose(kernel, [0, 1, 3, 2])  # Keras' [k, k, out, in]
+  k, k2, n, m = kernel.shape
+  activation = tf.keras.activations.serialize(layer.activation)
+  stride = 2 if transposed else 1
+  if (k != k2 or layer.padding != "same" or layer.strides != (stride, stride) or
+      layer.dilation_rate != (1, 1) or not layer.use_bias or
+      activation not in ("linear", "relu") or (k < 2 if transposed else k % 2 != 1)):
+    raise ValueError(f"the integer hyper synthesis supports square 'same' convolutions with "
+                     f"bias, linear or ReLU, odd kernels of stride 1 and transposed ones of "
+                     f"stride 2 (k >= 2); not {layer.name}")
+  if k * k * n > layers.MAX_CONV_TERMS:
+    raise ValueError(f"{layer.name}: {k * k * n} products per output exceed "
+                     f"{layers.MAX_CONV_TERMS}, the limit of exact integer sums")
+  p = dense(kernel.reshape(k * k * n, m), layer.bias.numpy())
+  p["w"] = p["w"].reshape(k, k, n, m)
+  p.update(stride=stride, relu=int(activation == "relu"))
+  return p
+
+
+def conv_hyper_synthesis(sequential):
+  """Params of a convolutional h_s (`tflic.cnn_transforms`): its layers in order."""
+  return {"layers": [conv(layer) for layer in sequential.layers]}
+
+
 def _folded_dense(norm, layer):
   """Params of layer(gamma * x + beta): a LayerNorm's scale and offset folded in."""
   gamma, beta = (np.asarray(v.numpy(), np.float64) for v in (norm.gamma, norm.beta))
@@ -178,7 +210,8 @@ def scale_thresholds(config):
 
 def network_params(model):
   """The integer networks of a TflicModel: {"hyper_synthesis": .., "context": ..}."""
-  return {"hyper_synthesis": hyper_synthesis(model.hyper_synthesis),
+  synthesis = conv_hyper_synthesis if model.config.transform == "cnn" else hyper_synthesis
+  return {"hyper_synthesis": synthesis(model.hyper_synthesis),
           "context": context(model.context)}
 
 

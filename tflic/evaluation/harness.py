@@ -3,7 +3,7 @@
 results.json is rewritten atomically after every measurement, so an interrupted run loses at
 most the one in progress, and a new run skips what is already there. Its layout:
 
-  {"format": "tflic-eval-results/1", "dataset": DIR,
+  {"format": "tflic-eval-results/1", "dataset": DIR (or tfds:NAME),
    "codecs": {CODEC: {"config": {...}, "setting_label": "quality",
                       "results": {SETTING: {IMAGE: {"bytes", "bpp", "psnr", "msssim",
                                                     "msssim_db", "msssim_scales", "height",
@@ -14,6 +14,7 @@ most the one in progress, and a new run skips what is already there. Its layout:
 Non-finite numbers (PSNR of a lossless decode, MS-SSIM of a tiny image) are stored as null.
 """
 
+import io
 import json
 import math
 import os
@@ -46,9 +47,29 @@ def list_images(dataset_dir) -> List[Path]:
   return images
 
 
+class EncodedImage(NamedTuple):
+  """An image of a tfds dataset (`tflic eval --dataset=tfds:NAME`): its file name and
+  stored bytes, decoded by load_image as the same file in a folder would be."""
+  name: str
+  data: bytes
+  dataset: str = ""
+
+  def __str__(self):
+    return f"{self.dataset}/{self.name}" if self.dataset else self.name
+
+
+def tfds_images(dataset, data_dir=None) -> List[EncodedImage]:
+  """The images of `tfds:NAME` (prepared on disk), sorted by file name."""
+  from tflic import datasets  # pylint: disable=g-import-not-at-top  (imports tfds)
+  return [EncodedImage(name, data, dataset)
+          for name, data in datasets.encoded_images(dataset[len("tfds:"):], data_dir)]
+
+
 def load_image(path) -> np.ndarray:
-  """An image file as H x W x 3 uint8 RGB (alpha dropped, grey replicated)."""
-  with Image.open(path) as image:
+  """An image file (or EncodedImage) as H x W x 3 uint8 RGB (alpha dropped, grey
+  replicated)."""
+  source = io.BytesIO(path.data) if isinstance(path, EncodedImage) else path
+  with Image.open(source) as image:
     return np.asarray(image.convert("RGB"))
 
 
@@ -67,7 +88,8 @@ class Results:
   def open(cls, out_dir, dataset_dir, resume: bool = True) -> "Results":
     """Loads OUT/results.json if resuming and it exists, else starts empty."""
     path = Path(out_dir) / RESULTS_NAME
-    dataset = str(Path(dataset_dir).resolve())
+    dataset = (str(dataset_dir) if str(dataset_dir).startswith("tfds:") else
+               str(Path(dataset_dir).resolve()))  # tfds:NAME, or the folder
     data = {"format": FORMAT, "dataset": dataset, "codecs": {}, "skipped_images": {},
             "failures": {}}
     if resume and path.exists():

@@ -3,6 +3,10 @@
   tflic eval --dataset=DIR --out=DIR [--codecs=jpeg,webp,avif,jpeg2000] [--model=PATH]
              [--qualities=CODEC:Q1,Q2,...]... [--anchor=jpeg] [--published=kodak]
 
+--dataset=tfds:NAME [--tfds_data_dir=DIR] reads a tensorflow-datasets dataset prepared on
+disk (`tflic datasets prepare NAME`) instead: its test split if it has one, else all its
+images, named by their file_name feature; results.json records the dataset as tfds:NAME.
+
 Writes OUT/results.json (every measurement; re-running resumes from it), OUT/rd_table.csv,
 OUT/rd_table.md, OUT/bd.csv and the plots OUT/rd_psnr.png and OUT/rd_msssim.png.
 """
@@ -41,8 +45,9 @@ _PUBLISHED = flags.DEFINE_string(
 _RESUME = flags.DEFINE_bool("resume", True, "Keep and skip measurements already in "
                             "OUT/results.json; --noresume starts afresh.")
 _PROGRESS = common_flags.PROGRESS
+_TFDS_DATA_DIR = common_flags.TFDS_DATA_DIR
 common_flags.declare_key_flags(__name__, "dataset", "out", "model", "progress",
-                               "refine_steps")
+                               "refine_steps", "tfds_data_dir")
 
 
 def _notice(message):
@@ -74,7 +79,7 @@ def main(argv):
   if len(argv) > 1:
     raise errors.TflicError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not _DATASET.value:
-    raise errors.TflicError("--dataset=DIR is required")
+    raise errors.TflicError("--dataset=DIR (or tfds:NAME) is required")
   if not _OUT.value:
     raise errors.TflicError("--out=DIR is required")
   names = list(dict.fromkeys(_CODECS.value))
@@ -82,7 +87,10 @@ def main(argv):
     if name not in codecs_lib.CODECS:
       raise errors.TflicError(f"unknown codec {name!r}; known: "
                               f"{', '.join(sorted(codecs_lib.CODECS))}")
-  images = harness.list_images(_DATASET.value)
+  if _DATASET.value.startswith("tfds:"):
+    images = harness.tfds_images(_DATASET.value, _TFDS_DATA_DIR.value)
+  else:
+    images = harness.list_images(_DATASET.value)
   qualities = parse_qualities(_QUALITIES.value, names)
   published = report.load_published(_PUBLISHED.value) if _PUBLISHED.value else []
 

@@ -1,0 +1,38 @@
+"""Tests of the training data pipeline's sources (tflic.data)."""
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from tflic import data
+from tflic import errors
+
+
+def _folder(path, colour, count, size=(40, 32)):
+  path.mkdir()
+  for i in range(count):
+    Image.fromarray(np.full(size[::-1] + (3,), colour, np.uint8)).save(path / f"{i}.png")
+  return path
+
+
+def test_several_sources_are_read_together(tmp_path):
+  red = _folder(tmp_path / "red", (255, 0, 0), 3)
+  blue = _folder(tmp_path / "blue", (0, 0, 255), 2)
+  (blue / "notes.txt").write_text("not an image")
+  files = data.image_files(f"{red},{blue}/*.png, {red}/0.png")
+  assert files == [str(red / f"{i}.png") for i in range(3)] + [
+      f"{blue}/{i}.png" for i in range(2)]  # sorted per source, each file once
+
+  batches = data.train_dataset(f"{red},{blue}", patch_size=16, batch_size=5, seed=3)
+  crops = np.concatenate([batch.numpy() for batch in batches.take(4)])
+  colours = {tuple(np.round(crop[0, 0]).astype(int)) for crop in crops}
+  assert colours == {(1, 0, 0), (0, 0, 1)}
+
+
+def test_a_source_without_images_is_a_one_line_error(tmp_path):
+  red = _folder(tmp_path / "red", (255, 0, 0), 1)
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(errors.TflicError, match=r"^no images found at '.*empty'$"):
+    data.image_files(f"{red},{tmp_path / 'empty'}")
+  with pytest.raises(errors.TflicError, match="no images found at '.*missing"):
+    data.train_dataset(f"{tmp_path / 'missing'}/*.jpg,{red}", 16, 1)
