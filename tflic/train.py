@@ -40,7 +40,8 @@ DEFAULT_DATASET = "../shared/data/train"
 _TFDS_DATA_DIR = common_flags.TFDS_DATA_DIR
 _STRATEGY = flags.DEFINE_enum(
     "strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
-    "tf.distribute strategy. multi_worker reads TF_CONFIG; tpu needs --tpu.")
+    "tf.distribute strategy. multi_worker reads TF_CONFIG (python -m tflic.launch runs "
+    "workers on this machine); tpu needs --tpu.")
 _TPU = flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu.")
 _JIT = flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Override the config's global batch size.")
