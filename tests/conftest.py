@@ -30,9 +30,7 @@ _COSTS = {
     "test_multi_worker.py::test_two_workers_train_alike_stop_when_one_is_killed_and_resume":
         190,
     "test_multi_worker.py::test_a_worker_that_does_not_join_stops_them_all": 20,
-    "test_train.py::test_kill_9_then_rerun_resumes": 160,
-    "test_train.py::test_mirrored_strategy_on_two_logical_cpus": 110,
-    "test_train.py::test_resume_with_respread_gains_and_ste_fine_tuning": 100,
+    "test_train.py::test_grow_train_kill_9_then_resume_with_fine_tuning_flags": 200,
     "test_train.py::test_init_from_grows_a_trained_model_without_changing_it": 90,
     "test_train.py::test_training_tiny_lowers_the_loss": 85,
     "test_train.py::test_nan_loss_stops_and_keeps_last_good_checkpoint": 55,
@@ -189,10 +187,15 @@ def tiny_lite_dir(tiny_workdir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_codec(tiny_model_dir):
-  """codec.load of the tiny SavedModel (tiny_model_dir), loaded once per process.
+  """codec.load of the tiny SavedModel (tiny_model_dir), loaded once per process: the
+  Codec that `tflic compress/decompress --model=<tiny_model_dir>` run in this process
+  (run_main) load and keep (codec_cli._load_model), so the one load serves both.
   Tests must not change it."""
   from tflic import codec  # pylint: disable=g-import-not-at-top
-  return codec.load(str(tiny_model_dir))
+  from tflic import codec_cli  # pylint: disable=g-import-not-at-top
+  loaded = codec_cli._load_model(str(tiny_model_dir))  # pylint: disable=protected-access
+  assert isinstance(loaded, codec.Codec)
+  return loaded
 
 
 @pytest.fixture(scope="session")

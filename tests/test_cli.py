@@ -1,8 +1,9 @@
 """`tflic compress / decompress / info` and their image I/O.
 
-Whole commands run as subprocesses only where the real process matters (a round trip
-through the codec, and `info` not importing TensorFlow); the rest call `cli.main`
-in-process, which parses flags and reports errors exactly as the command does.
+Whole commands run as subprocesses only where the real process matters (compressing with
+a training directory, whose codec is traced in the command's process after absl's app.run
+has started, and `info` not importing TensorFlow); the rest call `cli.main` in-process,
+which parses flags and reports errors exactly as the command does.
 """
 
 import logging
@@ -25,7 +26,6 @@ from tflic import codec_cli  # pylint: disable=unused-import
 from tflic import errors
 from tflic import image_io
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 # `IN -> OUT: WxH, N bytes, X bpp, S s`
 RESULT = re.compile(r"^(\S+) -> (\S+): (\d+)x(\d+), (\d+) bytes, ([\d.]+) bpp, [\d.]+ s$")
@@ -359,12 +359,18 @@ def test_image_smaller_than_min_side(images, tmp_path, monkeypatch, run_main):
 
 
 @pytest.fixture(scope="module")
-def compressed(images, tiny_model_dir, tmp_path_factory):
-  """A compress run of many kinds of input, two of them bad, into one directory."""
+def compressed(images, tiny_workdir, tmp_path_factory):
+  """A `tflic compress` process with a training directory as --model, of many kinds of
+  input, two of them bad, into one directory.
+
+  The codec is traced in the command's process, after absl's app.run has started: the
+  case that needs TensorFlow imported with care. (A training directory and its export
+  write the same files: test_decompress_many decodes these with the export.)
+  """
   out = tmp_path_factory.mktemp("compressed")
   names = ["rgb.png", "photo.jpg", "gray.png", "rgba.png", "gray16.png", "rgb48.png",
            "text.png", "missing.png"]
-  status, stdout, stderr = _tflic(images, "compress", f"--model={tiny_model_dir}",
+  status, stdout, stderr = _tflic(images, "compress", f"--model={tiny_workdir}",
                                   "--quality=0.75", *names, out)
   return out, status, stdout, stderr
 
@@ -391,7 +397,7 @@ def test_compress_many(compressed, images):
   assert sorted(os.listdir(out)) == sorted(src.split(".")[0] + ".tflic" for src in results)
 
 
-def test_decompress_many(compressed, images, tiny_model_dir, tmp_path):
+def test_decompress_many(compressed, images, tiny_model_dir, tmp_path, run_main):
   out, _, _, _ = compressed
   rgb = (out / "rgb.tflic").read_bytes()
   header, z, y = bitstream.unpack(rgb)
@@ -404,8 +410,8 @@ def test_decompress_many(compressed, images, tiny_model_dir, tmp_path):
   (decoded / "rgb.png").write_bytes(b"an older file, replaced thanks to --overwrite")
   inputs = sorted(out.glob("*.tflic")) + [tmp_path / "truncated.tflic",
                                           tmp_path / "other_model.tflic"]
-  status, stdout, stderr = _tflic(REPO, "decompress", f"--model={tiny_model_dir}",
-                                  "--overwrite", *inputs, decoded)
+  status, stdout, stderr = run_main("decompress", f"--model={tiny_model_dir}", "--overwrite",
+                                    *inputs, decoded)
   assert status == 2, stderr
   errors_ = _error_lines(stderr)
   assert len(errors_) == 2, stderr
@@ -475,13 +481,3 @@ def test_compress_to_a_size_budget(images, tiny_model_dir, tiny_codec, tmp_path,
   _assert_one_error(status, err, "rgb.png", "no quality fits", f"has {smallest} bytes")
   assert os.listdir(tmp_path) == ["fit.tflic"]
 
-
-def test_compress_with_training_dir(images, tiny_workdir, tmp_path):
-  # A training directory is traced into a codec in the command's process, after absl's
-  # app.run has started: the case that needs TensorFlow imported with care.
-  status, stdout, stderr = _tflic(images, "compress", f"--model={tiny_workdir}", "rgb.png",
-                                  tmp_path / "rgb.tflic")
-  assert status == 0, stderr
-  _assert_bpp_of_written_files(_results(stdout))
-  header, _, _ = bitstream.unpack((tmp_path / "rgb.tflic").read_bytes())
-  assert (header.width, header.height) == (40, 24)

@@ -23,8 +23,8 @@ import hostile_files  # pylint: disable=g-import-not-at-top,wrong-import-positio
 
 
 @pytest.fixture(scope="module")
-def saved_codec(tiny_model_dir):
-  return codec.load(str(tiny_model_dir))
+def saved_codec(tiny_codec):
+  return tiny_codec
 
 
 @pytest.fixture(scope="module")

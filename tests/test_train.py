@@ -74,73 +74,6 @@ def test_ms_ssim_loss_is_its_rate_plus_weighted_distortion_with_finite_gradients
              for g in gradients if g is not None)
 
 
-def test_kill_9_then_rerun_resumes_with_fine_tuning_flags_on_two_logical_cpus(train_dir,
-                                                                              tmp_path,
-                                                                              run_main):
-  """kill -9 loses at most one checkpoint interval; re-running resumes, then stops.
-
-  One resumed training process serves three tests (each costs a train step's trace): it
-  trains with a MirroredStrategy on two logical CPUs (checkpoints do not depend on the
-  strategy), resets the restored gains' spread (--respread_gains; the killed run started
-  from gains of equal spread) and fine-tunes with STE quantization and rounded inputs,
-  which the workdir's config then records.
-  """
-  cfg = config.load("tiny")
-  workdir = tmp_path / "killed"
-  trainer = training.Trainer(cfg, str(workdir), tf.distribute.get_strategy(), seed=0)
-  narrow = np.full(trainer.model.log_gains.shape, 0.2, np.float32)
-  trainer.model.log_gains.assign(narrow)
-  trainer.save()  # step 0
-  checkpoint.save_config(str(workdir), cfg)
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "tflic.train", "--progress=false", "--config=tiny",
-       f"--workdir={workdir}", "--steps=100000", "--checkpoint_every=5",
-       f"--dataset={train_dir}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-      stderr=subprocess.DEVNULL)
-  try:
-    deadline = time.time() + 480
-    while time.time() < deadline and not any(_checkpoint_steps(workdir)):
-      time.sleep(0.5)
-    time.sleep(1)
-  finally:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-  saved = _checkpoint_steps(workdir)
-  assert saved[-1] > 0, "no checkpoint written before the kill"
-  _, killed, step = checkpoint.restore_model(str(workdir))
-  assert step == saved[-1]
-  log_lambdas = np.log(np.array(cfg.model.lambdas))
-  expected = (killed.log_gains.numpy().mean(0) +
-              0.5 * (log_lambdas - log_lambdas.mean())[:, None])
-  assert np.abs(killed.log_gains.numpy() - expected).max() > 0.1  # still narrow
-
-  target = saved[-1] + 3
-  resumed = _run_train("--config=tiny", f"--workdir={workdir}", f"--steps={target}",
-                       f"--dataset={train_dir}", "--strategy=mirrored", "--logical_cpus=2",
-                       "--respread_gains", "--quantization=ste", "--context_input=rounded",
-                       "--hyper_input=rounded", "--rate_input=rounded",
-                       "--learning_rate=1e-9", timeout=600)
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert "MirroredStrategy with 2 replica(s)" in resumed.stdout
-  assert f"resuming from step {saved[-1]}" in resumed.stdout
-  assert _checkpoint_steps(workdir)[-1] == target
-  _, resumed_model, step = checkpoint.restore_model(str(workdir))
-  assert step == target
-  np.testing.assert_allclose(resumed_model.log_gains.numpy(), expected, atol=1e-4)
-  trained = checkpoint.load_config(str(workdir)).train
-  assert (trained.quantization, trained.context_input, trained.hyper_input,
-          trained.rate_input) == ("ste", "rounded", "rounded", "rounded")
-
-  # Once more (in this process: no training is left to do).
-  status, stdout, stderr = run_main("train", "--progress=false", "--config=tiny",
-                                    f"--workdir={workdir}", f"--steps={target}",
-                                    f"--dataset={train_dir}")
-  assert status in (0, None), stderr
-  assert f"already trained to step {target}" in stdout, stdout
-  assert _checkpoint_steps(workdir)[-1] == target
-
-
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(train_dir, tmp_path, monkeypatch):
   cfg = config.load("tiny")
 
@@ -209,19 +142,29 @@ def test_lambda_weights_set_how_often_each_lambda_is_drawn(tmp_path):
   assert counts.min() > 900 and counts.max() < 1100, counts
 
 
-def test_init_from_grows_a_trained_model_without_changing_it(train_dir, tmp_path, run_main):
-  """A config with latent_depth blocks starts from a checkpoint of one without: the new
-  blocks are the identity, the step carries over, and training goes on from there."""
+def _grown(tmp_path, **gains):
+  """(source, model, grown config path): a tiny model's checkpoint at step 7 (its log
+  gains all set to gains["log_gains"], if given), and a config that appends a Swin block
+  to its latent (latent_depth=1)."""
   source = tmp_path / "source"
   cfg = config.load("tiny")
   tf.random.set_seed(1)
   model = checkpoint.build_model(cfg)
+  if "log_gains" in gains:
+    model.log_gains.assign(tf.fill(model.log_gains.shape, gains["log_gains"]))
   checkpoint.save_model(str(source), cfg, model, step=7)
   grown_config = dict(json.loads(cfg.to_json()), name="grown")
   grown_config["model"]["latent_depth"] = 1
   config_path = tmp_path / "grown.json"
   config_path.write_text(json.dumps(grown_config))
+  return source, model, config_path
 
+
+def test_init_from_grows_a_trained_model_without_changing_it(tmp_path):
+  """A config with latent_depth blocks starts from a checkpoint of one without: the new
+  blocks are the identity and the step carries over. (`tflic train --init_from` grows a
+  model and trains on: test_grow_train_kill_9_then_resume_with_fine_tuning_flags.)"""
+  source, model, config_path = _grown(tmp_path)
   trainer = training.Trainer(config.load(str(config_path)), str(tmp_path / "probe"),
                              tf.distribute.get_strategy())
   assert trainer.warm_start(str(source)) == 1
@@ -231,22 +174,72 @@ def test_init_from_grows_a_trained_model_without_changing_it(train_dir, tmp_path
                   model.reconstruct(x, 0.5, coded=False)):
     np.testing.assert_array_equal(a, b)
 
+
+def test_grow_train_kill_9_then_resume_with_fine_tuning_flags(train_dir, tmp_path, run_main):
+  """One workflow, so that its three training processes (a train step's trace costs most
+  of each) serve what were five tests:
+
+  1. `--init_from` a checkpoint of a model without the config's latent Swin block: the
+     run starts from its step (7) with the new block, and trains on; kill -9 after its
+     first checkpoint loses at most one checkpoint interval.
+  2. Re-running resumes that checkpoint (the workdir's own, not --init_from), with a
+     MirroredStrategy on two logical CPUs (checkpoints do not depend on the strategy),
+     --respread_gains (the source's gains had one spread for all lambdas: it is reset,
+     each channel's mean kept) and the fine-tuning flags (STE quantization, rounded
+     inputs), which the workdir's config then records.
+  3. Once more: nothing is left to train (in this process).
+  """
+  source, model, config_path = _grown(tmp_path, log_gains=0.2)
   workdir = tmp_path / "grown"
   args = (f"--config={config_path}", f"--workdir={workdir}", f"--dataset={train_dir}",
-          f"--init_from={source}", "--steps=9", "--batch_size=2", "--patch_size=64")
-  result = _run_train(*args)
-  assert result.returncode == 0, result.stderr
-  assert f"starting from {source} at step 7, 1 new Swin block(s)" in result.stdout
-  assert _checkpoint_steps(workdir) == [9]
-  _, grown, step = checkpoint.restore_model(str(workdir))
-  assert step == 9 and len(grown.analysis.layers) == len(model.analysis.layers) + 1
-  # Run again (in this process), the workdir's own checkpoint wins over --init_from:
-  # restored (the grown model's variables all matched), nothing left to train.
-  status, stdout, stderr = run_main("train", "--progress=false", *args)
+          f"--init_from={source}")
+  log = tmp_path / "killed.log"
+  with open(log, "w") as stdout:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tflic.train", "--progress=false", *args, "--steps=100000",
+         "--checkpoint_every=5", "--batch_size=2"], cwd=REPO, stdout=stdout,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1"))
+    try:
+      deadline = time.time() + 480
+      while time.time() < deadline and not _checkpoint_steps(workdir):
+        time.sleep(0.5)
+      time.sleep(1)
+    finally:
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+  assert f"starting from {source} at step 7, 1 new Swin block(s)" in log.read_text()
+  saved = _checkpoint_steps(workdir)
+  assert saved and saved[0] == 10, f"no checkpoint written before the kill: {saved}"
+  _, killed, step = checkpoint.restore_model(str(workdir))
+  assert step == saved[-1]
+  assert len(killed.analysis.layers) == len(model.analysis.layers) + 1
+  log_lambdas = np.log(np.array(config.load("tiny").model.lambdas))
+  expected = (killed.log_gains.numpy().mean(0) +
+              0.5 * (log_lambdas - log_lambdas.mean())[:, None])
+  assert np.abs(killed.log_gains.numpy() - expected).max() > 0.1  # still narrow
+
+  target = saved[-1] + 3
+  resumed = _run_train(*args, f"--steps={target}", "--strategy=mirrored", "--logical_cpus=2",
+                       "--respread_gains", "--quantization=ste", "--context_input=rounded",
+                       "--hyper_input=rounded", "--rate_input=rounded",
+                       "--learning_rate=1e-9", timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert "MirroredStrategy with 2 replica(s)" in resumed.stdout
+  assert f"{workdir} has checkpoints: resuming them, not --init_from" in resumed.stdout
+  assert f"resuming from step {saved[-1]}" in resumed.stdout
+  assert _checkpoint_steps(workdir)[-1] == target
+  _, resumed_model, step = checkpoint.restore_model(str(workdir))
+  assert step == target
+  np.testing.assert_allclose(resumed_model.log_gains.numpy(), expected, atol=1e-4)
+  trained = checkpoint.load_config(str(workdir)).train
+  assert (trained.quantization, trained.context_input, trained.hyper_input,
+          trained.rate_input) == ("ste", "rounded", "rounded", "rounded")
+
+  status, stdout, stderr = run_main("train", "--progress=false", *args, f"--steps={target}")
   assert status in (0, None), stderr
-  assert f"{workdir} has checkpoints: resuming them, not --init_from" in stdout, stdout
-  assert "already trained to step 9" in stdout, stdout
-  assert _checkpoint_steps(workdir) == [9]
+  assert f"already trained to step {target}" in stdout, stdout
+  assert _checkpoint_steps(workdir)[-1] == target
 
 
 def test_init_from_refuses_a_model_that_does_not_fit(train_dir, tmp_path, run_main):

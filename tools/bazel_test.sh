@@ -27,6 +27,11 @@ if [ -n "${TFLIC_BAZEL_OUTPUT_ROOT:-}" ]; then
   startup=(--output_user_root="$TFLIC_BAZEL_OUTPUT_ROOT")
 fi
 [ $# -gt 0 ] || set -- //...
+# The bazel-* links of an earlier build with another output base lead into that one's
+# external repositories, which `//...` would then load; each build makes its own anew.
+for link in bazel-*; do
+  if [ -L "$link" ]; then rm -f "$link"; fi
+done
 status=0
 bazel "${startup[@]}" test "$@" || status=$?
 if [ -n "${CI:-}" ]; then

@@ -25,7 +25,9 @@ import tensorflow as tf
 
 from tflic import errors
 
-LIBRARY = pathlib.Path(__file__).resolve().parent / "_tf_ops.so"
+# absolute(), not resolve(): from a Bazel runfiles tree this is the _tf_ops.so that Bazel
+# built (a symlink beside this file), not the one in the source tree.
+LIBRARY = pathlib.Path(__file__).absolute().parent / "_tf_ops.so"
 
 # Length of the decoder state vector (position, interval low and range - 1,
 # code, status).
