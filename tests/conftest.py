@@ -41,9 +41,9 @@ _COSTS = {
     "test_multi_worker.py::test_two_workers_train_alike_stop_when_one_is_killed_and_resume":
         200,
     "test_multi_worker.py::test_a_worker_that_does_not_join_stops_them_all": 20,
-    "test_train.py::test_grow_train_kill_9_then_resume_with_fine_tuning_flags": 250,
+    "test_train.py::test_grow_train_kill_9_then_resume_with_fine_tuning_flags": 130,
     "test_train.py::test_init_from_grows_a_trained_model_without_changing_it": 17,
-    "test_train.py::test_training_tiny_lowers_the_loss": 65,
+    "test_train.py::test_training_tiny_lowers_the_loss": 45,
     "test_train.py::test_nan_loss_stops_and_keeps_last_good_checkpoint": 10,
     "test_train.py::test_train_only_the_encoder_keeps_the_decoder": 45,
     "test_train.py::test_init_from_refuses_a_model_that_does_not_fit": 30,

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -274,6 +275,20 @@ def test_savedmodel_round_trips_in_a_plain_process(tiny_model_dir, tiny_codec, t
   assert (tmp_path / "there.tflic").read_bytes() == data
   here_png = tf.io.encode_png(the_codec.decompress(data)).numpy()
   assert (tmp_path / "there.png").read_bytes() == here_png
+
+
+def test_savedmodel_holds_each_graph_once(tiny_model_dir):
+  """The serving signatures call the module's functions: each coding graph is saved once
+  (traced in two contexts, they were saved twice, doubling the file and its load time)."""
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+  saved = saved_model_pb2.SavedModel.FromString(
+      (tiny_model_dir / "saved_model.pb").read_bytes())
+  names = [f.signature.name for f in saved.meta_graphs[0].graph_def.library.function]
+  for function in ("compress", "compress_refined", "decompress", "decode_latent"):
+    copies = [name for name in names if re.fullmatch(rf"__inference_{function}_\d+", name)]
+    assert len(copies) == 1, (function, copies)
+  assert set(saved.meta_graphs[0].signature_def) >= {"compress", "compress_refined",
+                                                      "decompress"}
 
 
 def test_load_rejects_what_is_not_a_model(tmp_path):

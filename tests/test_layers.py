@@ -98,3 +98,38 @@ def test_cross_attention_ignores_masked_tokens():
   changed = tf.concat([context[:, :1], context[:, 1:2] * 100, context[:, 2:3],
                        context[:, 3:] + 50], axis=1)
   np.testing.assert_allclose(block(queries, changed, mask), out, atol=1e-6)
+
+
+def test_stack_is_a_sequential_without_a_graph_network(tmp_path):
+  """Stack computes what tf.keras.Sequential does with the same layers, writes the same
+  checkpoint keys (so checkpoints of either restore into the other), round-trips its
+  config, and calls its layers directly: it builds no functional graph (which traced
+  every layer a second time)."""
+  def make(kind):
+    return kind([tf.keras.layers.Dense(6, name="a"),
+                 layers.PatchSplit(4, norm=False, kernel_size=3, name="b")], name="stack")
+
+  x = tf.random.stateless_normal([2, 3, 5, 7], seed=[1, 2])
+  stack, sequential = make(layers.Stack), make(tf.keras.Sequential)
+  stack(x)
+  sequential(x)
+  sequential.set_weights(stack.get_weights())
+  np.testing.assert_array_equal(stack(x), sequential(x))
+  assert not stack._graph_initialized  # pylint: disable=protected-access
+  assert sequential._graph_initialized  # pylint: disable=protected-access
+  assert stack(tf.zeros([1, 4, 4, 7])).shape == (1, 8, 8, 4)  # any other shape
+
+  def keys(model, name):
+    return sorted(key for key, _ in tf.train.list_variables(
+        tf.train.Checkpoint(model=model).write(str(tmp_path / name))))
+
+  assert keys(stack, "stack") == keys(sequential, "sequential")
+  restored = make(layers.Stack)
+  restored(x)
+  for variable in restored.variables:
+    variable.assign(tf.zeros_like(variable))
+  tf.train.Checkpoint(model=restored).read(str(tmp_path / "sequential")).assert_consumed()
+  np.testing.assert_array_equal(restored(x), sequential(x))
+  rebuilt = layers.Stack.from_config(stack.get_config())
+  assert isinstance(rebuilt, layers.Stack)
+  assert [layer.name for layer in rebuilt.layers] == ["a", "b"]

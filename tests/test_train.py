@@ -48,10 +48,10 @@ def test_training_tiny_lowers_the_loss(train_dir, tmp_path):
                     for i in range(trainer.model.num_lambdas)])
 
   before = evaluate()
-  for _ in range(30):
+  for _ in range(10):  # (seen: 0.66 of the loss after 10 steps, 0.49 after 30)
     trainer.train_step(next(batches))
   after = evaluate()
-  assert int(trainer.step.numpy()) == 30
+  assert int(trainer.step.numpy()) == 10
   assert after < 0.8 * before, (before, after)
 
 
@@ -176,18 +176,20 @@ def test_init_from_grows_a_trained_model_without_changing_it(tmp_path):
 
 
 def test_grow_train_kill_9_then_resume_with_fine_tuning_flags(train_dir, tmp_path, run_main):
-  """One workflow, so that its three training processes (a train step's trace costs most
-  of each) serve what were five tests:
+  """One workflow, so that its two training runs (a train step's trace costs most of
+  each) serve what were five tests:
 
   1. `--init_from` a checkpoint of a model without the config's latent Swin block: the
      run starts from its step (7) with the new block, and trains on; kill -9 after its
      first checkpoint loses at most one checkpoint interval.
-  2. Re-running resumes that checkpoint (the workdir's own, not --init_from), with a
-     MirroredStrategy on two logical CPUs (checkpoints do not depend on the strategy),
+  2. Re-running resumes that checkpoint (the workdir's own, not --init_from), with
      --respread_gains (the source's gains had one spread for all lambdas: it is reset,
      each channel's mean kept) and the fine-tuning flags (STE quantization, rounded
-     inputs), which the workdir's config then records.
-  3. Once more: nothing is left to train (in this process).
+     inputs), which the workdir's config then records. (In this process: `tflic train`
+     as a library call, which leaves the process's SIGTERM handler as it was.)
+  3. Once more, with a MirroredStrategy on two logical CPUs: the checkpoint restores under
+     it (checkpoints do not depend on the strategy), and nothing is left to train.
+     (Training under a strategy with several replicas: test_multi_worker.py.)
   """
   source, model, config_path = _grown(tmp_path, log_gains=0.2)
   workdir = tmp_path / "grown"
@@ -220,14 +222,15 @@ def test_grow_train_kill_9_then_resume_with_fine_tuning_flags(train_dir, tmp_pat
   assert np.abs(killed.log_gains.numpy() - expected).max() > 0.1  # still narrow
 
   target = saved[-1] + 3
-  resumed = _run_train(*args, f"--steps={target}", "--strategy=mirrored", "--logical_cpus=2",
-                       "--respread_gains", "--quantization=ste", "--context_input=rounded",
-                       "--hyper_input=rounded", "--rate_input=rounded",
-                       "--learning_rate=1e-9", timeout=600)
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert "MirroredStrategy with 2 replica(s)" in resumed.stdout
-  assert f"{workdir} has checkpoints: resuming them, not --init_from" in resumed.stdout
-  assert f"resuming from step {saved[-1]}" in resumed.stdout
+  sigterm = signal.getsignal(signal.SIGTERM)
+  status, stdout, stderr = run_main(
+      "train", "--progress=false", *args, f"--steps={target}", "--batch_size=2",
+      "--respread_gains", "--quantization=ste", "--context_input=rounded",
+      "--hyper_input=rounded", "--rate_input=rounded", "--learning_rate=1e-9")
+  assert status in (0, None), stderr[-2000:]
+  assert signal.getsignal(signal.SIGTERM) is sigterm  # train() restored its handler
+  assert f"{workdir} has checkpoints: resuming them, not --init_from" in stdout
+  assert f"resuming from step {saved[-1]}" in stdout
   assert _checkpoint_steps(workdir)[-1] == target
   _, resumed_model, step = checkpoint.restore_model(str(workdir))
   assert step == target
@@ -236,9 +239,10 @@ def test_grow_train_kill_9_then_resume_with_fine_tuning_flags(train_dir, tmp_pat
   assert (trained.quantization, trained.context_input, trained.hyper_input,
           trained.rate_input) == ("ste", "rounded", "rounded", "rounded")
 
-  status, stdout, stderr = run_main("train", "--progress=false", *args, f"--steps={target}")
-  assert status in (0, None), stderr
-  assert f"already trained to step {target}" in stdout, stdout
+  again = _run_train(*args, f"--steps={target}", "--strategy=mirrored", "--logical_cpus=2")
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert "MirroredStrategy with 2 replica(s)" in again.stdout, again.stdout
+  assert f"already trained to step {target}" in again.stdout, again.stdout
   assert _checkpoint_steps(workdir)[-1] == target
 
 

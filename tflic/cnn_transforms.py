@@ -19,6 +19,8 @@ Plain Keras convolutions with "same" zero padding: the codec's integer h_s
 import tensorflow as tf
 import tensorflow_compression as tfc
 
+from tflic.layers.stack import Stack
+
 KERNEL = 5  # g_a, g_s and the resampling convolutions of h_a, h_s
 HYPER_KERNEL = 3  # the first conv of h_a and the last of h_s
 
@@ -41,7 +43,7 @@ def analysis_transform(config):
   for i, dim in enumerate(config.embed_dims[:3]):
     layers += [_conv(dim, KERNEL, f"conv{i}", strides=2), tfc.GDN(name=f"gdn{i}")]
   layers.append(_conv(config.latent_channels, KERNEL, "conv3", strides=2))
-  return tf.keras.Sequential(layers, name="analysis")
+  return Stack(layers, name="analysis")
 
 
 def synthesis_transform(config):
@@ -51,12 +53,12 @@ def synthesis_transform(config):
     layers += [_up_conv(config.embed_dims[i], KERNEL, f"up_conv{i + 1}"),
                tfc.GDN(inverse=True, name=f"igdn{i}")]
   layers.append(_up_conv(3, KERNEL, "up_conv0"))
-  return tf.keras.Sequential(layers, name="synthesis")
+  return Stack(layers, name="synthesis")
 
 
 def hyper_analysis_transform(config):
   """h_a: y -> z, two 2x downsamplings."""
-  return tf.keras.Sequential([
+  return Stack([
       _conv(config.hyper_dim, HYPER_KERNEL, "conv0", activation="relu"),
       _conv(config.hyper_dim, KERNEL, "conv1", strides=2, activation="relu"),
       _conv(config.hyper_channels, KERNEL, "conv2", strides=2),
@@ -65,7 +67,7 @@ def hyper_analysis_transform(config):
 
 def hyper_synthesis_transform(config):
   """h_s: z_hat -> hyperprior features [.., hyper_dim] at the resolution of y."""
-  return tf.keras.Sequential([
+  return Stack([
       _up_conv(config.hyper_dim, KERNEL, "up_conv0", activation="relu"),
       _up_conv(config.hyper_dim, KERNEL, "up_conv1", activation="relu"),
       _conv(config.hyper_dim, HYPER_KERNEL, "conv2"),

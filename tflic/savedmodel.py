@@ -34,22 +34,26 @@ from tflic.rangecoder import tf_ops  # pylint: disable=unused-import  (registers
 
 
 def serving_signatures(module):
-  """Signatures with named outputs, for TF Serving and `loaded.signatures[...]`."""
+  """Signatures with named outputs, for TF Serving and `loaded.signatures[...]`.
+
+  tf.functions, not concrete functions: `tf.saved_model.save` traces them and the
+  module's functions in its own context, so that each graph is saved once (traced
+  before, in another context, the module's graphs were saved twice: twice the size and
+  the time to load)."""
   @tf.function(input_signature=module.compress.input_signature)
-  def compress(image, quality):
+  def serve_compress(image, quality):
     return {"bitstream": module.compress(image, quality)}
 
   @tf.function(input_signature=module.compress_refined.input_signature)
-  def compress_refined(image, quality, refine_steps):
+  def serve_compress_refined(image, quality, refine_steps):
     return {"bitstream": module.compress_refined(image, quality, refine_steps)}
 
   @tf.function(input_signature=module.decompress.input_signature)
-  def decompress(bitstream):
+  def serve_decompress(bitstream):
     return {"image": module.decompress(bitstream)}
 
-  return {"compress": compress.get_concrete_function(),
-          "compress_refined": compress_refined.get_concrete_function(),
-          "decompress": decompress.get_concrete_function()}
+  return {"compress": serve_compress, "compress_refined": serve_compress_refined,
+          "decompress": serve_decompress}
 
 
 def check_destination(out, overwrite=False):

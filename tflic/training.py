@@ -412,7 +412,7 @@ def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
   if trainer.num_workers > 1:
     stop_all_workers_on_signals()
   else:
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupted)
   try:
     while trainer.step.numpy() < steps:
       batch = next(iterator)
@@ -473,6 +473,8 @@ def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
   if int(trainer.step.numpy()) != last_good:
     trainer.save()
   print(f"\ncheckpoint at step {int(trainer.step.numpy())} in {workdir}")
+  if trainer.num_workers == 1:  # a library call leaves the process's handler as it was
+    signal.signal(signal.SIGTERM, previous_sigterm)
   if trainer.num_workers > 1:
     # Every worker's weights: the same on all (tests compare them with the chief's
     # checkpoint; `weights_digest(checkpoint.restore_model(workdir)[1])`).

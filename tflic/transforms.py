@@ -14,7 +14,7 @@ A config with `transform: "cnn"` gets the convolutional transforms of
 import tensorflow as tf
 
 from tflic import cnn_transforms
-from tflic.layers import PatchMerging, PatchSplit, SwinBlock
+from tflic.layers import PatchMerging, PatchSplit, Stack, SwinBlock
 
 
 def _is_cnn(config):
@@ -44,7 +44,7 @@ def analysis_transform(config):
   # Last, so that a model grown by them still restores the checkpoints of the one without.
   layers += _swin_stage(config.latent_channels, config.latent_depth, config.num_heads[-1],
                         config.window_size, config.mlp_ratio, "latent")
-  return tf.keras.Sequential(layers, name="analysis")
+  return Stack(layers, name="analysis")
 
 
 def synthesis_transform(config):
@@ -58,12 +58,12 @@ def synthesis_transform(config):
     out_dim = config.embed_dims[i - 1] if i else 3
     layers.append(PatchSplit(out_dim, norm=False, kernel_size=_resample_kernel(config),
                              name=f"split{i}"))
-  return tf.keras.Sequential(layers, name="synthesis")
+  return Stack(layers, name="synthesis")
 
 
 def _hyper_transform(config, resample, out_dim, name):
   """resample -> Swin blocks -> resample, at the hyperprior's width."""
-  return tf.keras.Sequential(
+  return Stack(
       [resample(config.hyper_dim, norm=False, kernel_size=_resample_kernel(config),
                 name="resample0")] +
       _swin_stage(config.hyper_dim, config.hyper_depth, config.hyper_heads,

@@ -3,5 +3,6 @@
 from tflic.layers.cross_attention_block import CrossAttentionBlock
 from tflic.layers.patch_merging import PatchMerging
 from tflic.layers.patch_split import PatchSplit
+from tflic.layers.stack import Stack
 from tflic.layers.swin_block import SwinBlock
 from tflic.layers.window_attention import WindowAttention

@@ -2,6 +2,8 @@
 
 import tensorflow as tf
 
+from tflic.layers.stack import Stack
+
 
 def small_normal():
   """ViT/Swin initialization (truncated normal, std 0.02).
@@ -14,7 +16,7 @@ def small_normal():
 
 def mlp(dim, mlp_ratio, name="mlp"):
   """The transformer MLP: dim -> dim * mlp_ratio (GELU) -> dim."""
-  return tf.keras.Sequential([
+  return Stack([
       tf.keras.layers.Dense(int(dim * mlp_ratio), activation="gelu",
                             kernel_initializer=small_normal()),
       tf.keras.layers.Dense(dim, kernel_initializer=small_normal()),
