@@ -38,8 +38,9 @@ _COSTS = {
     "test_codec.py::test_refinement_optimizes_the_distortion_the_model_was_trained_for": 40,
     "test_codec.py::test_refined_files_decode_with_the_same_decoder": 40,
     "test_tfds.py::test_train_two_steps_from_tfds": 30,
-    "test_multi_worker.py::test_two_workers_train_alike_stop_when_one_is_killed_and_resume":
-        200,
+    "test_multi_worker.py::test_two_workers_resume_train_alike_and_finish_together": 75,
+    "test_multi_worker.py::test_a_killed_worker_stops_the_other_and_the_checkpoint_is_kept":
+        20,
     "test_multi_worker.py::test_a_worker_that_does_not_join_stops_them_all": 20,
     "test_train.py::test_grow_train_kill_9_then_resume_with_fine_tuning_flags": 130,
     "test_train.py::test_init_from_grows_a_trained_model_without_changing_it": 17,
