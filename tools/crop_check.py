@@ -9,7 +9,7 @@ codes 256x256 centre crops of eight Kodak images at the trained lambdas' qualiti
 `tflic eval` does. It prints one line per directory: step, the BD-rates, the ends of the
 rate range, and the PSNR of the synthesis of the unquantized latent at the top quality
 (the transforms' ceiling). With several directories, it also gives each one's BD-rate
-against the first (e.g. two architectures trained alike). Minutes, not the hour of a full Kodak `tflic eval`: for
+and BD-PSNR against the first (e.g. two architectures trained alike). Minutes, not the hour of a full Kodak `tflic eval`: for
 comparing candidates and watching a run, not for the README's numbers.
 """
 
@@ -81,6 +81,12 @@ def model_curve(model, images):
   return rates, psnrs, float(np.mean([_psnr(a, b) for a, b in zip(images, ceiling)]))
 
 
+def _shown(bd):
+  """A BD-rate as printed: the percentage, with the reason or caveat when there is one."""
+  value = "n/a" if bd.value != bd.value else f"{bd.value:+.1f}%"
+  return f"{value} ({bd.note})" if bd.note else value
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -96,19 +102,23 @@ def main(argv):
     result = {"workdir": workdir, "config": cfg.name, "step": step,
               "params": model.count_params(), "bpp": rates, "psnr": psnrs,
               "ceiling_psnr": ceiling}
+    shown = {}
     for name, (anchor_rates, anchor_psnrs) in anchors.items():
-      result[f"bd_rate_{name}"] = bdrate.bd_rate(anchor_rates, anchor_psnrs, rates,
-                                                 psnrs).value
+      bd = bdrate.bd_rate(anchor_rates, anchor_psnrs, rates, psnrs)
+      result[f"bd_rate_{name}"] = bd.value
+      shown[name] = _shown(bd)
     versus_first = ""
     if first is None:
       first = (workdir, rates, psnrs)
     else:
-      result["bd_rate_first"] = bdrate.bd_rate(first[1], first[2], rates, psnrs).value
-      versus_first = f"; {result['bd_rate_first']:+.1f}% vs {first[0]}"
+      bd = bdrate.bd_rate(first[1], first[2], rates, psnrs)
+      psnr = bdrate.bd_quality(first[1], first[2], rates, psnrs)
+      result["bd_rate_first"], result["bd_psnr_first"] = bd.value, psnr.value
+      versus_first = f"; {_shown(bd)}, BD-PSNR {psnr.value:+.2f} dB vs {first[0]}"
     print(f"{workdir} ({cfg.name}, step {step}, {model.count_params():,} parameters): "
-          f"BD-rate {result['bd_rate_jpeg']:+.1f}% vs JPEG, {result['bd_rate_webp']:+.1f}% "
-          f"vs WebP{versus_first}; {rates[0]:.3f} bpp {psnrs[0]:.2f} dB .. {rates[-1]:.3f} "
-          f"bpp {psnrs[-1]:.2f} dB; ceiling {ceiling:.2f} dB", flush=True)
+          f"BD-rate {shown['jpeg']} vs JPEG, {shown['webp']} vs WebP{versus_first}; "
+          f"{rates[0]:.3f} bpp {psnrs[0]:.2f} dB .. {rates[-1]:.3f} bpp {psnrs[-1]:.2f} dB; "
+          f"ceiling {ceiling:.2f} dB", flush=True)
     if _JSON.value:
       with open(_JSON.value, "a", encoding="utf-8") as f:
         f.write(json.dumps(result) + "\n")
