@@ -112,7 +112,7 @@ def _seeded_workdir(workdir, step):
   written here by a Trainer without a strategy (no training step, so no trace)."""
   cfg = config.load("tiny")
   trainer = training.Trainer(cfg, str(workdir), tf.distribute.get_strategy())
-  trainer.optimizer.build(trainer.trainable_variables())
+  trainer._build_optimizer()  # pylint: disable=protected-access  (as a train step does)
   trainer.step.assign(step)
   checkpoint.save_config(str(workdir), cfg)
   trainer.save()

@@ -14,6 +14,7 @@ comparing candidates and watching a run, not for the README's numbers.
 """
 
 import json
+import math
 import os
 
 from absl import app
@@ -81,9 +82,9 @@ def model_curve(model, images):
   return rates, psnrs, float(np.mean([_psnr(a, b) for a, b in zip(images, ceiling)]))
 
 
-def _shown(bd):
-  """A BD-rate as printed: the percentage, with the reason or caveat when there is one."""
-  value = "n/a" if bd.value != bd.value else f"{bd.value:+.1f}%"
+def _shown(bd, unit="%", digits=1):
+  """A BD result as printed: the value, with the reason or caveat when there is one."""
+  value = "n/a" if math.isnan(bd.value) else f"{bd.value:+.{digits}f}{unit}"
   return f"{value} ({bd.note})" if bd.note else value
 
 
@@ -114,7 +115,8 @@ def main(argv):
       bd = bdrate.bd_rate(first[1], first[2], rates, psnrs)
       psnr = bdrate.bd_quality(first[1], first[2], rates, psnrs)
       result["bd_rate_first"], result["bd_psnr_first"] = bd.value, psnr.value
-      versus_first = f"; {_shown(bd)}, BD-PSNR {psnr.value:+.2f} dB vs {first[0]}"
+      versus_first = (f"; {_shown(bd)}, BD-PSNR {_shown(psnr, ' dB', 2)} "
+                      f"vs {first[0]}")
     print(f"{workdir} ({cfg.name}, step {step}, {model.count_params():,} parameters): "
           f"BD-rate {shown['jpeg']} vs JPEG, {shown['webp']} vs WebP{versus_first}; "
           f"{rates[0]:.3f} bpp {psnrs[0]:.2f} dB .. {rates[-1]:.3f} bpp {psnrs[-1]:.2f} dB; "
