@@ -19,7 +19,8 @@ from tflic import rangecoder
 from tflic.rangecoder import RangeCoderError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TABLES = REPO / "models" / "small" / "checkpoints" / "ckpt-104831.tables.npz"
+# The bundled checkpoint's coding tables (one file, named after its step).
+TABLES, = (REPO / "models" / "small" / "checkpoints").glob("ckpt-*.tables.npz")
 MAX_ESCAPE = 2**30 - 1  # Largest escape magnitude tfc's encoder can write.
 
 

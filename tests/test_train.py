@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import signal
@@ -172,6 +173,31 @@ def test_init_from_grows_a_trained_model_without_changing_it(tmp_path):
   x = tf.random.uniform([1, 64, 64, 3], seed=2)
   for a, b in zip(trainer.model.reconstruct(x, 0.5, coded=False),
                   model.reconstruct(x, 0.5, coded=False)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_init_from_maps_the_gains_onto_other_lambdas(tmp_path):
+  """A config with a lambda below the source's and one between two of them starts from
+  the source's gains: at the source's lambdas it reconstructs as the source did, and the
+  new lambdas' gains are the source's interpolated (or extrapolated) in log lambda."""
+  source, model, _ = _grown(tmp_path)
+  gains = np.random.default_rng(0).normal(size=model.log_gains.shape).astype(np.float32)
+  model.log_gains.assign(gains)
+  checkpoint.save_model(str(source), config.load("tiny"), model, step=7)
+  old = list(model.config.lambdas)
+  d = json.loads(config.load("tiny").to_json())
+  d["model"]["lambdas"] = [old[0] / 4, old[0], math.sqrt(old[0] * old[1])] + old[1:]
+  trainer = training.Trainer(config.from_dict(d), str(tmp_path / "probe"),
+                             tf.distribute.get_strategy())
+  trainer.warm_start(str(source))
+  regained = trainer.model.log_gains.numpy()
+  np.testing.assert_array_equal(regained[[1] + list(range(3, len(old) + 2))], gains)
+  np.testing.assert_allclose(regained[2], (gains[0] + gains[1]) / 2, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(regained[0], gains[0] - 2 * (gains[1] - gains[0]) / math.log(
+      old[1] / old[0]) * math.log(2), rtol=1e-5, atol=1e-5)
+  x = tf.random.uniform([1, 64, 64, 3], seed=2)
+  for a, b in zip(trainer.model.reconstruct(x, trainer.model.quality_of(1), coded=False),
+                  model.reconstruct(x, 0.0, coded=False)):
     np.testing.assert_array_equal(a, b)
 
 

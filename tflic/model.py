@@ -7,6 +7,7 @@ scale <-> index mapping), so that training and coding share every computation.
 
 import math
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_compression as tfc
 
@@ -96,6 +97,23 @@ class TflicModel(tf.keras.Model):
     """
     mean = tf.reduce_mean(self.log_gains, axis=0, keepdims=True)
     self.log_gains.assign(mean + self._gain_spread()[:, None])
+
+  def regain(self, log_gains, lambdas):
+    """Sets the gains from those of a model trained at other `lambdas`.
+
+    Each of this model's lambdas gets the source's log-gains interpolated linearly in
+    log lambda, and extrapolated from the two nearest beyond the source's range (the
+    high-rate optimum is linear there too; see `_gain_spread`). Lets a trained model
+    start a fine-tune with a wider or denser rate set.
+    """
+    log_from = np.log(np.asarray(lambdas, np.float64))
+    if log_from.size < 2 or np.any(np.diff(log_from) <= 0):
+      raise ValueError(f"need two or more increasing lambdas, got {list(lambdas)}")
+    log_to = np.log(np.asarray(self.config.lambdas, np.float64))
+    lower = np.clip(np.searchsorted(log_from, log_to) - 1, 0, log_from.size - 2)
+    a = (log_to - log_from[lower]) / (log_from[lower + 1] - log_from[lower])
+    gains = np.asarray(log_gains, np.float64)
+    self.log_gains.assign((1 - a[:, None]) * gains[lower] + a[:, None] * gains[lower + 1])
 
   def quality_of(self, lambda_index):
     """The quality at which the gains equal those of lambda number `lambda_index`."""

@@ -174,7 +174,9 @@ class Trainer:
 
     Variables are matched by their place in the model, so the source may be a model of
     the same config or one without blocks that this config appends (`latent_depth`); a
-    source with variables this model lacks, or of other shapes, is refused.
+    source with variables this model lacks, or of other shapes, is refused. A source
+    trained at other lambdas (its workdir's config) gives its gains to this config's
+    lambdas by interpolation (`TflicModel.regain`).
     Swin blocks the source lacks start as the identity, so the grown model computes what
     the source did; the optimizer starts afresh (with its warm-up). Returns the number of
     such new blocks.
@@ -192,10 +194,21 @@ class Trainer:
                               f"e.g. {min(extra)}")
     blocks = [m for m in self.model.submodules if isinstance(m, SwinBlock)]
     before = [b.attn.proj.kernel.numpy() for b in blocks]
+    source_cfg = checkpoint_lib.load_config(source_workdir)
+    source_lambdas = tuple(source_cfg.model.lambdas if source_cfg else self.model.lambdas)
+    own_gains = self.model.log_gains
+    if source_lambdas != tuple(self.cfg.model.lambdas):
+      # The source's gains, one row per its lambda, land in a stand-in of their shape.
+      self.model.log_gains = tf.Variable(
+          tf.zeros([len(source_lambdas), own_gains.shape[1]]), name="log_gains")
     try:
       tf.train.Checkpoint(model=self.model, step=self.step).restore(latest).expect_partial()
     except ValueError as e:  # a variable of another shape
       raise errors.TflicError(f"{misfit}: {str(e).splitlines()[0]}") from None
+    finally:
+      source_gains, self.model.log_gains = self.model.log_gains, own_gains
+    if source_gains is not own_gains:
+      self.model.regain(source_gains.numpy(), source_lambdas)
     new = [b for b, w in zip(blocks, before) if np.array_equal(b.attn.proj.kernel.numpy(), w)]
     for block in new:
       block.make_identity()
