@@ -180,12 +180,13 @@ def test_init_from_maps_the_gains_onto_other_lambdas(tmp_path):
   """A config with a lambda below the source's and one between two of them starts from
   the source's gains: at the source's lambdas it reconstructs as the source did, and the
   new lambdas' gains are the source's interpolated (or extrapolated) in log lambda."""
-  source, model, _ = _grown(tmp_path)
+  source, cfg = tmp_path / "source", config.load("tiny")
+  model = checkpoint.build_model(cfg)
   gains = np.random.default_rng(0).normal(size=model.log_gains.shape).astype(np.float32)
   model.log_gains.assign(gains)
-  checkpoint.save_model(str(source), config.load("tiny"), model, step=7)
-  old = list(model.config.lambdas)
-  d = json.loads(config.load("tiny").to_json())
+  checkpoint.save_model(str(source), cfg, model, step=7)
+  old = list(cfg.model.lambdas)
+  d = json.loads(cfg.to_json())
   d["model"]["lambdas"] = [old[0] / 4, old[0], math.sqrt(old[0] * old[1])] + old[1:]
   trainer = training.Trainer(config.from_dict(d), str(tmp_path / "probe"),
                              tf.distribute.get_strategy())

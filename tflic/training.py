@@ -195,7 +195,7 @@ class Trainer:
     blocks = [m for m in self.model.submodules if isinstance(m, SwinBlock)]
     before = [b.attn.proj.kernel.numpy() for b in blocks]
     source_cfg = checkpoint_lib.load_config(source_workdir)
-    source_lambdas = tuple(source_cfg.model.lambdas if source_cfg else self.model.lambdas)
+    source_lambdas = tuple((source_cfg or self.cfg).model.lambdas)
     own_gains = self.model.log_gains
     if source_lambdas != tuple(self.cfg.model.lambdas):
       # The source's gains, one row per its lambda, land in a stand-in of their shape.
@@ -488,7 +488,7 @@ def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
   print(f"\ncheckpoint at step {int(trainer.step.numpy())} in {workdir}")
   if trainer.num_workers == 1:  # a library call leaves the process's handler as it was
     signal.signal(signal.SIGTERM, previous_sigterm)
-  if trainer.num_workers > 1:
+  else:
     # Every worker's weights: the same on all (tests compare them with the chief's
     # checkpoint; `weights_digest(checkpoint.restore_model(workdir)[1])`).
     print(f"worker {trainer.worker_index}: weights digest {weights_digest(trainer.model)} at "
