@@ -90,7 +90,8 @@ _RESPREAD_GAINS = flags.DEFINE_bool(
 _INIT_FROM = flags.DEFINE_string(
     "init_from", None,
     "Start a new --workdir from the weights and step of this workdir's latest checkpoint, "
-    "e.g. to grow a trained model by latent_depth blocks (they start as the identity); "
+    "e.g. to grow a trained model by latent_depth blocks (they start as the identity) or "
+    "to widen its transforms by whole factors (embed_dims, num_heads); "
     "the optimizer starts afresh. Ignored when --workdir has checkpoints.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for data order, noise and lambda sampling.")
 _PROGRESS = common_flags.PROGRESS

@@ -20,6 +20,7 @@ from tflic import checkpoint as checkpoint_lib
 from tflic import data
 from tflic import distortion
 from tflic import errors
+from tflic import widening
 from tflic.layers import SwinBlock
 
 
@@ -176,7 +177,9 @@ class Trainer:
     the same config or one without blocks that this config appends (`latent_depth`); a
     source with variables this model lacks, or of other shapes, is refused. A source
     trained at other lambdas (its workdir's config) gives its gains to this config's
-    lambdas by interpolation (`TflicModel.regain`).
+    lambdas by interpolation (`TflicModel.regain`). A source whose transforms are
+    narrower by whole factors per stage is widened without changing what it computes
+    (`tflic.widening`).
     Swin blocks the source lacks start as the identity, so the grown model computes what
     the source did; the optimizer starts afresh (with its warm-up). Returns the number of
     such new blocks.
@@ -186,6 +189,9 @@ class Trainer:
     if latest is None:
       raise errors.TflicError(f"--init_from: no checkpoint in {source_workdir!r}")
     misfit = f"--init_from={source_workdir}: does not fit this config"
+    source_cfg = checkpoint_lib.load_config(source_workdir)
+    if source_cfg is not None and widening.is_wider(source_cfg.model, self.cfg.model):
+      return self._warm_start_wider(source_cfg, latest, misfit)
     with tempfile.TemporaryDirectory() as tmp:
       own = tf.train.Checkpoint(model=self.model).write(os.path.join(tmp, "model"))
       extra = _model_variable_keys(latest) - _model_variable_keys(own)
@@ -194,7 +200,6 @@ class Trainer:
                               f"e.g. {min(extra)}")
     blocks = [m for m in self.model.submodules if isinstance(m, SwinBlock)]
     before = [b.attn.proj.kernel.numpy() for b in blocks]
-    source_cfg = checkpoint_lib.load_config(source_workdir)
     source_lambdas = tuple((source_cfg or self.cfg).model.lambdas)
     own_gains = self.model.log_gains
     if source_lambdas != tuple(self.cfg.model.lambdas):
@@ -213,6 +218,27 @@ class Trainer:
     for block in new:
       block.make_identity()
     return len(new)
+
+  def _warm_start_wider(self, source_cfg, latest, misfit):
+    """warm_start from a model with narrower transforms (`tflic.widening`)."""
+    source = checkpoint_lib.build_model(source_cfg)
+    status = tf.train.Checkpoint(model=source, step=self.step).restore(latest)
+    status.expect_partial().assert_existing_objects_matched()
+    try:
+      grown = widening.widen_transforms(source, self.model, self.rng)
+      for name in ("hyper_analysis", "hyper_synthesis", "context", "hyperprior"):
+        pairs = list(zip(getattr(source, name).variables, getattr(self.model, name).variables))
+        for src, dst in pairs:
+          if src.shape != dst.shape:
+            raise errors.TflicError(f"{name}: {src.name} is {src.shape}, not {dst.shape}")
+          dst.assign(src)
+    except errors.TflicError as e:
+      raise errors.TflicError(f"{misfit}: {e}") from None
+    if tuple(source_cfg.model.lambdas) == tuple(self.cfg.model.lambdas):
+      self.model.log_gains.assign(source.log_gains)
+    else:
+      self.model.regain(source.log_gains.numpy(), source_cfg.model.lambdas)
+    return grown
 
   def save(self):
     """Writes a checkpoint in the workdir (the chief) or to a temporary directory removed
