@@ -87,10 +87,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(train_dir, tmp_path, monk
     return 0, {"loss": loss, "bpp": 0.5, "psnr": 20.0}
 
   monkeypatch.setattr(training.Trainer, "train_step", poisoned)
+  handler = signal.getsignal(signal.SIGTERM)
   with pytest.raises(errors.TflicError, match="loss became nan at step 14.*step 10"):
     training.train(cfg, str(tmp_path), 30, str(train_dir), tf.distribute.get_strategy(),
                    progress=False)
   assert _checkpoint_steps(tmp_path) == [10]
+  assert signal.getsignal(signal.SIGTERM) is handler  # left as it was, error or not
 
 
 def test_bad_arguments_give_one_line_errors_before_writing_anything(tmp_path, run_main):

@@ -4,6 +4,7 @@
 benchmarks, notebooks).
 """
 
+import contextlib
 import hashlib
 import math
 import os
@@ -336,6 +337,16 @@ def _raise_interrupted(signum, frame):
   raise _Interrupted(signal.Signals(signum).name)
 
 
+@contextlib.contextmanager
+def _sigterm_raises_interrupted():
+  """SIGTERM raises _Interrupted inside the block; the old handler is back after it."""
+  previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def _op_error_cause(error):
   """The line of a TensorFlow op error that says what happened (not where)."""
   lines = [line.strip() for line in str(error).splitlines()]
@@ -450,71 +461,71 @@ def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
   summary = {}
   if trainer.num_workers > 1:
     stop_all_workers_on_signals()
-  else:
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupted)
-  try:
-    while trainer.step.numpy() < steps:
-      batch = next(iterator)
-      try:
-        lambda_index, metrics = trainer.train_step(batch)
-      except tf.errors.OpError as e:
-        if trainer.num_workers == 1:
-          raise
-        # A collective op failed: another worker died, or was stopped (TensorFlow's
-        # heartbeat notices a dead peer in seconds). This worker's state is that of the
-        # last finished step, but the others' is unknown: no checkpoint now.
-        raise errors.TflicError(
-            f"worker {trainer.worker_index}: training stopped after step "
-            f"{int(trainer.step.numpy())}: a collective op failed ({type(e).__name__}: "
-            f"{_op_error_cause(e)}), another worker is gone or failed; the chief's last "
-            f"checkpoint (step {last_good}) is kept in {workdir}") from None
-      step = int(trainer.step.numpy())
-      if not all(math.isfinite(v) for v in metrics.values()):
-        raise errors.TflicError(
-            f"loss became {metrics['loss']} at step {step} (lambda #{lambda_index}); "
-            f"stopped; the last good checkpoint (step {last_good}) is kept in {workdir}")
-      entry = sums.setdefault(lambda_index, {"count": 0})
-      entry["count"] += 1
-      for k, v in metrics.items():
-        entry[k] = entry.get(k, 0.0) + v
-      if step % train_cfg.log_every == 0 or step == steps:
-        now = time.perf_counter()
-        steps_per_second = (step - last_log_step) / max(now - last_log_time, 1e-9)
-        last_log_time, last_log_step = now, step
-        with writer.as_default(step=step):
-          tf.summary.scalar("steps_per_second", steps_per_second)
-          tf.summary.scalar("pixels_per_second", steps_per_second * pixels_per_step)
-          tf.summary.scalar("learning_rate", trainer.optimizer.learning_rate)
-          for index, entry in sorted(sums.items()):
-            means = {k: v / entry["count"] for k, v in entry.items() if k != "count"}
-            summary[index] = means
-            for k, v in means.items():
-              tf.summary.scalar(f"lambda_{index}/{k}", v)
-            tf.summary.scalar("loss", means["loss"])
-        sums = {}
-        shown = [k for k in ("loss", "bpp", "psnr", "ms_ssim") if k in metrics]
-        bar.update(step, [(k, metrics[k]) for k in shown] + [("steps/s", steps_per_second)])
-      if step % train_cfg.checkpoint_every == 0:
-        trainer.save()
-        last_good = step
-      if trainer.stopping:
-        print(f"\ninterrupted ({', '.join(_stop_signals) or 'by another worker'}): all workers "
-              f"stop at step {step}; saving")
-        break
-  except (KeyboardInterrupt, _Interrupted) as e:
-    if trainer.num_workers > 1:  # a second signal (stop_all_workers_on_signals)
-      print(f"\ninterrupted again ({e or 'SIGINT'}) at step {int(trainer.step.numpy())}: "
-            "this worker stops alone, without a checkpoint")
-      raise
-    print(f"\ninterrupted ({e or 'SIGINT'}) at step {int(trainer.step.numpy())}; saving")
-  finally:
-    writer.flush()
-  if int(trainer.step.numpy()) != last_good:
-    trainer.save()
-  print(f"\ncheckpoint at step {int(trainer.step.numpy())} in {workdir}")
-  if trainer.num_workers == 1:  # a library call leaves the process's handler as it was
-    signal.signal(signal.SIGTERM, previous_sigterm)
-  else:
+    signals = contextlib.nullcontext()
+  else:  # a library call leaves the process's handler as it was, also on an error
+    signals = _sigterm_raises_interrupted()
+  with signals:
+    try:
+      while trainer.step.numpy() < steps:
+        batch = next(iterator)
+        try:
+          lambda_index, metrics = trainer.train_step(batch)
+        except tf.errors.OpError as e:
+          if trainer.num_workers == 1:
+            raise
+          # A collective op failed: another worker died, or was stopped (TensorFlow's
+          # heartbeat notices a dead peer in seconds). This worker's state is that of the
+          # last finished step, but the others' is unknown: no checkpoint now.
+          raise errors.TflicError(
+              f"worker {trainer.worker_index}: training stopped after step "
+              f"{int(trainer.step.numpy())}: a collective op failed ({type(e).__name__}: "
+              f"{_op_error_cause(e)}), another worker is gone or failed; the chief's last "
+              f"checkpoint (step {last_good}) is kept in {workdir}") from None
+        step = int(trainer.step.numpy())
+        if not all(math.isfinite(v) for v in metrics.values()):
+          raise errors.TflicError(
+              f"loss became {metrics['loss']} at step {step} (lambda #{lambda_index}); "
+              f"stopped; the last good checkpoint (step {last_good}) is kept in {workdir}")
+        entry = sums.setdefault(lambda_index, {"count": 0})
+        entry["count"] += 1
+        for k, v in metrics.items():
+          entry[k] = entry.get(k, 0.0) + v
+        if step % train_cfg.log_every == 0 or step == steps:
+          now = time.perf_counter()
+          steps_per_second = (step - last_log_step) / max(now - last_log_time, 1e-9)
+          last_log_time, last_log_step = now, step
+          with writer.as_default(step=step):
+            tf.summary.scalar("steps_per_second", steps_per_second)
+            tf.summary.scalar("pixels_per_second", steps_per_second * pixels_per_step)
+            tf.summary.scalar("learning_rate", trainer.optimizer.learning_rate)
+            for index, entry in sorted(sums.items()):
+              means = {k: v / entry["count"] for k, v in entry.items() if k != "count"}
+              summary[index] = means
+              for k, v in means.items():
+                tf.summary.scalar(f"lambda_{index}/{k}", v)
+              tf.summary.scalar("loss", means["loss"])
+          sums = {}
+          shown = [k for k in ("loss", "bpp", "psnr", "ms_ssim") if k in metrics]
+          bar.update(step, [(k, metrics[k]) for k in shown] + [("steps/s", steps_per_second)])
+        if step % train_cfg.checkpoint_every == 0:
+          trainer.save()
+          last_good = step
+        if trainer.stopping:
+          print(f"\ninterrupted ({', '.join(_stop_signals) or 'by another worker'}): all workers "
+                f"stop at step {step}; saving")
+          break
+    except (KeyboardInterrupt, _Interrupted) as e:
+      if trainer.num_workers > 1:  # a second signal (stop_all_workers_on_signals)
+        print(f"\ninterrupted again ({e or 'SIGINT'}) at step {int(trainer.step.numpy())}: "
+              "this worker stops alone, without a checkpoint")
+        raise
+      print(f"\ninterrupted ({e or 'SIGINT'}) at step {int(trainer.step.numpy())}; saving")
+    finally:
+      writer.flush()
+    if int(trainer.step.numpy()) != last_good:
+      trainer.save()
+    print(f"\ncheckpoint at step {int(trainer.step.numpy())} in {workdir}")
+  if trainer.num_workers > 1:
     # Every worker's weights: the same on all (tests compare them with the chief's
     # checkpoint; `weights_digest(checkpoint.restore_model(workdir)[1])`).
     print(f"worker {trainer.worker_index}: weights digest {weights_digest(trainer.model)} at "
