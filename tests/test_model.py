@@ -201,7 +201,7 @@ def test_coding_tables_sit_at_the_centre_of_their_scale_buckets(tiny):
 
 def test_configs_load_and_reject_bad_input(tmp_path):
   from tflic import errors  # pylint: disable=g-import-not-at-top
-  for name in ("tiny", "small", "paper"):
+  for name in ("tiny", "small", "medium", "wide", "cnn_small", "paper"):
     assert config.load(name).name == name
   with pytest.raises(errors.TflicError, match="no config named"):
     config.load("huge")
