@@ -53,7 +53,7 @@ def test_a_widened_model_computes_what_the_narrow_one_did(source, tmp_path):
     for wide, narrow in zip(trainer.model.reconstruct(x, quality, coded=False),
                             model.reconstruct(x, quality, coded=False)):
       np.testing.assert_allclose(wide, narrow, rtol=1e-4, atol=2e-5)
-  for name in ("hyper_synthesis", "context", "hyperprior"):
+  for name in ("hyper_analysis", "hyper_synthesis", "context", "hyperprior"):
     for a, b in zip(getattr(trainer.model, name).variables, getattr(model, name).variables):
       np.testing.assert_array_equal(a, b)
 

@@ -192,7 +192,7 @@ class Trainer:
     misfit = f"--init_from={source_workdir}: does not fit this config"
     source_cfg = checkpoint_lib.load_config(source_workdir)
     if source_cfg is not None and widening.is_wider(source_cfg.model, self.cfg.model):
-      return self._warm_start_wider(source_cfg, latest, misfit)
+      return self._warm_start_wider(source_workdir, misfit)
     with tempfile.TemporaryDirectory() as tmp:
       own = tf.train.Checkpoint(model=self.model).write(os.path.join(tmp, "model"))
       extra = _model_variable_keys(latest) - _model_variable_keys(own)
@@ -220,19 +220,25 @@ class Trainer:
       block.make_identity()
     return len(new)
 
-  def _warm_start_wider(self, source_cfg, latest, misfit):
+  def _warm_start_wider(self, source_workdir, misfit):
     """warm_start from a model with narrower transforms (`tflic.widening`)."""
-    source = checkpoint_lib.build_model(source_cfg)
-    status = tf.train.Checkpoint(model=source, step=self.step).restore(latest)
-    status.expect_partial().assert_existing_objects_matched()
+    source_cfg, source, step = checkpoint_lib.restore_model(source_workdir)
+    self.step.assign(step)
     try:
       grown = widening.widen_transforms(source, self.model, self.rng)
-      for name in ("hyper_analysis", "hyper_synthesis", "context", "hyperprior"):
-        pairs = list(zip(getattr(source, name).variables, getattr(self.model, name).variables))
-        for src, dst in pairs:
-          if src.shape != dst.shape:
-            raise errors.TflicError(f"{name}: {src.name} is {src.shape}, not {dst.shape}")
-          dst.assign(src)
+      # The rest (hyperprior, context model, ...) keeps its shapes: copied as it is.
+      widened = {id(v) for name in widening.TRANSFORMS
+                 for model in (source, self.model) for v in getattr(model, name).variables}
+      widened |= {id(source.log_gains), id(self.model.log_gains)}
+      rest = [[v for v in model.variables if id(v) not in widened]
+              for model in (source, self.model)]
+      if len(rest[0]) != len(rest[1]):
+        raise errors.TflicError(f"{len(rest[0])} variables beside the transforms do not "
+                                f"fit {len(rest[1])}")
+      for src, dst in zip(*rest):
+        if src.shape != dst.shape:
+          raise errors.TflicError(f"{src.name} is {src.shape}, not {dst.shape}")
+        dst.assign(src)
     except errors.TflicError as e:
       raise errors.TflicError(f"{misfit}: {e}") from None
     if tuple(source_cfg.model.lambdas) == tuple(self.cfg.model.lambdas):
