@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from tflic import checkpoint
@@ -109,27 +110,31 @@ def _latest_step(workdir):
 
 def _seeded_workdir(workdir, step):
   """A training directory holding a resumable checkpoint of a fresh tiny model at `step`,
-  written here by a Trainer without a strategy (no training step, so no trace)."""
+  written here by a Trainer without a strategy (no training step, so no trace); returns
+  the model."""
   cfg = config.load("tiny")
   trainer = training.Trainer(cfg, str(workdir), tf.distribute.get_strategy())
   trainer._build_optimizer()  # pylint: disable=protected-access  (as a train step does)
   trainer.step.assign(step)
   checkpoint.save_config(str(workdir), cfg)
   trainer.save()
-  return training.weights_digest(trainer.model)
+  return trainer.model
 
 
 def test_two_workers_resume_train_alike_and_finish_together(train_dir, tmp_path):
   """Two workers on 127.0.0.1 resume the chief's checkpoint (written without a strategy:
   checkpoints do not depend on it), train the tiny model and end together, with the same
-  weights on both, those of the chief's last checkpoint. Only the chief wrote checkpoints
-  and summaries; worker 1's temporary checkpoints are gone; no process is left."""
+  weights on both, those of the chief's last checkpoint, which also holds their moving
+  average (--average_decay: started from the resumed weights, updated in each step).
+  Only the chief wrote checkpoints and summaries; worker 1's temporary checkpoints are
+  gone; no process is left."""
   workdir = tmp_path / "multi"
-  _seeded_workdir(workdir, 4)
+  seeded = _seeded_workdir(workdir, 4)
   scratch = tmp_path / "scratch"  # worker 1's TMPDIR (and the launcher's)
   scratch.mkdir()
   target = 7
-  run = _Launch("--workers=2", "--", *_train_flags(workdir, train_dir, "--checkpoint_every=2"),
+  run = _Launch("--workers=2", "--", *_train_flags(workdir, train_dir, "--checkpoint_every=2",
+                                                  "--average_decay=0.5"),
                 f"--steps={target}", env=dict(os.environ, TMPDIR=str(scratch)))
   try:
     status = run.wait(600)
@@ -146,6 +151,12 @@ def test_two_workers_resume_train_alike_and_finish_together(train_dir, tmp_path)
   assert _latest_step(workdir) == target
   _, model, step = checkpoint.restore_model(str(workdir))
   assert step == target and training.weights_digest(model) == digests["0"]
+  # A convex combination of the weights of steps 4-7, half of it step 7's: nearer to
+  # them than step 4's were (a fresh model's weights would be far from both).
+  average = checkpoint.restore_model(str(workdir), average=True)[1]
+  distance = lambda a, b: np.sqrt(sum(np.sum((x.numpy() - y.numpy())**2) for x, y in zip(
+      a.variables, b.variables) if x.dtype.is_floating))
+  assert 0 < distance(average, model) < distance(seeded, model)
   # Only the chief wrote checkpoints and summaries (event files are named with the pid).
   events = list((workdir / "train").glob("events.out.tfevents.*"))
   assert events and all(path.name.split(".")[-3] == str(run.pids()[0]) for path in events)
@@ -163,7 +174,7 @@ def test_a_killed_worker_stops_the_other_and_the_checkpoint_is_kept(train_dir, t
   chief's checkpoint is as it was. (Killed before a training step, so that no step is
   traced: test_train.py's kill -9 test kills a run mid-training.)"""
   workdir = tmp_path / "killed"
-  digest = _seeded_workdir(workdir, 4)
+  digest = training.weights_digest(_seeded_workdir(workdir, 4))
   run = _Launch("--workers=2", "--grace=2", "--", *_train_flags(workdir, train_dir),
                 "--steps=100000")
   try:

@@ -292,3 +292,72 @@ def test_init_from_refuses_a_model_that_does_not_fit(train_dir, tmp_path, run_ma
                                  f"--init_from={init_from}", "--steps=1")
     assert status == 2
     assert message in stderr and "Traceback" not in stderr, stderr
+
+
+def test_weights_average_follows_its_decay_and_lives_in_the_checkpoints(tmp_path,
+                                                                          monkeypatch):
+  """average_decay keeps avg = d * avg + (1 - d) * weights (each train step calls the
+  update; under two workers: test_multi_worker), started from the weights; checkpoints
+  keep it (restore_model(average=True) reads it), a checkpoint without one starts it
+  from its weights, and a codec of the average stores its coding tables apart."""
+  cfg = config.load("tiny")
+  cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, average_decay=0.75))
+  plain = training.Trainer(dataclasses.replace(cfg, train=dataclasses.replace(
+      cfg.train, average_decay=0.0)), str(tmp_path / "plain"), tf.distribute.get_strategy())
+  plain._build_optimizer()  # pylint: disable=protected-access  (as a train step does)
+  checkpoint.save_config(str(tmp_path / "plain"), plain.cfg)
+  plain.save()
+  with pytest.raises(errors.TflicError, match="holds no average of the weights"):
+    checkpoint.restore_model(str(tmp_path / "plain"), average=True)
+
+  workdir = tmp_path / "averaged"
+  (workdir / "checkpoints").mkdir(parents=True)
+  for path in (tmp_path / "plain" / "checkpoints").iterdir():  # a run without an average
+    (workdir / "checkpoints" / path.name).write_bytes(path.read_bytes())
+  checkpoint.save_config(str(workdir), cfg)
+  trainer = training.Trainer(cfg, str(workdir), tf.distribute.get_strategy())
+  trainer.restore()
+  trainer.start_average()
+  assert training.weights_digest(trainer.average) == training.weights_digest(plain.model)
+  rng = np.random.default_rng(0)
+  floats = [v.dtype.is_floating for v in trainer.model.variables]
+  expected = [v.numpy() for v in trainer.model.variables]
+  for _ in range(2):  # as training moves the weights
+    for v in trainer.model.variables:
+      if v.dtype.is_floating:
+        v.assign_add(rng.normal(0, 0.1, v.shape).astype(np.float32))
+    trainer._update_average()  # pylint: disable=protected-access
+    expected = [0.75 * e + 0.25 * v.numpy() if f else v.numpy()
+                for e, v, f in zip(expected, trainer.model.variables, floats)]
+    for e, a in zip(expected, trainer.average.variables):
+      np.testing.assert_allclose(a.numpy(), e, rtol=1e-5, atol=1e-6)
+  trainer.step.assign(3)
+  trainer.save()
+
+  _, weights, step = checkpoint.restore_model(str(workdir))
+  _, average, average_step = checkpoint.restore_model(str(workdir), average=True)
+  assert step == average_step == 3
+  assert training.weights_digest(weights) == training.weights_digest(trainer.model)
+  assert training.weights_digest(average) == training.weights_digest(trainer.average)
+  assert training.weights_digest(average) != training.weights_digest(weights)
+  resumed = training.Trainer(cfg, str(workdir), tf.distribute.get_strategy())
+  resumed.restore()
+  resumed.start_average()  # restored: kept as it was
+  assert training.weights_digest(resumed.average) == training.weights_digest(average)
+  resumed.start_average(reset=True)
+  assert training.weights_digest(resumed.average) == training.weights_digest(weights)
+
+  from tflic import codec  # pylint: disable=g-import-not-at-top
+  from tflic.deterministic import tables  # pylint: disable=g-import-not-at-top
+  prefixes = []
+
+  def load_or_create(prefix, model):  # (making the tiny model's tables takes 25 s)
+    prefixes.append((prefix, training.weights_digest(model)))
+    raise errors.TflicError("stop here")
+  monkeypatch.setattr(tables, "load_or_create", load_or_create)
+  for average_flag in (False, True):
+    with pytest.raises(errors.TflicError, match="stop here"):
+      codec.module_from_workdir(str(workdir), average=average_flag)
+  latest = checkpoint.latest_checkpoint(str(workdir))
+  assert prefixes == [(latest, training.weights_digest(weights)),
+                      (latest + ".average", training.weights_digest(average))]

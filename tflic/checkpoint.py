@@ -96,16 +96,32 @@ def latest_checkpoint(workdir):
   return tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_SUBDIR))
 
 
-def restore_model(workdir):
-  """(config, model, step) from a training directory's latest checkpoint."""
+# The checkpoint key of the weights' moving average (TrainConfig.average_decay), a second
+# model of the same config: its variables are named as the model's, under this root.
+AVERAGE = "average"
+
+
+def has_average(checkpoint_prefix):
+  """Whether a checkpoint holds a moving average of the weights."""
+  return any(name.startswith(AVERAGE + "/")
+             for name, _ in tf.train.list_variables(checkpoint_prefix))
+
+
+def restore_model(workdir, average=False):
+  """(config, model, step) from a training directory's latest checkpoint: its weights, or
+  with `average=True` their moving average (TflicError if the checkpoint has none)."""
   cfg = load_config(workdir)
   latest = latest_checkpoint(workdir) if cfg else None
   if latest is None:
     raise errors.TflicError(f"no trained model in {workdir!r} (expected {CONFIG_FILE} and "
                             f"{CHECKPOINT_SUBDIR}/)")
+  if average and not has_average(latest):
+    raise errors.TflicError(f"{latest} holds no average of the weights (it is kept when "
+                            "training with average_decay > 0)")
   model = build_model(cfg)
   step = tf.Variable(0, dtype=tf.int64)
-  status = tf.train.Checkpoint(model=model, step=step).restore(latest)
+  root = tf.train.Checkpoint(step=step, **{AVERAGE if average else "model": model})
+  status = root.restore(latest)
   status.expect_partial().assert_existing_objects_matched()  # optimizer slots may be absent
   return cfg, model, int(step.numpy())
 

@@ -569,12 +569,16 @@ def is_saved_model(path):
   return os.path.isfile(os.path.join(path, "saved_model.pb"))
 
 
-def module_from_workdir(workdir):
-  """(CodecModule, step) of a training directory's latest checkpoint, with its stored
-  coding tables (made and stored beside the checkpoint on first use)."""
+def module_from_workdir(workdir, average=False):
+  """(CodecModule, step) of a training directory's latest checkpoint (its weights, or with
+  `average` their moving average), with its stored coding tables (made and stored beside
+  the checkpoint on first use)."""
   from tflic import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  cfg, model, step = checkpoint_lib.restore_model(workdir)
-  tables = tables_lib.load_or_create(checkpoint_lib.latest_checkpoint(workdir), model)
+  cfg, model, step = checkpoint_lib.restore_model(workdir, average=average)
+  prefix = checkpoint_lib.latest_checkpoint(workdir)
+  # The tables follow from the weights: the average's are stored apart.
+  prefix += "." + checkpoint_lib.AVERAGE if average else ""
+  tables = tables_lib.load_or_create(prefix, model)
   module = CodecModule(model, cfg.to_json(), distortion=cfg.train.distortion, tables=tables)
   return module, step
 

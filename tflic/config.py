@@ -85,6 +85,10 @@ class TrainConfig:
   # Relative frequencies with which training draws each of the model's lambdas; empty:
   # uniform. E.g. weighting the high lambdas spends more steps on the high-rate end.
   lambda_weights: tuple = ()
+  # Decay of an exponential moving average of the weights kept beside them (0: none), e.g.
+  # 0.999 averages about the last 1,000 steps; checkpoints hold both, and the export and
+  # tools/crop_check can use the average (`checkpoint.restore_model(average=True)`).
+  average_decay: float = 0.0
   checkpoint_every: int = 500
   log_every: int = 50
   keep_checkpoints: int = 2
@@ -157,6 +161,8 @@ def from_dict(d):
                   sum(weights) <= 0):
     raise errors.TflicError(f"invalid config: lambda_weights needs {len(model.lambdas)} "
                             "non-negative numbers (one per lambda), not all zero")
+  if not 0 <= train.average_decay < 1:
+    raise errors.TflicError("invalid config: average_decay must be in [0, 1)")
   return Config(name=d.get("name", "custom"), model=model, train=train)
 
 

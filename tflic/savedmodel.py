@@ -96,15 +96,18 @@ def export(module, out, overwrite=False):
   return os.path.abspath(out)
 
 
-def export_checkpoint(workdir, out, overwrite=False):
+def export_checkpoint(workdir, out, overwrite=False, average=False):
   """Restores the latest checkpoint of a training directory and exports it.
 
   `workdir` may also be an earlier export: it is rebuilt with the current code (e.g. to
   give an old export the current graph); its weights and tables, and so its files, stay
-  the same. Returns (path, step; None for an export)."""
+  the same. Returns (path, step; None for an export). `average` exports the moving
+  average of a training directory's weights (`checkpoint.restore_model`)."""
   if codec.is_saved_model(workdir):
+    if average:
+      raise errors.TflicError(f"{workdir} is an export: it holds one set of weights")
     return export(module_from_export(workdir), out, overwrite=overwrite), None
-  module, step = codec.module_from_workdir(workdir)
+  module, step = codec.module_from_workdir(workdir, average=average)
   return export(module, out, overwrite=overwrite), step
 
 

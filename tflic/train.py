@@ -75,6 +75,12 @@ _LAMBDA_WEIGHTS = flags.DEFINE_list(
     "Override how often training draws each lambda: one relative weight per lambda of "
     "the config (e.g. 1,1,1,1,2,2 for twice the steps at the two highest rates); "
     "'uniform' draws them alike.")
+_AVERAGE_DECAY = flags.DEFINE_float(
+    "average_decay", None,
+    "Override the config's decay of the weights' moving average kept in the checkpoints "
+    "(0: none; 0.999: about the last 1,000 steps). Started on a checkpoint without one, "
+    "it starts from its weights. `python -m tflic.export --average` exports it; "
+    "tools/crop_check.py checks it beside the weights.")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", None,
                                          "Override the config's checkpoint interval.")
 _CONTEXT_MODE = flags.DEFINE_enum(
@@ -181,6 +187,7 @@ def main(argv):
                                       rate_input=_RATE_INPUT.value,
                                       train_only=_train_only(),
                                       lambda_weights=_lambda_weights(),
+                                      average_decay=_AVERAGE_DECAY.value,
                                       checkpoint_every=_CHECKPOINT_EVERY.value).items()
                if v is not None}
   if overrides or _CONTEXT_MODE.value:

@@ -150,8 +150,15 @@ class Trainer:
       self.optimizer = tf.keras.optimizers.Adam(
           learning_rate_schedule(cfg.train), global_clipnorm=cfg.train.clip_norm)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                          step=self.step)
+      # The weights' moving average: a second model, so that a checkpoint's average
+      # restores by the same names as its weights (checkpoint.restore_model).
+      self.average = (checkpoint_lib.build_model(cfg) if cfg.train.average_decay
+                      else None)
+    parts = dict(model=self.model, optimizer=self.optimizer, step=self.step)
+    if self.average is not None:
+      parts[checkpoint_lib.AVERAGE] = self.average
+    self.checkpoint = tf.train.Checkpoint(**parts)
+    self._average_restored = False
     self.checkpoint_dir = os.path.join(workdir, checkpoint_lib.CHECKPOINT_SUBDIR)
     self.is_chief = is_chief(strategy)
     self.worker_index, self.num_workers = worker_index_and_count(strategy)
@@ -168,8 +175,28 @@ class Trainer:
     """Restores the chief's latest checkpoint, if any; returns the step reached."""
     latest = tf.train.latest_checkpoint(self.checkpoint_dir)
     if latest:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      checkpoint = self.checkpoint
+      self._average_restored = (self.average is not None and
+                                checkpoint_lib.has_average(latest))
+      if self.average is not None and not self._average_restored:
+        # Averaging starts now (`start_average`), on a checkpoint written without it.
+        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                         step=self.step)
+      checkpoint.restore(latest).assert_existing_objects_matched()
     return int(self.step.numpy())
+
+  def start_average(self, reset=False):
+    """Sets the weights' moving average to the weights, unless restore() restored one
+    (or `reset`, e.g. after changing the weights by hand).
+
+    Called once the weights are set before training (restored, warm-started, re-spread):
+    the average starts from them rather than from zeros, which would bias it for its
+    first thousands of steps.
+    """
+    if self.average is None or (self._average_restored and not reset):
+      return
+    for average, variable in zip(self.average.variables, self.model.variables):
+      average.assign(variable)
 
   def warm_start(self, source_workdir):
     """Starts from the weights (and step) of another workdir's latest checkpoint.
@@ -279,10 +306,22 @@ class Trainer:
   def _distributed_step(self, x, lambda_index, stop):
     metrics = self.strategy.run(self._replica_step, args=(x, lambda_index))
     self.step.assign_add(1)
+    if self.average is not None:
+      self._update_average()
     # Each worker's stop request rides on the metrics' all-reduce: all see the same value.
     metrics = dict(metrics, stop=tf.cast(stop, tf.float32))
     return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
             for k, v in metrics.items()}
+
+  def _update_average(self):
+    # In cross-replica context: `extended.update` applies it to each replica's copy.
+    decay = self.cfg.train.average_decay
+    for average, variable in zip(self.average.variables, self.model.variables):
+      if average.dtype.is_floating:
+        self.strategy.extended.update(
+            average, lambda a, v: a.assign(decay * a + (1 - decay) * v), args=(variable,))
+      else:
+        self.strategy.extended.update(average, lambda a, v: a.assign(v), args=(variable,))
 
   def _build_optimizer(self):
     # Its variables made before the first call, the train step is traced once, not twice
@@ -435,6 +474,7 @@ def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
           + (f", {grown} new Swin block(s) as the identity" if grown else ""))
   if respread_gains:
     trainer.model.respread_gains()
+  trainer.start_average(reset=respread_gains)
   if trainer.num_workers > 1:
     steps = _agree_with_the_chief(trainer, steps, start, workdir)
   if start >= steps:

@@ -8,8 +8,10 @@ codes 256x256 centre crops of eight Kodak images at the trained lambdas' qualiti
 4:2:0 and WebP code the same crops. Rows average bpp and PSNR over the crops, as
 `tflic eval` does. It prints one line per directory: step, the BD-rates, the ends of the
 rate range, and the PSNR of the synthesis of the unquantized latent at the top quality
-(the transforms' ceiling). With several directories, it also gives each one's BD-rate
-and BD-PSNR against the first (e.g. two architectures trained alike). Minutes, not the hour of a full Kodak `tflic eval`: for
+(the transforms' ceiling). A checkpoint that keeps a moving average of the weights
+(`average_decay`) gets a second line for the average. With several directories, it also
+gives each one's BD-rate and BD-PSNR against the first (e.g. two architectures trained
+alike). Minutes, not the hour of a full Kodak `tflic eval`: for
 comparing candidates and watching a run, not for the README's numbers.
 """
 
@@ -88,6 +90,15 @@ def _shown(bd, unit="%", digits=1):
   return f"{value} ({bd.note})" if bd.note else value
 
 
+def _models(workdirs):
+  """(workdir, average) to check: each workdir's weights, then their average if kept."""
+  for workdir in workdirs:
+    yield workdir, False
+    latest = checkpoint.latest_checkpoint(workdir)
+    if latest and checkpoint.has_average(latest):
+      yield workdir, True
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -96,11 +107,12 @@ def main(argv):
   images = crops(_KODAK.value, _IMAGES.value, _SIZE.value)
   anchors = {"jpeg": classical_curve(codecs.JpegCodec(), JPEG_QUALITIES, images),
              "webp": classical_curve(codecs.WebpCodec(), WEBP_QUALITIES, images)}
-  first = None  # (workdir, rates, psnrs) of the first directory
-  for workdir in _WORKDIRS.value:
-    cfg, model, step = checkpoint.restore_model(workdir)
+  first = None  # (label, rates, psnrs) of the first model
+  for workdir, average in _models(_WORKDIRS.value):
+    cfg, model, step = checkpoint.restore_model(workdir, average=average)
     rates, psnrs, ceiling = model_curve(model, images)
-    result = {"workdir": workdir, "config": cfg.name, "step": step,
+    label = f"{workdir} (average)" if average else workdir
+    result = {"workdir": workdir, "average": average, "config": cfg.name, "step": step,
               "params": model.count_params(), "bpp": rates, "psnr": psnrs,
               "ceiling_psnr": ceiling}
     shown = {}
@@ -110,14 +122,14 @@ def main(argv):
       shown[name] = _shown(bd)
     versus_first = ""
     if first is None:
-      first = (workdir, rates, psnrs)
+      first = (label, rates, psnrs)
     else:
       bd = bdrate.bd_rate(first[1], first[2], rates, psnrs)
       psnr = bdrate.bd_quality(first[1], first[2], rates, psnrs)
       result["bd_rate_first"], result["bd_psnr_first"] = bd.value, psnr.value
       versus_first = (f"; {_shown(bd)}, BD-PSNR {_shown(psnr, ' dB', 2)} "
                       f"vs {first[0]}")
-    print(f"{workdir} ({cfg.name}, step {step}, {model.count_params():,} parameters): "
+    print(f"{label} ({cfg.name}, step {step}, {model.count_params():,} parameters): "
           f"BD-rate {shown['jpeg']} vs JPEG, {shown['webp']} vs WebP{versus_first}; "
           f"{rates[0]:.3f} bpp {psnrs[0]:.2f} dB .. {rates[-1]:.3f} bpp {psnrs[-1]:.2f} dB; "
           f"ceiling {ceiling:.2f} dB", flush=True)
