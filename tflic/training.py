@@ -155,6 +155,8 @@ class Trainer:
       self.average = (checkpoint_lib.build_model(cfg) if cfg.train.average_decay
                       else None)
     parts = dict(model=self.model, optimizer=self.optimizer, step=self.step)
+    # What restore() reads from a checkpoint written before averaging was switched on.
+    self._checkpoint_without_average = tf.train.Checkpoint(**parts)
     if self.average is not None:
       parts[checkpoint_lib.AVERAGE] = self.average
     self.checkpoint = tf.train.Checkpoint(**parts)
@@ -180,8 +182,7 @@ class Trainer:
                                 checkpoint_lib.has_average(latest))
       if self.average is not None and not self._average_restored:
         # Averaging starts now (`start_average`), on a checkpoint written without it.
-        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                         step=self.step)
+        checkpoint = self._checkpoint_without_average
       checkpoint.restore(latest).assert_existing_objects_matched()
     return int(self.step.numpy())
 
@@ -314,14 +315,12 @@ class Trainer:
             for k, v in metrics.items()}
 
   def _update_average(self):
-    # In cross-replica context: `extended.update` applies it to each replica's copy.
+    # In cross-replica context: `extended.update` applies it to each replica's copy. (A
+    # model's variables are all float32.)
     decay = self.cfg.train.average_decay
     for average, variable in zip(self.average.variables, self.model.variables):
-      if average.dtype.is_floating:
-        self.strategy.extended.update(
-            average, lambda a, v: a.assign(decay * a + (1 - decay) * v), args=(variable,))
-      else:
-        self.strategy.extended.update(average, lambda a, v: a.assign(v), args=(variable,))
+      self.strategy.extended.update(
+          average, lambda a, v: a.assign(decay * a + (1 - decay) * v), args=(variable,))
 
   def _build_optimizer(self):
     # Its variables made before the first call, the train step is traced once, not twice
