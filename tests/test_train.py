@@ -233,9 +233,10 @@ def test_grow_train_kill_9_then_resume_with_fine_tuning_flags(train_dir, tmp_pat
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1"))
     try:
       deadline = time.time() + 480
-      while time.time() < deadline and not _checkpoint_steps(workdir):
-        time.sleep(0.5)
-      time.sleep(1)
+      # Killed as soon as the first checkpoint is complete (its state file names it): a
+      # fixed wait let fast steps write two more, and the manager kept only those.
+      while time.time() < deadline and not checkpoint.latest_checkpoint(str(workdir)):
+        time.sleep(0.05)
     finally:
       proc.send_signal(signal.SIGKILL)
       proc.wait()
