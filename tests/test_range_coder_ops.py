@@ -5,6 +5,7 @@ forever on hostile ones; see test_range_coder.py).
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ import tensorflow_compression as tfc
 from tflic import errors
 from tflic.rangecoder import tf_ops
 # The random tables and values (escapes up to 2^20, negatives) of the C coder's tests.
-from test_range_coder import TABLES, _row, _rows, _table, _values  # pylint: disable=g-bad-import-order
+from test_range_coder import REPO, TABLES, _row, _rows, _table, _values  # pylint: disable=g-bad-import-order
 
 ESCAPE_ROW = np.array([-12, 0, 1, 4094, 4095, 4096], np.int32)
 
@@ -290,6 +291,34 @@ def test_missing_library_is_one_line(tmp_path):
   (tmp_path / "broken.so").write_bytes(b"not a library")
   with pytest.raises(errors.TflicError, match="cannot load tflic's range coder ops"):
     tf_ops._load(tmp_path / "broken.so")  # pylint: disable=protected-access
+
+
+def _source_tree(root, **replaced):
+  """A copy of what setup.py's build_ext needs, with some sources' text replaced."""
+  (root / "tflic" / "rangecoder").mkdir(parents=True)
+  for name in ("setup.py", "README.md"):
+    shutil.copy(REPO / name, root / name)
+  for source in (REPO / "tflic" / "rangecoder").iterdir():
+    if source.suffix not in (".c", ".cc", ".h"):
+      continue
+    text = replaced.get(source.name, source.read_text())
+    (root / "tflic" / "rangecoder" / source.name).write_text(text)
+  return root / "tflic" / "rangecoder" / "_tf_ops.so"
+
+
+def test_an_editable_install_without_the_library_builds_it_on_first_load(tmp_path, capfd):
+  # On a fresh machine pip builds tflic before it installs TensorFlow: no library yet.
+  library = _source_tree(tmp_path / "good")
+  tf_ops._build_in_place(library)  # pylint: disable=protected-access
+  assert library.read_bytes()[:4] == b"\x7fELF"
+  assert "building the range coder's TensorFlow ops" in capfd.readouterr().err
+  broken = _source_tree(tmp_path / "broken", **{"_tf_ops.cc": "not C++\n"})
+  with pytest.raises(errors.TflicError,
+                     match=r"^cannot build tflic's range coder ops \(_tf_ops.so\): .*; run "):
+    tf_ops._build_in_place(broken)  # pylint: disable=protected-access
+  assert not broken.exists()
+  tf_ops._build_in_place(tmp_path / "wheel" / "tflic" / "rangecoder" / "_tf_ops.so")  # pylint: disable=protected-access
+  assert not (tmp_path / "wheel").exists()  # No setup.py: nothing to build with.
 
 
 class _Coder(tf.Module):

@@ -15,11 +15,17 @@ with a one-line InvalidArgumentError "corrupt tflic file: <what>: ..." instead
 of hanging (see range_coder.h for exactly which streams fail).
 
 Importing this module loads the op library, which `pip install -e .` builds:
-import it before `tf.saved_model.load` of a model that uses these ops.
+import it before `tf.saved_model.load` of a model that uses these ops. On a fresh
+machine pip builds the package before it installs TensorFlow, so the first
+`pip install -e .` cannot build the ops; the first import then builds them with the
+source tree's setup.py (a few seconds, once).
 `tflic.rangecoder` itself imports no TensorFlow; this module does.
 """
 
+import fcntl
 import pathlib
+import subprocess
+import sys
 
 import tensorflow as tf
 
@@ -34,8 +40,37 @@ LIBRARY = pathlib.Path(__file__).absolute().parent / "_tf_ops.so"
 STATE_SIZE = 5
 
 
+def _build_in_place(path):
+  """Builds the missing library at `path` with the source tree's setup.py, if there is one.
+
+  An editable install keeps its sources; a wheel (no setup.py two levels up) does not and
+  is left to the caller's error. A lock keeps concurrent first imports (pytest -n 2) from
+  loading a half-written library.
+  """
+  source_root = path.parent.parent.parent
+  if not (source_root / "setup.py").is_file():
+    return
+  with open(path.parent / ".tf_ops.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if path.is_file():  # Another process built it while this one waited.
+      return
+    print(f"tflic: building the range coder's TensorFlow ops ({path.name}) for this "
+          "TensorFlow, once", file=sys.stderr)
+    result = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+                            cwd=source_root, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+      lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+      raise errors.TflicError(f"cannot build tflic's range coder ops ({path.name}): "
+                              f"{lines[-1]}; run `pip install -e .`")
+
+
 def _load(path):
-  """The op module of the library at `path`; TflicError if it is missing or unloadable."""
+  """The op module of the library at `path`, built first if an editable install lacks it.
+
+  TflicError if it is missing (and cannot be built) or unloadable.
+  """
+  if not path.is_file():
+    _build_in_place(path)
   if not path.is_file():
     raise errors.TflicError(f"tflic's range coder ops ({path}) are not built; "
                             "run `pip install -e .`")
