@@ -127,6 +127,17 @@ setuptools.setup(
             depends=["tflic/rangecoder/range_coder.h"],
             extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra"],
         ),
+        # The integer entropy model and coding loop (entropy_core.c) for Python callers.
+        # -O3 vectorises its exact float64 sums (order-free: every partial sum is an
+        # integer below 2^53); no -ffast-math, which could change other values.
+        setuptools.Extension(
+            "tflic.rangecoder._core",
+            ["tflic/rangecoder/_core_binding.c", "tflic/rangecoder/entropy_core.c",
+             "tflic/rangecoder/range_coder.c"],
+            depends=["tflic/rangecoder/entropy_core.h", "tflic/rangecoder/range_coder.h"],
+            extra_compile_args=["-std=c99", "-O3", "-Wall", "-Wextra"],
+            libraries=["m"],
+        ),
         # Compiled by BuildExt with TensorFlow's flags, or skipped without TensorFlow.
         setuptools.Extension(
             TF_OPS,

@@ -1,10 +1,10 @@
-"""A .tflic decoder without TensorFlow: LiteRT synthesis, numpy entropy model, C coder.
+"""A .tflic decoder without TensorFlow: LiteRT synthesis, the C entropy core.
 
 `Decoder(model_dir)` reads what `python -m export.tflite` writes (manifest.json,
 integer_entropy_model.npz, synthesis.tflite) and decodes files of the model it was
 exported from: the header and checksum (`tflic.bitstream`), the streams with the
-portable range coder and the exact integer entropy model (`entropy_coder`), then the
-synthesis in LiteRT. The decoded latents are the SavedModel's, integer for integer, and
+portable C core (`tflic.rangecoder.entropy_core`: the exact integer entropy model, the
+coding loop and the range coder), then the synthesis in LiteRT. The decoded latents are the SavedModel's, integer for integer, and
 checked against the file's latent check; only the float synthesis may differ from
 TensorFlow's in the last bits of a pixel.
 """
@@ -19,9 +19,8 @@ from tflic import bitstream
 from tflic import errors
 from tflic import image_io
 from tflic.deterministic import entropy_model
-from tflic.deterministic import reference as reference_lib
-from tflic.lite import entropy_coder
 from tflic.lite import synthesis as synthesis_lib
+from tflic.rangecoder import entropy_core
 
 MANIFEST = "manifest.json"
 
@@ -76,13 +75,12 @@ class Decoder:
     self.mode = manifest["context_mode"]
     paths = {role: _checked_file(model_dir, entry) for role, entry in manifest["files"].items()}
     try:
-      self.reference = reference_lib.load(paths["entropy_model"])
+      with np.load(paths["entropy_model"]) as data:
+        self.core = entropy_core.Core({key: data[key] for key in data.files})
     except (OSError, ValueError, KeyError) as e:
       raise errors.TflicError(f"cannot load the entropy model of {model_dir}: {e}") from None
     self.synthesis = synthesis_lib.Synthesis(paths["synthesis"], num_threads=num_threads)
-    tables = self.reference.tables
-    self._costs = (bitstream.symbol_cost(tables["tables/y_cdf"]),
-                   bitstream.symbol_cost(tables["tables/z_cdf"]))
+    self._costs = (tuple(self.core.y_cost), tuple(self.core.z_cost))
 
   def decode_latent(self, data, max_pixels=image_io.DEFAULT_MAX_PIXELS):
     """(Header, integer latent y_hat [1, h, w, M] float64) of a file's bytes.
@@ -91,13 +89,12 @@ class Decoder:
     hold, are refused before any allocation."""
     header, z_stream, y_stream = bitstream.unpack(data)
     bitstream.check_model(header, self.fingerprint, self.mode)
-    bitstream.check_declared_size(header, int(self.reference.latent_channels),
-                                  int(self.reference.hyper_channels), *self._costs,
-                                  max_pixels)
+    bitstream.check_declared_size(header, self.core.latent_channels,
+                                  self.core.hyper_channels, *self._costs, max_pixels)
     try:
-      y_hat = entropy_coder.decode(self.reference, z_stream, y_stream, header.height,
-                                   header.width, header.latent_check)
-    except errors.TflicError as e:
+      _, y_hat = self.core.decode(header.height, header.width, z_stream, y_stream,
+                                  header.latent_check, max_pixels)
+    except entropy_core.CoreError as e:
       raise errors.TflicError(f"decoding failed: {e}") from None
     return header, y_hat
 

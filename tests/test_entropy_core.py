@@ -1,0 +1,175 @@
+"""The C entropy core (tflic/rangecoder/entropy_core.c) against the numpy reference.
+
+The numpy implementation (`tflic.deterministic`, `tflic.lite.entropy_coder`) is the
+readable specification: the C core must give the same integers, streams and checks, on
+the Swin and the CNN hyper synthesis, in wavefront and serial order, and refuse
+malformed models and streams with one-line errors.
+"""
+
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tflic import bitstream
+from tflic import checkpoint
+from tflic import codec
+from tflic import config
+from tflic import image_io
+from tflic.deterministic import entropy_model
+from tflic.deterministic import reference
+from tflic.deterministic import tables as tables_lib
+from tflic.lite import entropy_coder
+from tflic.rangecoder import entropy_core
+
+# (height, width) crops: whole hyper cells, ragged ones, a single latent row.
+SIZES = [(64, 96), (40, 136), (16, 300)]
+
+
+@pytest.fixture(scope="module")
+def photo(kodak_dir):
+  return image_io.read_image(kodak_dir / "kodim23.png")
+
+
+def _latents(module):
+  """(image, quality) -> (y, z) as the codec's analysis computes them (float32)."""
+  analyse = tf.function(lambda image, quality: codec.analyse(module.model, image, quality)[1])
+
+  def latents(image, quality):
+    y = analyse(tf.constant(image), tf.constant(quality, tf.float32))
+    return y.numpy(), module.model.hyper_latent(y).numpy()
+  return latents
+
+
+def _check_against_numpy(arrays, latents, photo):
+  """C encode/decode == numpy encode/decode for every crop and two qualities."""
+  core = entropy_core.Core(arrays)
+  numpy_model = reference.Reference(dict(arrays))
+  for height, width in SIZES:
+    for quality in (0.0, 1.0):
+      y, z = latents(photo[:height, :width], quality)
+      expected = entropy_coder.encode(numpy_model, y, z)
+      z_stream, y_stream, check, y_hat = core.encode(y, z)
+      assert (z_stream, y_stream, check) == expected, (height, width, quality)
+      z_symbols, decoded = core.decode(height, width, z_stream, y_stream, check)
+      np.testing.assert_array_equal(decoded, y_hat)
+      np.testing.assert_array_equal(
+          decoded, entropy_coder.decode(numpy_model, z_stream, y_stream, height, width, check))
+      hz, wz = bitstream.hyper_grid(height, width)
+      np.testing.assert_array_equal(
+          core.hyper_features(z_symbols, *decoded.shape[1:3]),
+          numpy_model.model.hyper_features(
+              z_symbols.astype(np.float64) * entropy_model.ONE +
+              numpy_model.tables["tables/z_offset"], *decoded.shape[1:3]))
+      assert z_symbols.shape == (1, hz, wz, core.hyper_channels)
+
+
+def test_c_core_codes_the_numpy_streams_wavefront(tiny_module, photo):
+  _check_against_numpy(tiny_module.reference_arrays(), _latents(tiny_module), photo)
+
+
+def test_c_core_codes_the_numpy_streams_serial(tiny_serial_module, photo):
+  _check_against_numpy(tiny_serial_module.reference_arrays(), _latents(tiny_serial_module),
+                       photo)
+
+
+def test_c_core_codes_the_numpy_streams_cnn_hyper_synthesis(photo):
+  d = json.loads(config.load("tiny").to_json())
+  d["name"] = "tiny_cnn"
+  d["model"].update(transform="cnn", embed_dims=[16, 16, 16, 32], hyper_dim=16)
+  cfg = config.from_dict(d)
+  tf.random.set_seed(0)
+  model = checkpoint.build_model(cfg)
+  tables = tables_lib.compute(model)
+  module = codec.CodecModule(model, cfg.to_json(), tables=tables)
+  assert "hyper_synthesis/layers/0/w" in module.reference_arrays()
+  _check_against_numpy(module.reference_arrays(), _latents(module), photo)
+
+
+def test_bundled_model_decodes_its_own_files_as_numpy_does(photo):
+  """The bundled model's file of a Kodak crop: the C core decodes the latents the numpy
+  reference decodes, and its encoder writes the same streams from the same latents."""
+  path = codec.default_model_path()
+  with np.load(f"{path}/assets/{reference.FILENAME}") as data:
+    arrays = {key: data[key] for key in data.files}
+  the_codec = codec.load(path)
+  image = photo[:48, :80]
+  data = the_codec.compress(image, 0.5)
+  header, z_stream, y_stream = bitstream.unpack(data)
+  core = entropy_core.Core(arrays)
+  _, y_hat = core.decode(header.height, header.width, z_stream, y_stream, header.latent_check)
+  expected = the_codec.module.decode_latent(tf.constant(data))["y_hat"].numpy()
+  np.testing.assert_array_equal(y_hat, expected)
+
+
+def _blob_parts(blob):
+  return blob[:24], blob[24:]
+
+
+def _with_payload(payload):
+  return entropy_core.MAGIC + struct.pack("<IQQ", entropy_core.VERSION, len(payload),
+                                          zlib.crc32(payload)) + payload
+
+
+def test_malformed_model_blobs_are_one_line_errors(tiny_module):
+  blob = entropy_core.model_blob(tiny_module.reference_arrays())
+  entropy_core.Core(blob)  # the good one loads
+  head, payload = _blob_parts(blob)
+  bad = {
+      "bad magic": b"XXXX" + blob[4:],
+      "version": blob[:4] + struct.pack("<I", 9) + blob[8:],
+      "wrong length": blob[:-8],
+      "checksum mismatch": head + bytes([payload[0] ^ 1]) + payload[1:],
+      # a valid checksum over a payload that ends early, and one with a huge dimension
+      "ends early|malformed": _with_payload(payload[:len(payload) // 2]),
+      "malformed": _with_payload(payload[:48] + struct.pack("<q", 1 << 40) + payload[56:]),
+  }
+  for message, data in bad.items():
+    with pytest.raises(entropy_core.CoreError, match=message) as e:
+      entropy_core.Core(data)
+    assert "\n" not in str(e.value)
+  rng = np.random.default_rng(0)
+  for _ in range(50):  # random damage under a valid checksum: an error, never a crash
+    damaged = bytearray(payload)
+    for i in rng.integers(0, len(damaged), 4):
+      damaged[i] = rng.integers(0, 256)
+    try:
+      entropy_core.Core(_with_payload(bytes(damaged)))
+    except entropy_core.CoreError:
+      pass
+
+
+def test_corrupt_streams_and_declared_sizes_are_errors(tiny_module, photo):
+  arrays = tiny_module.reference_arrays()
+  core = entropy_core.Core(arrays)
+  y, z = _latents(tiny_module)(photo[:64, :96], 0.5)
+  z_stream, y_stream, check, y_hat = core.encode(y, z)
+  with pytest.raises(entropy_core.CoreError, match="latents differ"):
+    core.decode(64, 96, z_stream, y_stream, check ^ 1)
+  with pytest.raises(entropy_core.CoreError, match="too short for the image size"):
+    core.decode(65535, 65535, z_stream, y_stream, check)
+  with pytest.raises(entropy_core.CoreError, match="exceeds the limit of 100"):
+    core.decode(64, 96, z_stream, y_stream, check, max_pixels=100)
+  rng = np.random.default_rng(1)
+  for _ in range(40):  # flipped bits: an error or (rarely) the same latents
+    stream = bytearray(y_stream)
+    i = rng.integers(0, len(stream))
+    stream[i] ^= 1 << int(rng.integers(0, 8))
+    try:
+      _, decoded = core.decode(64, 96, z_stream, bytes(stream), check)
+    except entropy_core.CoreError as e:
+      assert "\n" not in str(e)
+    else:
+      np.testing.assert_array_equal(decoded, y_hat)
+
+
+def test_non_finite_latents_are_refused(tiny_module):
+  core = entropy_core.Core(tiny_module.reference_arrays())
+  y = np.zeros([1, 2, 3, core.latent_channels], np.float32)
+  z = np.zeros([1, 1, 1, core.hyper_channels], np.float32)
+  y[0, 1, 2, 0] = np.nan
+  with pytest.raises(entropy_core.CoreError, match="non-finite"):
+    core.encode(y, z)
