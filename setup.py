@@ -98,7 +98,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["tflic", "tflic.*"]) + ["tflic.configs"],
     package_dir={"tflic.configs": "configs"},
     package_data={"tflic.configs": ["*.json"], "tflic": ["bundled/**/*", "evaluation/*.json"],
-                  # The portable C range coder ships as source for apps to compile.
+                  # The portable C range coder and entropy core ship as source for apps.
                   "tflic.rangecoder": ["*.h", "*.c"]},
     include_package_data=True,
     install_requires=[
