@@ -77,10 +77,10 @@ class BuildExt(build_ext.build_ext):
     # wrapper is C++17 with TensorFlow's flags (its ABI, Eigen alignment, includes).
     objects = []
     for source in ext.sources:
-      flags = ["-std=c99"] if source.endswith(".c") else compile_flags
+      flags = ["-std=c99", "-O3"] if source.endswith(".c") else compile_flags + ["-O2"]
       objects += self.compiler.compile(
           [source], output_dir=os.path.join(self.build_temp, "tf_ops"), depends=ext.depends,
-          extra_postargs=flags + ["-O2", "-g0", "-Wall"], debug=self.debug)
+          extra_postargs=flags + ["-g0", "-Wall"], debug=self.debug)
     self.mkpath(os.path.dirname(output))
     self.compiler.link_shared_object(objects, output, extra_postargs=link_flags,
                                      target_lang="c++", debug=self.debug)
@@ -141,8 +141,9 @@ setuptools.setup(
         # Compiled by BuildExt with TensorFlow's flags, or skipped without TensorFlow.
         setuptools.Extension(
             TF_OPS,
-            ["tflic/rangecoder/_tf_ops.cc", "tflic/rangecoder/range_coder.c"],
-            depends=["tflic/rangecoder/range_coder.h"],
+            ["tflic/rangecoder/_tf_ops.cc", "tflic/rangecoder/entropy_core.c",
+             "tflic/rangecoder/range_coder.c"],
+            depends=["tflic/rangecoder/entropy_core.h", "tflic/rangecoder/range_coder.h"],
         ),
     ],
     cmdclass={"build_ext": BuildExt},

@@ -96,20 +96,16 @@ def test_cnn_small_has_the_parameter_budget_of_small():
 
 
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 4)])
-def test_integer_hyper_synthesis_is_exact_across_backends_and_tracks_keras(tiny_cnn, size):
-  """The codec's integer h_s: Keras' conv geometry ("same" padding, transposed convs),
-  within a few 2^-10 steps of the float layers, the same integers in TF and numpy."""
+def test_integer_hyper_synthesis_tracks_keras(tiny_cnn, size):
+  """The integer h_s (numpy reference): Keras' conv geometry ("same" padding, transposed
+  convs), within a few 2^-10 steps of the float layers. (The C core's is the same,
+  integer for integer: tests/test_entropy_core.py.)"""
   rng = np.random.default_rng(0)
   z = rng.integers(-6, 7, (1, *size, 16)).astype(np.float64)
   params = entropy_model.unflatten(entropy_model.integer_params(tiny_cnn))
   expected = tiny_cnn.hyper_synthesis(tf.constant(z, tf.float32)).numpy()
-  got = []
-  for ops in (ops_lib.NUMPY, ops_lib.tf_ops()):
-    model = entropy_model.IntegerEntropyModel(ops, params, 3, 4, "wavefront")
-    hyper = model.hyper_features(ops.constant(z * entropy_model.ONE), 4 * size[0],
-                                 4 * size[1])
-    got.append(np.asarray(hyper))
-  np.testing.assert_array_equal(got[0], got[1])
+  model = entropy_model.IntegerEntropyModel(ops_lib.NUMPY, params, 3, 4, "wavefront")
+  got = [model.hyper_features(z * entropy_model.ONE, 4 * size[0], 4 * size[1])]
   assert got[0].shape == expected.shape
   np.testing.assert_allclose(got[0] / entropy_model.ONE, expected, atol=4 / entropy_model.ONE)
   assert np.abs(expected).max() > 0.1  # not a vacuous comparison

@@ -3,15 +3,17 @@
 `CodecModule` is a tf.Module with two tf.functions, `compress(uint8 image, quality) ->
 string` and `decompress(string) -> uint8 image`, that read and write the whole file
 (header, checksums, z and y streams; see docs/bitstream.md) with TF and
-tensorflow-compression ops only, so an exported SavedModel needs no tflic code. All chunks
-of y go into one range-coded stream, chunk step by chunk step in coding order
-(`context_model.coding_loop`).
+tflic's ops (`tflic.rangecoder.tf_ops`), so an exported SavedModel needs no tflic Python
+code. All chunks of y go into one range-coded stream, chunk step by chunk step in coding
+order, coded by one op each way (`core_encode` / `core_decode`).
 
 Bitstream v2 splits the model in two. The analysis, hyper analysis and synthesis run in
 float32 and may drift between runtimes by a pixel level now and then. Everything that
 chooses a coding table or feeds the context (z's dequantization, h_s, the context
-transformer, the table index) is the integer entropy model of `tflic.deterministic`,
-exact on any runtime, device and thread count. The coding tables are computed once per
+transformer, the table index) is the integer entropy model, exact on any runtime, device
+and thread count: the C core `tflic/rangecoder/entropy_core.c` (with the coding loop and
+the range coder) runs it, from the integer parameters `tflic.deterministic.quantize`
+makes; `tflic.deterministic`'s numpy model is its readable reference. The coding tables are computed once per
 checkpoint and stored (`tflic.deterministic.tables`); the file carries a check of the
 decoded latents, so a decoder that drifted anyway stops with an error instead of
 returning a wrong image.
@@ -27,17 +29,14 @@ import numpy as np
 import tensorflow as tf
 
 from tflic import bitstream as bitstream_format
-from tflic import coding_order
 from tflic import config
-from tflic import context_model
 from tflic import errors
 from tflic import image_io
 from tflic import model as model_lib
 from tflic import refinement
+from tflic.rangecoder import entropy_core
 from tflic.rangecoder import tf_ops as range_coder
 from tflic.deterministic import entropy_model as integer_model
-from tflic.deterministic import latent_check
-from tflic.deterministic import ops as ops_lib
 from tflic.deterministic import reference
 from tflic.deterministic import tables as tables_lib
 
@@ -187,6 +186,9 @@ class CodecModule(tf.Module):
                             [np.array(sorted(self._integer_statics.items()), str)]),
         trainable=False, name="fingerprint")
     self.config_json = tf.Variable(config_json, trainable=False, name="config_json")
+    # What the coding ops read: the integer parameters and tables above as one blob.
+    self.entropy_core_model = tf.Variable(entropy_core.model_blob(self.reference_arrays()),
+                                          trainable=False, name="entropy_core_model")
 
   def reference_arrays(self):
     """The integer entropy model and coding tables as numpy arrays, for the TF-free
@@ -196,80 +198,15 @@ class CodecModule(tf.Module):
     tables = {k: v.numpy() for k, v in self.coding_tables.items()}
     return reference.export_arrays(flat, tables, self.model.config)
 
-  def _integer_model(self):
-    """The integer entropy model on the TF backend, reading this module's variables."""
-    flat = dict(self._integer_statics)
-    flat.update({k: tf.cast(self.integer_params[_variable_name(k)], tf.float64)
-                 for k in self._array_keys})
-    entropy = integer_model.IntegerEntropyModel(
-        ops_lib.tf_ops(), integer_model.unflatten(flat), self.model.config.context_window,
-        self.model.config.num_groups, self.model.context.mode)
-    # The integer networks have no data-dependent Python control flow: autograph need not
-    # convert them, which saves a fifth of the codec's tracing time.
-    for method in ("hyper_features", "predict", "table_index"):
-      setattr(entropy, method, tf.autograph.experimental.do_not_convert(getattr(entropy, method)))
-    return entropy
-
   def _latent_shape(self, height, width):
     stride = model_lib.LATENT_STRIDE
     return (height + stride - 1) // stride, (width + stride - 1) // stride
 
-  def _predictor(self, entropy, hyper, latent_height, latent_width):
-    """The context model's `predict` for `context_model.coding_loop`."""
-    k, window = self.model.config.num_groups, self.model.config.context_window
-
-    def predict(y_hat, positions, groups):
-      mask = coding_order.context_mask(latent_height, latent_width, k, window,
-                                       self.model.context.mode, positions, groups)
-      mask = tf.concat([mask, tf.ones_like(mask[:, :, :1])], axis=-1)  # hyper always visible
-      return entropy.predict(y_hat, hyper, positions, groups, mask)
-    return predict
-
-  def _z_hat(self, z_symbols):
-    """Integer z_hat [1, hz, wz, C] from z's symbols."""
-    return tf.cast(z_symbols, tf.float64) * _ONE + self.coding_tables["z_offset"]
-
-  def _quantize(self, y, step_fn, state):
-    """The encoder's integer quantization of the latent y [1, h, w, M] (float32).
-
-    Returns z's symbols [1, hz, wz, C], y_hat (integers) [1, h, w, M] and the state
-    `step_fn(state, indexes, symbols)` threaded through the coding steps (e.g. a range
-    encoder).
-    """
-    y = tf.debugging.assert_all_finite(y, "the model produced non-finite latents")
-    z = tf.clip_by_value(self.model.hyper_latent(y), -SYMBOL_LIMIT, SYMBOL_LIMIT)
-    z = tf.debugging.assert_all_finite(z, "the model produced non-finite hyper-latents")
-    z_symbols = tf.cast(tf.round(tf.cast(z, tf.float64) -
-                                 self.coding_tables["z_offset"] / _ONE), tf.int32)
-    entropy = self._integer_model()
-    height, width = tf.shape(y)[1], tf.shape(y)[2]
-    hyper = entropy.hyper_features(self._z_hat(z_symbols), height, width)
-    k = self.model.config.num_groups
-    y = tf.cast(y, tf.float64)
-
-    def quantize_step(state, positions, group, mean, log_scale):
-      values = context_model.gather_group(y, positions, group, k) - mean / _ONE
-      symbols = tf.clip_by_value(tf.round(values), -SYMBOL_LIMIT, SYMBOL_LIMIT)
-      state = step_fn(state, tf.cast(entropy.table_index(log_scale), tf.int32),
-                      tf.cast(symbols, tf.int32))
-      return state, symbols * _ONE + mean
-
-    y_hat, state = context_model.coding_loop(
-        self._predictor(entropy, hyper, height, width),
-        [1, height, width, self.model.config.latent_channels], k, self.model.context.mode,
-        quantize_step, state, dtype=tf.float64)
-    return z_symbols, y_hat, state
-
-  def _z_channels(self, num_positions):
-    """z's table rows: the channel of each symbol, [n, C]."""
-    channels = self.model.config.hyper_channels
-    return tf.broadcast_to(tf.range(channels), tf.stack([num_positions, channels]))
-
-  def _encode_z(self, z_symbols):
-    channels = self.model.config.hyper_channels
-    values = tf.reshape(z_symbols, [-1, channels]) - self.coding_tables["z_cdf_offset"]
-    return range_coder.encode(self._z_channels(tf.shape(values)[0]), values,
-                              self.coding_tables["z_cdf"], what="z stream")
+  def _entropy_encode(self, y):
+    """(z_stream, y_stream, latent check, z_symbols, y_hat) of the gained latent y
+    [1, h, w, M] (float32): z = h_a(y), then the C core's quantization, integer entropy
+    model and range coding in one op (streams padded to the stream-length rule)."""
+    return range_coder.core_encode(self.entropy_core_model, y, self.model.hyper_latent(y))
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
                                 tf.TensorSpec([], tf.float32)])
@@ -297,24 +234,7 @@ class CodecModule(tf.Module):
   def _compress(self, image, quality, refine_steps=None):
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     _, y, quality_code, _ = self._analyse(image, quality, refine_steps)
-    y_cdf_offset = self.coding_tables["y_cdf_offset"]
-
-    # y is range coded in one call after the loop: the steps' table rows and values are
-    # collected in coding order.
-    def collect(state, indexes, symbols):
-      rows, values, step = state
-      values = values.write(step, tf.reshape(symbols - tf.gather(y_cdf_offset, indexes), [-1]))
-      return rows.write(step, tf.reshape(indexes, [-1])), values, step + 1
-
-    collected = lambda: tf.TensorArray(tf.int32, size=0, dynamic_size=True,
-                                       infer_shape=False, element_shape=[None])
-    z_symbols, y_hat, (rows, values, _) = self._quantize(
-        y, collect, (collected(), collected(), tf.constant(0)))
-    z_count, y_count = self._stream_symbols(height, width)
-    z_stream = _padded(self._encode_z(z_symbols), z_count, self._z_cost)
-    y_stream = _padded(range_coder.encode(rows.concat(), values.concat(),
-                                          self.coding_tables["y_cdf"], what="y stream"),
-                       y_count, self._y_cost)
+    z_stream, y_stream, check, _, _ = self._entropy_encode(y)
     head = tf.strings.join([
         tf.constant(bitstream_format.MAGIC),
         _to_bytes([bitstream_format.VERSION, self.mode_flag], tf.uint8),
@@ -322,7 +242,7 @@ class CodecModule(tf.Module):
         _to_bytes(tf.stack([height, width, quality_code]), tf.uint16),
         _to_bytes(tf.stack([tf.strings.length(z_stream), tf.strings.length(y_stream)]),
                   tf.uint32),
-        _to_bytes(latent_check.tf_check(z_symbols, y_hat), tf.int64),
+        _to_bytes(check, tf.int64),
     ])
     checksum = adler32(tf.strings.join([head, z_stream, y_stream]))
     return tf.strings.join([head, _to_bytes(checksum, tf.uint32), z_stream, y_stream])
@@ -334,7 +254,7 @@ class CodecModule(tf.Module):
     (the integer latent, float64) and x_hat [1, H', W', 3] (float32, padded size).
     """
     _, y, _, quality = self._analyse(image, quality)
-    z_symbols, y_hat, _ = self._quantize(y, lambda state, *_: state, ())
+    _, _, _, z_symbols, y_hat = self._entropy_encode(y)
     return dict(y=y, z_symbols=z_symbols, y_hat=y_hat,
                 x_hat=self.synthesize_latent(y_hat, quality))
 
@@ -430,52 +350,13 @@ class CodecModule(tf.Module):
     fields, z_stream, y_stream = self._checked_file(data)
     height, width = fields["height"], fields["width"]
     quality = tf.cast(fields["quality"], tf.float32) / bitstream_format.QUALITY_STEPS
-    latent_height, latent_width = self._latent_shape(height, width)
-    stride = model_lib.HYPER_STRIDE
-    z_shape = [(latent_height + stride - 1) // stride, (latent_width + stride - 1) // stride]
-    channels = self.model.config.hyper_channels
-    z_state, z_symbols = range_coder.decode(
-        z_stream, range_coder.decoder_start(z_stream), self._z_channels(z_shape[0] * z_shape[1]),
-        self.coding_tables["z_cdf"], what="z stream")
-    with tf.control_dependencies([tf.debugging.Assert(
-        range_coder.decoder_finish(z_stream, z_state),
-        ["corrupt tflic file: z stream ends early"])]):
-      z_symbols = tf.reshape(z_symbols + self.coding_tables["z_cdf_offset"],
-                             tf.stack([1, z_shape[0], z_shape[1], channels]))
-    entropy = self._integer_model()
-    hyper = entropy.hyper_features(self._z_hat(z_symbols), latent_height, latent_width)
-    y_cdf_offset = self.coding_tables["y_cdf_offset"]
-    def decode_step(state, positions, group, mean, log_scale):
-      del positions, group
-      decoder, step = state
-      indexes = tf.cast(entropy.table_index(log_scale), tf.int32)
-      if self._flip_index_at_step is not None:
-        # The test hook: the first value of one step uses a table half the scale range
-        # away (neighbouring tables of the smallest scales can quantize to the same CDF,
-        # which would not drift at all).
-        flip = tf.scatter_nd(
-            [[0, 0, 0]], [tf.cast(tf.equal(step, self._flip_index_at_step), tf.int32)],
-            tf.shape(indexes))
-        num_scales = self.model.config.num_scales
-        indexes = (indexes + flip * (num_scales // 2)) % num_scales
-      decoder, symbols = range_coder.decode(y_stream, decoder, indexes,
-                                            self.coding_tables["y_cdf"], what="y stream")
-      symbols += tf.gather(y_cdf_offset, indexes)
-      return (decoder, step + 1), tf.cast(symbols, tf.float64) * _ONE + mean
-
-    latent_shape = [1, latent_height, latent_width, self.model.config.latent_channels]
-    y_hat, (decoder, _) = context_model.coding_loop(
-        self._predictor(entropy, hyper, latent_height, latent_width), latent_shape,
-        self.model.config.num_groups, self.model.context.mode, decode_step,
-        (range_coder.decoder_start(y_stream), tf.constant(0)), dtype=tf.float64)
-    # The check first: after a desync the stream usually also ends early or late.
-    in_sync = tf.debugging.assert_equal(latent_check.tf_check(z_symbols, y_hat),
-                                        fields["latent_check"], message=DESYNC_MESSAGE)
-    with tf.control_dependencies([in_sync]):
-      complete = range_coder.decoder_finish(y_stream, decoder)
-    with tf.control_dependencies([tf.debugging.Assert(
-        complete, ["corrupt tflic file: y stream ends early"])]):
-      return tf.identity(z_symbols), tf.identity(y_hat), quality, height, width
+    flip = -1 if self._flip_index_at_step is None else int(self._flip_index_at_step)
+    # The test hook `flip_index_at_step`: the first value of that step uses a table half
+    # the scale range away, as a decoder whose entropy model drifted would.
+    z_symbols, y_hat = range_coder.core_decode(
+        self.entropy_core_model, z_stream, y_stream, height, width, fields["latent_check"],
+        max_pixels=self.max_pixels, flip_step=flip)
+    return z_symbols, y_hat, quality, height, width
 
 
 class Codec:
@@ -527,16 +408,6 @@ class Codec:
       return self.module.decompress(tf.constant(data)).numpy()
     except tf.errors.OpError as e:
       raise errors.TflicError(f"decoding failed: {_first_line(e)}") from None
-
-
-def _padded(stream, num_symbols, cost):
-  """A stream padded with zero bytes to `bitstream.min_stream_bytes`: the same symbols
-  (a decoder reads zeros past the end), and a length that passes the decoder's check."""
-  d, precision = cost
-  missing = ((num_symbols * d + 2**(precision + 3) - 1) // 2**(precision + 3) -
-             bitstream_format.STREAM_SLACK_BYTES - tf.cast(tf.strings.length(stream), tf.int64))
-  zeros = tf.fill([tf.maximum(missing, 0)], "\x00")
-  return tf.strings.join([stream, tf.strings.reduce_join(zeros)])
 
 
 def _checks_in_order(checks):

@@ -2,6 +2,8 @@
 
 Everything that chooses a coding table or feeds back into the context model (z's
 dequantization, the hyper synthesis, the context transformer's mean and table index) is
-computed here with integers, so that every correct implementation, TensorFlow on any
-device and thread count or numpy without TensorFlow, gives the same integers.
+computed with integers, so that every correct implementation gives the same integers on
+any device and thread count. The codec and tflic-lite run the C core
+(tflic/rangecoder/entropy_core.c); the numpy model here is its readable reference, and
+`quantize` makes the integer parameters both read.
 """

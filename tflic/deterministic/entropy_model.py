@@ -2,8 +2,9 @@
 
 Inputs and outputs are integers at `layers.ACT_BITS` fractional bits (carried in
 float64): z_hat = z_symbols * 2^ACT_BITS + z_offsets, y_hat = y_symbols * 2^ACT_BITS +
-mean. The same functions run on TensorFlow and on numpy (`tflic.deterministic.ops`) and
-give identical integers; `IntegerEntropyModel` bundles a backend with the parameters.
+mean. `IntegerEntropyModel` bundles the numpy backend (`tflic.deterministic.ops`) with the
+parameters: the readable reference of the C core (tflic/rangecoder/entropy_core.c), which
+codes files and must give the same integers (tests/test_entropy_core.py).
 """
 
 import numpy as np

@@ -3,8 +3,8 @@
 check = sum over i of mix(mix(i + 1) XOR v_i) mod 2^64, where v is z's symbols followed
 by y_hat's integers (each row-major, as int64 two's complement) and mix is SplitMix64's
 finalizer. mix is a bijection, so a change of any single value always changes the check;
-several changes cancel with probability about 2^-64. Order-free sums vectorize, in
-TensorFlow and numpy alike.
+several changes cancel with probability about 2^-64. Order-free sums vectorize. The C
+core (tflic/rangecoder/entropy_core.c, `tec_latent_check`) computes the same.
 """
 
 import numpy as np
@@ -34,16 +34,3 @@ def numpy_check(z_symbols, y_hat):
   terms = _check(values, index, np.uint64, np.bitwise_xor,
                  lambda x, n: x >> np.uint64(n))
   return int(np.sum(terms, dtype=np.uint64))
-
-
-def tf_check(z_symbols, y_hat):
-  """The check of integer tensors, as an int64 scalar (the uint64 bits)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  values = tf.concat([tf.reshape(tf.cast(z_symbols, tf.int64), [-1]),
-                      tf.reshape(tf.cast(y_hat, tf.int64), [-1])], 0)
-  values = tf.bitcast(values, tf.uint64)
-  index = tf.range(tf.size(values, tf.int64), dtype=tf.int64)
-  terms = _check(values, tf.bitcast(index, tf.uint64), lambda c: tf.constant(c, tf.uint64),
-                 tf.bitwise.bitwise_xor,
-                 lambda x, n: tf.bitwise.right_shift(x, tf.constant(n, tf.uint64)))
-  return tf.bitcast(tf.reduce_sum(terms), tf.int64)

@@ -1,4 +1,4 @@
-"""Integer versions of tflic's transformer layers, written once for both backends.
+"""Integer versions of tflic's transformer layers (the numpy reference of the C core).
 
 Fixed point: an activation `a` stands for `a / 2^ACT_BITS`; a weight column `w` with
 shift `s` for `w / 2^s` (layers keep `unscale` = 2^-s per output column), its bias at

@@ -153,7 +153,8 @@ static PyObject *Model_encode(ModelObject *self, PyObject *args) {
   if (!yh) goto release;
   Py_BEGIN_ALLOW_THREADS
   status = tec_encode(self->model, h, w, (const float *)y.buf, (const float *)z.buf, &zs, &zn,
-                      &ys, &yn, (double *)PyByteArray_AS_STRING(yh), &check, err, sizeof err);
+                      &ys, &yn, NULL, (double *)PyByteArray_AS_STRING(yh), &check, err,
+                      sizeof err);
   Py_END_ALLOW_THREADS
   if (status != TEC_OK) {
     Py_DECREF(yh);

@@ -9,6 +9,10 @@
 // reports corrupt streams as InvalidArgument with one readable line.
 //
 // Each kernel keeps the last table it parsed (see TableCache).
+//
+// TflicCoreEncode / TflicCoreDecode run the whole entropy coding of a file (the
+// integer entropy model and coding loop of entropy_core.h) in one call each;
+// they keep the last model they parsed (see ModelCache).
 
 #include <cstddef>
 #include <cstdint>
@@ -26,6 +30,7 @@
 #include "tensorflow/core/platform/mutex.h"
 #include "tensorflow/core/platform/thread_annotations.h"
 
+#include "entropy_core.h"
 #include "range_coder.h"
 
 namespace tflic {
@@ -444,6 +449,230 @@ class DecoderFinishOp : public OpKernel {
 };
 
 REGISTER_KERNEL_BUILDER(Name("TflicRangeDecoderFinish").Device(DEVICE_CPU), DecoderFinishOp);
+
+
+// ------------------------------------------------------------ entropy core --
+
+// A model parsed by entropy_core.c from a private copy of its blob.
+class CoreModel {
+ public:
+  ~CoreModel() { tec_model_free(model_); }
+
+  Status Init(const tstring& blob) {
+    blob_.assign(blob.data(), blob.size());
+    char err[256] = "";
+    model_ = tec_model_load(reinterpret_cast<const unsigned char*>(blob_.data()),
+                            blob_.size(), err, sizeof err);
+    if (!model_) return errors::InvalidArgument("entropy core: ", err);
+    return absl::OkStatus();
+  }
+
+  bool Matches(const tstring& blob) const {
+    return blob.size() == blob_.size() &&
+           std::memcmp(blob.data(), blob_.data(), blob_.size()) == 0;
+  }
+
+  const tec_model* get() const { return model_; }
+
+ private:
+  std::string blob_;
+  tec_model* model_ = nullptr;
+};
+
+// The last model a kernel parsed: the codec passes the same ~3 MB blob to
+// every call; comparing it is far cheaper than parsing it again.
+class ModelCache {
+ public:
+  Status Get(const Tensor& tensor, std::shared_ptr<const CoreModel>* model) {
+    if (!TensorShapeUtils::IsScalar(tensor.shape())) {
+      return errors::InvalidArgument("entropy core: model must be a scalar string");
+    }
+    const tstring& blob = tensor.scalar<tstring>()();
+    {
+      ::tensorflow::mutex_lock lock(mu_);
+      *model = last_;
+    }
+    if (*model && (*model)->Matches(blob)) return absl::OkStatus();
+    auto parsed = std::make_shared<CoreModel>();
+    TF_RETURN_IF_ERROR(parsed->Init(blob));
+    *model = parsed;
+    ::tensorflow::mutex_lock lock(mu_);
+    last_ = std::move(parsed);
+    return absl::OkStatus();
+  }
+
+ private:
+  ::tensorflow::mutex mu_;
+  std::shared_ptr<const CoreModel> last_ TF_GUARDED_BY(mu_);
+};
+
+Status CoreStatus(int status, const char* err) {
+  if (status == TEC_OK) return absl::OkStatus();
+  if (status == TEC_ERR_NOMEM) return errors::ResourceExhausted("entropy core: out of memory");
+  return errors::InvalidArgument(err);
+}
+
+REGISTER_OP("TflicCoreEncode")
+    .Input("model: string")
+    .Input("y: float32")
+    .Input("z: float32")
+    .Output("z_stream: string")
+    .Output("y_stream: string")
+    .Output("latent_check: int64")
+    .Output("z_symbols: int32")
+    .Output("y_hat: float64")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle y, z;
+      TF_RETURN_IF_ERROR(ShapeIsStream(c, 0));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &y));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 4, &z));
+      c->set_output(0, c->Scalar());
+      c->set_output(1, c->Scalar());
+      c->set_output(2, c->Scalar());
+      c->set_output(3, z);
+      c->set_output(4, y);
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Entropy-codes an encoder's latents with the integer entropy model `model` (a blob of
+tflic.rangecoder.entropy_core.model_blob): y [1, h, w, M] (gained), z [1, hz, wz, C]
+float32 -> the padded z and y streams, the latent check (uint64 bits), z's symbols
+and the integer latent y_hat.
+)doc");
+
+class CoreEncodeOp : public OpKernel {
+ public:
+  explicit CoreEncodeOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    std::shared_ptr<const CoreModel> model;
+    OP_REQUIRES_OK(context, models_.Get(context->input(0), &model));
+    tec_info info;
+    tec_model_info(model->get(), &info);
+    const Tensor& y = context->input(1);
+    const Tensor& z = context->input(2);
+    OP_REQUIRES(context, y.dims() == 4 && y.dim_size(0) == 1 && y.dim_size(1) >= 1 &&
+                y.dim_size(2) >= 1 && y.dim_size(1) <= 4096 && y.dim_size(2) <= 4096 &&
+                y.dim_size(3) == info.latent_channels,
+                errors::InvalidArgument("entropy core: y must be [1, h, w, ",
+                                        info.latent_channels, "], got ",
+                                        y.shape().DebugString()));
+    const int h = static_cast<int>(y.dim_size(1)), w = static_cast<int>(y.dim_size(2));
+    OP_REQUIRES(context, z.dims() == 4 && z.dim_size(0) == 1 && z.dim_size(1) == (h + 3) / 4 &&
+                z.dim_size(2) == (w + 3) / 4 && z.dim_size(3) == info.hyper_channels,
+                errors::InvalidArgument("entropy core: z must be [1, ", (h + 3) / 4, ", ",
+                                        (w + 3) / 4, ", ", info.hyper_channels, "], got ",
+                                        z.shape().DebugString()));
+    Tensor *z_stream, *y_stream, *check, *z_symbols, *y_hat;
+    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({}), &z_stream));
+    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({}), &y_stream));
+    OP_REQUIRES_OK(context, context->allocate_output(2, TensorShape({}), &check));
+    OP_REQUIRES_OK(context, context->allocate_output(3, z.shape(), &z_symbols));
+    OP_REQUIRES_OK(context, context->allocate_output(4, y.shape(), &y_hat));
+    unsigned char *zs = nullptr, *ys = nullptr;
+    size_t zn = 0, yn = 0;
+    uint64_t value = 0;
+    char err[256] = "";
+    const int status = tec_encode(model->get(), h, w, y.flat<float>().data(),
+                                  z.flat<float>().data(), &zs, &zn, &ys, &yn,
+                                  z_symbols->flat<int32_t>().data(),
+                                  y_hat->flat<double>().data(), &value, err, sizeof err);
+    OP_REQUIRES_OK(context, CoreStatus(status, err));
+    z_stream->scalar<tstring>()().assign(reinterpret_cast<const char*>(zs), zn);
+    y_stream->scalar<tstring>()().assign(reinterpret_cast<const char*>(ys), yn);
+    std::free(zs);
+    std::free(ys);
+    check->scalar<int64_t>()() = static_cast<int64_t>(value);
+  }
+
+ private:
+  ModelCache models_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("TflicCoreEncode").Device(DEVICE_CPU), CoreEncodeOp);
+
+REGISTER_OP("TflicCoreDecode")
+    .Input("model: string")
+    .Input("z_stream: string")
+    .Input("y_stream: string")
+    .Input("height: int32")
+    .Input("width: int32")
+    .Input("latent_check: int64")
+    .Attr("max_pixels: int = 0")
+    .Attr("flip_step: int = -1")
+    .Output("z_symbols: int32")
+    .Output("y_hat: float64")
+    .SetShapeFn([](InferenceContext* c) {
+      for (int i = 0; i < 6; ++i) TF_RETURN_IF_ERROR(ShapeIsStream(c, i));
+      c->set_output(0, c->UnknownShapeOfRank(4));
+      c->set_output(1, c->UnknownShapeOfRank(4));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Decodes a file's z and y streams for an image of height x width pixels with the
+integer entropy model `model`: z's symbols [1, hz, wz, C] and the integer latent
+y_hat [1, h, w, M], after checking them against `latent_check` and that both streams
+end correctly. Sizes over max_pixels (0: no limit) or beyond what the streams can hold
+fail before any allocation. flip_step >= 0 is a test hook: a drifted decoder.
+)doc");
+
+class CoreDecodeOp : public OpKernel {
+ public:
+  explicit CoreDecodeOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("max_pixels", &max_pixels_));
+    OP_REQUIRES_OK(context, context->GetAttr("flip_step", &flip_step_));
+  }
+
+  void Compute(OpKernelContext* context) override {
+    std::shared_ptr<const CoreModel> model;
+    OP_REQUIRES_OK(context, models_.Get(context->input(0), &model));
+    const tstring *z_stream = nullptr, *y_stream = nullptr;
+    OP_REQUIRES_OK(context, GetStream(context->input(1), "z stream", &z_stream));
+    OP_REQUIRES_OK(context, GetStream(context->input(2), "y stream", &y_stream));
+    const int height = context->input(3).scalar<int32_t>()();
+    const int width = context->input(4).scalar<int32_t>()();
+    const uint64_t check = static_cast<uint64_t>(context->input(5).scalar<int64_t>()());
+    const uint64_t max_pixels = max_pixels_ > 0 ? static_cast<uint64_t>(max_pixels_) : 0;
+    tec_info info;
+    tec_model_info(model->get(), &info);
+    char err[256] = "";
+    const auto* z_data = reinterpret_cast<const unsigned char*>(z_stream->data());
+    const auto* y_data = reinterpret_cast<const unsigned char*>(y_stream->data());
+    int h = 0, w = 0, hz = 0, wz = 0;
+    const bool sized = height >= 1 && width >= 1 && height <= 65535 && width <= 65535;
+    if (sized) tec_grids(height, width, &h, &w, &hz, &wz);
+    // The limits first, from the sizes alone: nothing is allocated for a size the
+    // file may not have (tec_decode says which limit failed).
+    if (!sized || (max_pixels && static_cast<uint64_t>(height) * width > max_pixels) ||
+        !tec_stream_holds(static_cast<uint64_t>(hz) * wz * info.hyper_channels,
+                          z_stream->size(), info.z_cost_d, info.z_cost_p) ||
+        !tec_stream_holds(static_cast<uint64_t>(h) * w * info.latent_channels,
+                          y_stream->size(), info.y_cost_d, info.y_cost_p)) {
+      const int status = tec_decode(model->get(), height, width, z_data, z_stream->size(),
+                                    y_data, y_stream->size(), check, max_pixels, nullptr,
+                                    nullptr, err, sizeof err);
+      OP_REQUIRES_OK(context, CoreStatus(status == TEC_OK ? TEC_ERR_ARG : status, err));
+      return;
+    }
+    Tensor *z_symbols = nullptr, *y_hat = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(
+        0, TensorShape({1, hz, wz, info.hyper_channels}), &z_symbols));
+    OP_REQUIRES_OK(context, context->allocate_output(
+        1, TensorShape({1, h, w, info.latent_channels}), &y_hat));
+    const int status = tec_decode_drifted(
+        model->get(), height, width, z_data, z_stream->size(), y_data, y_stream->size(),
+        check, max_pixels, static_cast<long>(flip_step_), z_symbols->flat<int32_t>().data(),
+        y_hat->flat<double>().data(), err, sizeof err);
+    OP_REQUIRES_OK(context, CoreStatus(status, err));
+  }
+
+ private:
+  ::tensorflow::int64 max_pixels_ = 0;
+  ::tensorflow::int64 flip_step_ = -1;
+  ModelCache models_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("TflicCoreDecode").Device(DEVICE_CPU), CoreDecodeOp);
 
 }  // namespace
 }  // namespace tflic

@@ -899,6 +899,8 @@ typedef struct loop {
   /* scratch */
   double *tok_in, *tok, *tok_norm, *tok_kv, *q, *q2, *q3, *att, *logits, *head;
   int *job_b, *job_t, *visible;
+  long step;      /* coding steps done */
+  long flip_step; /* tec_decode_drifted's step, or -1 */
 } loop;
 
 static void loop_free(loop *l) {
@@ -921,6 +923,7 @@ static int loop_init(loop *l, const tec_model *m, int h, int w, const double *hy
   int ok = 1, di, dj, hidden = 0, i, jobs;
   size_t width;
   memset(l, 0, sizeof *l);
+  l->flip_step = -1;
   l->m = m; l->h = h; l->w = w; l->k = k;
   l->c = m->info.latent_channels / k;
   l->dim = m->dim;
@@ -1151,7 +1154,8 @@ static int code_chunk(loop *l, coder *cd, int b, int g) {
   int ch;
   for (ch = 0; ch < c; ++ch) {
     const double mean = out[ch];
-    const int index = table_index(m, out[c + ch]);
+    int index = table_index(m, out[c + ch]);
+    if (l->step == l->flip_step && b == 0 && ch == 0) index = (index + m->y_rows / 2) % m->y_rows;
     int32_t symbol;
     int status;
     if (cd->dec) {
@@ -1192,6 +1196,7 @@ static int coding_loop(loop *l, coder *cd) {
         predict(l, nb, g);
         for (b = 0; b < nb; ++b)
           if ((status = code_chunk(l, cd, b, g)) != RC_OK) return status;
+        ++l->step;
       }
     }
   }
@@ -1246,6 +1251,15 @@ int tec_decode(const tec_model *m, int height, int width, const unsigned char *z
                size_t z_len, const unsigned char *y_stream, size_t y_len, uint64_t check,
                uint64_t max_pixels, int32_t *z_symbols, double *y_hat, char *err,
                size_t err_size) {
+  return tec_decode_drifted(m, height, width, z_stream, z_len, y_stream, y_len, check,
+                            max_pixels, -1, z_symbols, y_hat, err, err_size);
+}
+
+int tec_decode_drifted(const tec_model *m, int height, int width,
+                       const unsigned char *z_stream, size_t z_len,
+                       const unsigned char *y_stream, size_t y_len, uint64_t check,
+                       uint64_t max_pixels, long flip_step, int32_t *z_symbols,
+                       double *y_hat, char *err, size_t err_size) {
   const tec_info *in = &m->info;
   int h, w, hz, wz, status, consistent = 0;
   size_t nz, ny, i;
@@ -1302,6 +1316,7 @@ int tec_decode(const tec_model *m, int height, int width, const unsigned char *z
     rc_decoder_init(&dec, y_stream, y_len);
     memset(&cd, 0, sizeof cd);
     cd.dec = &dec;
+    l.flip_step = flip_step;
     status = coding_loop(&l, &cd);
     if (status != RC_OK) {
       set_error(err, err_size, "corrupt tflic file: %s (y stream)", coder_message(status));
@@ -1345,7 +1360,8 @@ static int finish_stream(rc_encoder *enc, unsigned char **buf, const rc_table *t
 
 int tec_encode(const tec_model *m, int h, int w, const float *y, const float *z,
                unsigned char **z_stream, size_t *z_len, unsigned char **y_stream,
-               size_t *y_len, double *y_hat_out, uint64_t *check, char *err, size_t err_size) {
+               size_t *y_len, int32_t *z_symbols, double *y_hat_out, uint64_t *check,
+               char *err, size_t err_size) {
   const tec_info *in = &m->info;
   const int hz = (h + 3) / 4, wz = (w + 3) / 4;
   const size_t nz = (size_t)hz * wz * in->hyper_channels, ny = (size_t)h * w * in->latent_channels;
@@ -1401,6 +1417,7 @@ int tec_encode(const tec_model *m, int h, int w, const float *y, const float *z,
   rc = finish_stream(&ye, y_stream, &m->y_table, ny, in->y_cost_d, in->y_cost_p, y_len);
   if (rc != RC_OK) goto done;
   *check = tec_latent_check(zs, nz, y_hat, ny);
+  if (z_symbols) memcpy(z_symbols, zs, nz * sizeof(int32_t));
 done:
   if (status == TEC_OK && rc != RC_OK) {
     status = rc == RC_ERR_NOMEM ? TEC_ERR_NOMEM : TEC_ERR_STREAM;

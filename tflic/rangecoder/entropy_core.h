@@ -97,15 +97,25 @@ int tec_decode(const tec_model *model, int height, int width,
                uint64_t max_pixels, int32_t *z_symbols, double *y_hat,
                char *err, size_t err_size);
 
+/* tec_decode as a decoder whose entropy model drifted would run: the first
+ * value of coding step `flip_step` uses the table half the scale range away.
+ * For tests of the latent check only. */
+int tec_decode_drifted(const tec_model *model, int height, int width,
+                       const unsigned char *z_stream, size_t z_len,
+                       const unsigned char *y_stream, size_t y_len, uint64_t check,
+                       uint64_t max_pixels, long flip_step, int32_t *z_symbols,
+                       double *y_hat, char *err, size_t err_size);
+
 /* Encodes an encoder's latents: y, the gained latent [h][w][M], and z, the
  * hyper latent [hz][wz][C_z] (float32, as the analysis computes them).  On
  * success *z_stream and *y_stream are malloc'ed streams padded to the
- * stream-length rule (free them), y_hat [h][w][M] (caller-allocated, may be
- * NULL) the integer latent, *check the latent check. */
+ * stream-length rule (free them), z_symbols [hz][wz][C_z] and y_hat [h][w][M]
+ * (caller-allocated, each may be NULL) z's symbols and the integer latent,
+ * *check the latent check. */
 int tec_encode(const tec_model *model, int h, int w, const float *y,
                const float *z, unsigned char **z_stream, size_t *z_len,
-               unsigned char **y_stream, size_t *y_len, double *y_hat,
-               uint64_t *check, char *err, size_t err_size);
+               unsigned char **y_stream, size_t *y_len, int32_t *z_symbols,
+               double *y_hat, uint64_t *check, char *err, size_t err_size);
 
 #ifdef __cplusplus
 }

@@ -126,3 +126,31 @@ def decoder_finish(stream, state, name=None):
   checked by its container. rc_decoder_finish in range_coder.h has the details.
   """
   return _ops.tflic_range_decoder_finish(stream, state, name=name)
+
+
+def core_encode(model, y, z, name=None):
+  """Entropy-codes an encoder's latents with the C core (entropy_core.h), in one op.
+
+  model: scalar tf.string, a blob of `tflic.rangecoder.entropy_core.model_blob`;
+  y: float32 [1, h, w, M], the gained latent; z: float32 [1, hz, wz, C], its hyper
+  latent. Returns (z_stream, y_stream, latent_check int64 (the uint64 bits), z_symbols
+  int32 [1, hz, wz, C], y_hat float64 [1, h, w, M]); the streams are padded to the
+  stream-length rule. Non-finite latents fail with InvalidArgumentError.
+  """
+  result = _ops.tflic_core_encode(model, y, z, name=name)
+  return (result.z_stream, result.y_stream, result.latent_check, result.z_symbols,
+          result.y_hat)
+
+
+def core_decode(model, z_stream, y_stream, height, width, latent_check, max_pixels=0,
+                flip_step=-1, name=None):
+  """Decodes a file's streams with the C core: (z_symbols, y_hat) as `core_encode`'s.
+
+  height, width: the image size (int32 scalars); latent_check: the header's (int64).
+  A corrupt stream, a desync or a size over max_pixels (0: none) or beyond what the
+  streams can hold fails with a one-line InvalidArgumentError, the sizes checked before
+  any allocation. flip_step >= 0 is a test hook: the decoder of a drifted model.
+  """
+  result = _ops.tflic_core_decode(model, z_stream, y_stream, height, width, latent_check,
+                                  max_pixels=max_pixels, flip_step=flip_step, name=name)
+  return result.z_symbols, result.y_hat
