@@ -17,8 +17,8 @@ MODEL is an export or a training directory (default: the bundled model). BASE ge
                      looks, and where BASE is mounted in the commands of README.md).
   README.md          how to serve them and call them over REST and gRPC.
 
-`analysis` runs the ops of `CodecModule._analyse` and of `_quantize` up to the clipped
-hyper latent in the same order, and `synthesis` those of `CodecModule.decompress` after the
+`analysis` runs the ops of `CodecModule._analyse` and its hyper analysis (the C core
+clips the hyper latent as the client's coder does), and `synthesis` those of `CodecModule.decompress` after the
 entropy decoding, so the split encoder writes the in-graph codec's files byte for byte
 (tests/test_export_serving.py). The export fails if the networks' graph has an op that
 stock TensorFlow does not register (tensorflow-compression's, tflic's range coder ops or
@@ -57,9 +57,10 @@ README = "README.md"
 # The release the recipe in export/serving_with_ops/ builds; the servables need its ops.
 TF_SERVING_VERSION = "2.14.1"
 # The ops of tflic/rangecoder/_tf_ops.cc, the only ones of tflic_codec's graph that stock
-# TensorFlow lacks: what export/serving_with_ops/ links into the model server.
+# TensorFlow lacks: what export/serving_with_ops/ links into the model server. (Codecs
+# exported since the C entropy core use the TflicCore ones; earlier exports the others.)
 RANGE_CODER_OPS = ("TflicRangeEncode", "TflicRangeDecoderStart", "TflicRangeDecode",
-                   "TflicRangeDecoderFinish")
+                   "TflicRangeDecoderFinish", "TflicCoreEncode", "TflicCoreDecode")
 
 _OUT = common_flags.OUT  # the model base path BASE
 _OVERWRITE = common_flags.OVERWRITE

@@ -134,12 +134,14 @@ def test_base_path_layout_config_and_signatures(base, reference, tiny_model_dir)
   assert set(_signature_defs(codec_dir)) >= {"compress", "decompress"}
 
   # The networks have neither tensorflow-compression's ops nor tflic's, nor any other that
-  # stock TensorFlow lacks; the codec has tflic's four range coder ops (the scan sees
+  # stock TensorFlow lacks; the codec has tflic's two entropy core ops (the scan sees
   # them) and no other op beyond stock TensorFlow's.
   networks_ops, codec_ops = map(serving.saved_model_op_types, (networks, codec_dir))
   assert not networks_ops & (_tfc_op_types() | set(serving.RANGE_CODER_OPS))
   assert not serving.unregistered_op_types(networks_ops)
-  assert {op for op in codec_ops if not hasattr(tf.raw_ops, op)} == set(serving.RANGE_CODER_OPS)
+  assert {op for op in codec_ops if not hasattr(tf.raw_ops, op)} == {"TflicCoreEncode",
+                                                                      "TflicCoreDecode"}
+  assert {"TflicCoreEncode", "TflicCoreDecode"} <= set(serving.RANGE_CODER_OPS)
   assert not codec_ops & _tfc_op_types()
   # Ops of other libraries are looked up in a process importing TensorFlow alone.
   assert serving.unregistered_op_types(
@@ -184,7 +186,7 @@ _STOCK_PROCESS = textwrap.dedent("""
       tf.saved_model.load(f"{base}/tflic_codec/1")
       sys.exit("the codec loaded without tflic's op library")
     except RuntimeError as e:
-      assert "Op type not registered 'TflicRange" in str(e), e
+      assert "Op type not registered 'TflicCore" in str(e), e
     tf.load_op_library(library)
     the_codec = tf.saved_model.load(f"{base}/tflic_codec/1")
     last = int(inputs["count"]) - 1
