@@ -339,6 +339,21 @@ def test_decompress_rejects_before_loading_a_model(tflic_files, monkeypatch, run
   assert sorted(os.listdir(tflic_files)) == before
 
 
+def test_decompress_checks_the_stream_length_rule_before_loading_the_model(
+    tmp_path, monkeypatch, run_main):
+  """A 40-byte file declaring a large image fails from its header and the export's
+  entropy model asset alone: the SavedModel is never loaded."""
+  def no_load(path):
+    raise AssertionError("the model was loaded")
+  monkeypatch.setattr(codec_cli, "_load_model", no_load)
+  (tmp_path / "big.tflic").write_bytes(
+      bitstream.pack("wavefront", bytes(8), 4096, 4096, 0, b"", b"", 0))
+  monkeypatch.chdir(tmp_path)
+  status, _, err = run_main("decompress", "big.tflic", "out.png")
+  _assert_one_error(status, err, "big.tflic", "cannot hold")
+  assert not (tmp_path / "out.png").exists()
+
+
 def test_model_error_is_reported_once(images, tmp_path, run_main):
   status, out, err = run_main("compress", "--model=/nonexistent", images / "rgb.png",
                               images / "gray.png", tmp_path)

@@ -11,6 +11,7 @@ the encoder's runtime and thread count, are refused with a message saying so.
 """
 
 import dataclasses
+import os
 import struct
 import zlib
 
@@ -201,3 +202,24 @@ def check_declared_size(header, latent_channels, hyper_channels, y_cost, z_cost,
       raise errors.TflicError(
           f"corrupt tflic file: a {num_bytes}-byte {name} stream cannot hold the {symbols} "
           f"symbols of a {header.width}x{header.height} image")
+
+
+# Where an export keeps its integer entropy model and coding tables (numpy, no TensorFlow).
+MODEL_ASSET = os.path.join("assets", "integer_entropy_model.npz")
+
+
+def check_declared_size_for_export(model_dir, header, max_pixels):
+  """`check_declared_size` with the sizes and table costs of an exported SavedModel,
+  read from its entropy model asset: a decoder runs it before it loads the model (seconds
+  and a gigabyte), so a small file that breaks the rules costs no more than its header.
+  Does nothing for a directory without the asset (a training directory: checked later)."""
+  path = os.path.join(model_dir, MODEL_ASSET)
+  if not os.path.isfile(path):
+    return
+  try:
+    with np.load(path) as data:
+      sizes = (int(data["config/latent_channels"]), int(data["config/hyper_channels"]))
+      costs = (symbol_cost(data["tables/y_cdf"]), symbol_cost(data["tables/z_cdf"]))
+  except (OSError, ValueError, KeyError):
+    return  # the model's own load reports a damaged export
+  check_declared_size(header, *sizes, *costs, max_pixels)

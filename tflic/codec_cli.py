@@ -203,6 +203,13 @@ def _decompress_one(src, dst):
         f"{src}: image would be {header.width}x{header.height} = "
         f"{header.height * header.width} pixels, more than the limit of "
         f"{_MAX_PIXELS.value} (see --max_pixels)")
+  bundled = os.path.join(os.path.dirname(os.path.abspath(bitstream.__file__)), "bundled",
+                         "model")
+  try:  # the stream-length rule too, before the model is loaded
+    bitstream.check_declared_size_for_export(_MODEL.value or bundled, header,
+                                             _MAX_PIXELS.value)
+  except errors.TflicError as e:
+    raise _about(src, e) from None
   model = _load_model(_MODEL.value)
   start = time.perf_counter()
   try:
