@@ -460,6 +460,14 @@ static double clampv(double x) {
 /* round(x * scale), halves up, for a power-of-two scale: exact. */
 static double scale_round(double x, double scale) { return floor(x * scale + 0.5); }
 
+/* clamp(round(x * scale)), clamped first: the same integer (the bounds are integers
+ * and floor is monotonic). */
+static double round_clamped(double x, double scale) {
+  double v = x * scale + 0.5;
+  v = v > ACT_LIMIT ? ACT_LIMIT : (v < -ACT_LIMIT ? -ACT_LIMIT : v);
+  return floor(v);
+}
+
 /* floor(a / b) of integers, b > 0. */
 static double floordiv(double a, double b) {
   const int64_t x = (int64_t)a, y = (int64_t)b;
@@ -596,7 +604,7 @@ static void dense_rows(const dense_p *d, const double *x, int rows, double *out)
   }
   for (r = 0; r < rows; ++r) {
     double *o = out + (size_t)r * m;
-    for (j = 0; j < m; ++j) o[j] = clampv(scale_round(o[j], d->scale[j]));
+    for (j = 0; j < m; ++j) o[j] = round_clamped(o[j], d->scale[j]);
   }
 }
 
@@ -619,7 +627,7 @@ static void layer_norm_rows(const norm_p *p, const double *x, int rows, double *
   for (r = 0; r < rows; ++r) {
     double *o = out + (size_t)r * p->n;
     normalize(x + (size_t)r * p->n, p->n, p->eps, o);
-    for (i = 0; i < p->n; ++i) o[i] = clampv(scale_round(o[i] * p->gamma[i] + p->beta[i], scale));
+    for (i = 0; i < p->n; ++i) o[i] = round_clamped(o[i] * p->gamma[i] + p->beta[i], scale);
   }
 }
 
@@ -663,14 +671,21 @@ static void attend(const double *exp_table, double *logits, const int *tokens,
     if (p == 0.0) continue;
     for (d = 0; d < hd; ++d) out[d] += p * v[d];
   }
-  for (d = 0; d < hd; ++d) out[d] = clampv(scale_round(out[d], 1.0 / PROB_ONE));
+  for (d = 0; d < hd; ++d) out[d] = round_clamped(out[d], 1.0 / PROB_ONE);
 }
 
+/* Four partial sums, which compilers vectorise (exact: integer sums below 2^53). */
 static double dot(const double *a, const double *b, int n) {
-  double s = 0.0;
-  int i;
-  for (i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i] * b[i];
+    s1 += a[i + 1] * b[i + 1];
+    s2 += a[i + 2] * b[i + 2];
+    s3 += a[i + 3] * b[i + 3];
+  }
+  for (; i < n; ++i) s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
 }
 
 /* ----------------------------------------------------------------- h_s -- */
@@ -806,7 +821,7 @@ static void conv_layer(const conv_p *c, const double *x, int h, int w, double *o
         }
       }
       for (j = 0; j < c->m; ++j) {
-        double v = clampv(scale_round(o[j], c->scale[j]));
+        double v = round_clamped(o[j], c->scale[j]);
         o[j] = c->relu && v < 0 ? 0.0 : v;
       }
     }
@@ -1111,7 +1126,7 @@ static void predict(loop *l, int nb, int g) {
       for (j = 0; j < 2 * c; ++j) o[j] = bias[j];
       for (i = 0; i < dim; ++i)
         for (j = 0; j < 2 * c; ++j) o[j] += x[i] * w[(size_t)i * 2 * c + j];
-      for (j = 0; j < 2 * c; ++j) o[j] = clampv(scale_round(o[j], scale[j]));
+      for (j = 0; j < 2 * c; ++j) o[j] = round_clamped(o[j], scale[j]);
     }
   }
 }
