@@ -7,7 +7,10 @@ malformed models and streams with one-line errors.
 """
 
 import json
+import pathlib
+import shutil
 import struct
+import subprocess
 import zlib
 
 import numpy as np
@@ -25,6 +28,7 @@ from tflic.deterministic import tables as tables_lib
 from tflic.lite import entropy_coder
 from tflic.rangecoder import entropy_core
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 # (height, width) crops: whole hyper cells, ragged ones, a single latent row.
 SIZES = [(64, 96), (40, 136), (16, 300)]
 
@@ -173,3 +177,27 @@ def test_non_finite_latents_are_refused(tiny_module):
   y[0, 1, 2, 0] = np.nan
   with pytest.raises(entropy_core.CoreError, match="non-finite"):
     core.encode(y, z)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_decoder_core_under_sanitizers(tiny_module, photo, tmp_path):
+  """tools/asan_entropy_core.sh: real files of the tiny model and 400 random mutations
+  decode or fail cleanly under AddressSanitizer and UndefinedBehaviorSanitizer."""
+  arrays = tiny_module.reference_arrays()
+  blob = tmp_path / "model.tfec"
+  blob.write_bytes(entropy_core.model_blob(arrays))
+  core = entropy_core.Core(arrays)
+  latents = _latents(tiny_module)
+  files = []
+  for height, width in [(16, 16), (40, 72), (17, 300)]:
+    y, z = latents(photo[:height, :width], 0.5)
+    z_stream, y_stream, check, _ = core.encode(y, z)
+    path = tmp_path / f"{height}x{width}.tflic"
+    path.write_bytes(bitstream.pack(core.mode, bytes(8), height, width, 0, z_stream,
+                                    y_stream, check))
+    files.append(str(path))
+  result = subprocess.run([str(REPO / "tools" / "asan_entropy_core.sh"), str(blob), "400",
+                           "7", *files], capture_output=True, text=True, timeout=600,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "400 mutations of 3 files" in result.stdout
