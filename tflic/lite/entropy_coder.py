@@ -1,6 +1,7 @@
-"""The codec's entropy coding without TensorFlow: numpy and the portable C range coder.
+"""The codec's entropy coding in numpy: the readable reference of the C entropy core.
 
-`encode` and `decode` run the same coding loop as the in-graph codec (tflic/codec.py):
+The codec and tflic-lite code with `tflic/rangecoder/entropy_core.c`; the tests hold it
+to this implementation. `encode` and `decode` run the same coding loop:
 z's symbols with the factorized prior, then y chunk step by chunk step in coding order,
 each step's means and coding tables from the integer entropy model (`Reference`, numpy).
 The integers are exact, so the streams are byte-identical to the SavedModel's and a file
