@@ -547,6 +547,32 @@ typedef double vec8 __attribute__((vector_size(64), aligned(8), may_alias));
 DEFINE_TILE(dense_tile_sse2, vec2, 2, )
 DEFINE_TILE(dense_tile_avx2, vec4, 4, __attribute__((target("avx2,fma"))))
 DEFINE_TILE(dense_tile_avx512, vec8, 8, __attribute__((target("avx512f"))))
+/* A layer's output rows rounded back to 2^-10 and clamped (round_clamped); with AVX
+ * the compiler turns floor into a vector instruction (baseline x86-64 calls libm). */
+#define DEFINE_EPILOGUE(name, attr)                                                \
+  attr static void name(double *out, const double *scale, int rows, int m) {      \
+    int r, j;                                                                     \
+    for (r = 0; r < rows; ++r) {                                                  \
+      double *o = out + (size_t)r * m;                                            \
+      for (j = 0; j < m; ++j) {                                                   \
+        double v = o[j] * scale[j] + 0.5;                                         \
+        v = v > ACT_LIMIT ? ACT_LIMIT : (v < -ACT_LIMIT ? -ACT_LIMIT : v);        \
+        o[j] = floor(v);                                                          \
+      }                                                                           \
+    }                                                                             \
+  }
+DEFINE_EPILOGUE(epilogue_sse2, )
+DEFINE_EPILOGUE(epilogue_avx2, __attribute__((target("avx2,fma"))))
+DEFINE_EPILOGUE(epilogue_avx512, __attribute__((target("avx512f"))))
+typedef void (*epilogue_fn)(double *, const double *, int, int);
+static epilogue_fn pick_epilogue(void) {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return epilogue_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return epilogue_avx2;
+  return epilogue_sse2;
+}
+#define EPILOGUE(out, scale, rows, m) pick_epilogue()(out, scale, rows, m)
+
 typedef void (*tile_fn)(const dense_p *, const double *, int, double *);
 /* The widest kernel this CPU runs and its tile width in columns; asked per
  * call (a few instructions) rather than cached, so threads share no state. */
@@ -566,6 +592,12 @@ static tile_fn pick_tile(int *columns) {
 #define PICK_TILE(columns) pick_tile(&columns)
 #else
 #define PICK_TILE(columns) (columns = TILE_C, dense_tile)
+static void epilogue(double *out, const double *scale, int rows, int m) {
+  int r, j;
+  for (r = 0; r < rows; ++r)
+    for (j = 0; j < m; ++j) out[(size_t)r * m + j] = round_clamped(out[(size_t)r * m + j], scale[j]);
+}
+#define EPILOGUE(out, scale, rows, m) epilogue(out, scale, rows, m)
 #endif
 
 /* One output of row x (the rows and columns that do not fill a tile). */
@@ -602,10 +634,7 @@ static void dense_rows(const dense_p *d, const double *x, int rows, double *out)
       for (j = 0; j < m; ++j) o[j] += v * w[j];
     }
   }
-  for (r = 0; r < rows; ++r) {
-    double *o = out + (size_t)r * m;
-    for (j = 0; j < m; ++j) o[j] = round_clamped(o[j], d->scale[j]);
-  }
+  EPILOGUE(out, d->scale, rows, m);
 }
 
 /* (x - mean) / sqrt(variance + eps) of one row of n, at 2^-10 (layers.normalize). */
