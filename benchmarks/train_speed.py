@@ -1,48 +1,142 @@
-r"""Measures training speed (steps/s, pixels/s) of a config, with and without XLA.
+r"""Training speed (steps/s, pixels/s) of configs, and of source trees side by side.
 
-  python benchmarks/train_speed.py --config=small --steps=20
+  python benchmarks/train_speed.py --config=small --config=medium
+  python benchmarks/train_speed.py --config=medium --tree=/path/to/old/checkout --tree=.
 
-Uses random crops of the training images; the first steps (tracing, compilation) are
-excluded from the timing.
+Every (tree, config, setting) pair trains in a worker process of its own, with `tflic`
+imported from its tree. After the warm-up (tracing) the workers take turns: one round of
+`--steps` steps each, then the next worker, for `--rounds` rounds, so that whatever else
+the machine does falls on all of them alike. Printed: the median over rounds, the ratio
+to the first worker, and what else used the CPU meanwhile. Each worker reads the same
+images from the same seed.
 """
 
+import json
+import os
+import statistics
+import subprocess
+import sys
 import time
 
 from absl import app
 from absl import flags
-import tensorflow as tf
 
-from tflic import config as config_lib
-from tflic import data
-from tflic import training
-
-_CONFIG = flags.DEFINE_string("config", "small", "Config name or path.")
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.")
+_CONFIG = flags.DEFINE_multi_string("config", ["small"], "Config names or paths.")
+_TREE = flags.DEFINE_multi_string(
+    "tree", [], "Source trees to compare (their `tflic` package); default: this one.")
+_SETTING = flags.DEFINE_multi_string(
+    "setting", [""], "Config overrides to compare, as JSON of train fields (e.g. "
+    "'{\"precision\": \"float32\"}'); '' for none. Trees without such a field ignore it.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per round.")
+_ROUNDS = flags.DEFINE_integer("rounds", 4, "Rounds (each worker runs once a round).")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing).")
 _DATASET = flags.DEFINE_string("dataset", "../shared/data/train", "Training images.")
-_JIT = flags.DEFINE_multi_enum("jit", ["off", "on"], ["off", "on"], "XLA settings to time.")
-_BATCH = flags.DEFINE_integer("batch_size", None, "Override the batch size.")
+_JIT = flags.DEFINE_bool("jit", False, "Compile the forward pass with XLA.")
+_WORKER = flags.DEFINE_string("worker", None, "Internal: run as a worker of this JSON spec.")
+
+
+def _worker(spec):
+  """Builds a trainer, then runs `--steps` steps for each line on stdin, printing seconds."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tflic import config as config_lib  # pylint: disable=import-outside-toplevel
+  from tflic import data  # pylint: disable=import-outside-toplevel
+  from tflic import training  # pylint: disable=import-outside-toplevel
+
+  cfg = config_lib.load(spec["config"])
+  fields = {f.name for f in dataclasses.fields(cfg.train)}
+  known = {k: v for k, v in spec["setting"].items() if k in fields}
+  cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **known))
+  train_cfg = cfg.train
+  batches = iter(data.train_dataset(spec["dataset"], train_cfg.patch_size,
+                                    train_cfg.batch_size, seed=0))
+  trainer = training.Trainer(cfg, "/tmp/tflic_speed_unused", tf.distribute.get_strategy(),
+                             jit_compile=spec["jit"])
+  for _ in range(spec["warmup"]):
+    trainer.train_step(next(batches))
+  print(json.dumps(dict(params=trainer.parameter_count(), applied=sorted(known),
+                        pixels=train_cfg.batch_size * train_cfg.patch_size**2,
+                        batch=f"{train_cfg.batch_size}x{train_cfg.patch_size}^2")), flush=True)
+  for line in sys.stdin:
+    steps = int(line)
+    start = time.perf_counter()
+    for _ in range(steps):
+      trainer.train_step(next(batches))
+    print(time.perf_counter() - start, flush=True)
+
+
+def _cpu_times():
+  """{pid: (command, CPU seconds)} of this machine's processes."""
+  ticks = os.sysconf("SC_CLK_TCK")
+  times = {}
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    except OSError:
+      continue
+    command = stat[stat.index("(") + 1:stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2:].split()
+    times[int(pid)] = (command, (int(fields[11]) + int(fields[12])) / ticks)
+  return times
+
+
+def _others(before, after, own):
+  """What other processes used the CPU between two `_cpu_times`, as a short text."""
+  used = {}
+  for pid, (command, seconds) in after.items():
+    if pid in own:
+      continue
+    spent = seconds - before.get(pid, (command, 0.0))[1]
+    if spent > 1.0:
+      used[command] = used.get(command, 0.0) + spent
+  return ", ".join(f"{c} {s:.0f} CPU-s" for c, s in sorted(used.items(), key=lambda i: -i[1])
+                   ) or "nothing"
 
 
 def main(argv):
   del argv
-  cfg = config_lib.load(_CONFIG.value)
-  train_cfg = cfg.train
-  batch_size = _BATCH.value or train_cfg.batch_size
-  batches = iter(data.train_dataset(_DATASET.value, train_cfg.patch_size, batch_size))
-  for jit in _JIT.value:
-    trainer = training.Trainer(cfg, "/tmp/tflic_speed_unused", tf.distribute.get_strategy(),
-                            jit_compile=jit == "on")
-    for _ in range(_WARMUP.value):
-      trainer.train_step(next(batches))
-    start = time.perf_counter()
-    for _ in range(_STEPS.value):
-      trainer.train_step(next(batches))
-    seconds = (time.perf_counter() - start) / _STEPS.value
-    pixels = batch_size * train_cfg.patch_size**2
-    print(f"{cfg.name}: params={trainer.parameter_count():,} batch={batch_size}x"
-          f"{train_cfg.patch_size}^2 jit={jit}: {1 / seconds:.2f} steps/s, "
-          f"{pixels / seconds / 1e6:.3f} Mpixel/s", flush=True)
+  if _WORKER.value:
+    _worker(json.loads(_WORKER.value))
+    return
+  trees = [os.path.abspath(t) for t in _TREE.value] or [
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+  workers = []
+  for config in _CONFIG.value:
+    for tree in trees:
+      for setting in _SETTING.value:
+        spec = dict(config=config, setting=json.loads(setting or "{}"), dataset=_DATASET.value,
+                    jit=_JIT.value, warmup=_WARMUP.value)
+        env = dict(os.environ, PYTHONPATH=tree, TF_CPP_MIN_LOG_LEVEL="2")
+        process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=os.getcwd())
+        workers.append(dict(label=f"{config} {tree} {setting or '-'}", process=process,
+                            times=[]))
+  own = {os.getpid()} | {w["process"].pid for w in workers}
+  for worker in workers:  # the warm-ups run one after the other too
+    worker["info"] = json.loads(worker["process"].stdout.readline())
+  before, start = _cpu_times(), time.time()
+  for _ in range(_ROUNDS.value):
+    for worker in workers:
+      worker["process"].stdin.write(f"{_STEPS.value}\n")
+      worker["process"].stdin.flush()
+      worker["times"].append(float(worker["process"].stdout.readline()) / _STEPS.value)
+  others = _others(before, _cpu_times(), own)
+  for worker in workers:
+    worker["process"].stdin.close()
+    worker["process"].wait()
+  first = {}
+  for worker in workers:
+    seconds = statistics.median(worker["times"])
+    info = worker["info"]
+    rate = info["pixels"] / seconds
+    reference = first.setdefault(worker["label"].split()[0], rate)
+    print(f"{worker['label']}: params={info['params']:,} batch={info['batch']} "
+          f"applied={','.join(info['applied']) or '-'}: {1 / seconds:.3f} steps/s, "
+          f"{rate / 1e6:.4f} Mpixel/s, x{rate / reference:.2f} "
+          f"(rounds: {', '.join(f'{1 / t:.3f}' for t in worker['times'])} steps/s)")
+  print(f"{time.time() - start:.0f} s of rounds; beside them: {others}")
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def test_trained_tiny_cnn_codes_files_that_decode_exactly(train_dir, tmp_path):
   batches = iter(data.train_dataset(str(train_dir), 32, 2, seed=1))
   losses = [trainer.train_step(next(batches))[1]["loss"] for _ in range(2)]
   assert int(trainer.step.numpy()) == 2 and np.all(np.isfinite(losses))
-  model = trainer.model
+  model = trainer.model.as_float32()  # the codec's arithmetic (training may be bfloat16)
   module = codec.CodecModule(model, cfg.to_json())
   the_codec = codec.Codec(module)
   height, width = 37, 53

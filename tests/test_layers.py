@@ -133,3 +133,73 @@ def test_stack_is_a_sequential_without_a_graph_network(tmp_path):
   rebuilt = layers.Stack.from_config(stack.get_config())
   assert isinstance(rebuilt, layers.Stack)
   assert [layer.name for layer in rebuilt.layers] == ["a", "b"]
+
+
+def test_layer_norm_trains_with_keras_values_and_gradients():
+  """LayerNorm's training path computes Keras's LayerNormalization and its gradient (to
+  float rounding); outside training it is Keras's, to the bit."""
+  tf.random.set_seed(1)
+  x = tf.random.normal([2, 5, 7, 12]) * 3.0 + 1.0
+  ours = layers.LayerNorm(epsilon=1e-5)
+  keras = tf.keras.layers.LayerNormalization(epsilon=1e-5)
+  ours.build(x.shape)
+  keras.build(x.shape)
+  for layer in (ours, keras):  # not the initial ones and zeros
+    layer.gamma.assign(tf.random.stateless_normal([12], [1, 2]))
+    layer.beta.assign(tf.random.stateless_normal([12], [3, 4]))
+  weights = tf.random.normal(x.shape)
+  results = []
+  for layer, training in ((ours, True), (keras, True)):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(layer(x, training=training) * weights)
+    results.append([loss] + tape.gradient(loss, [x, layer.gamma, layer.beta]))
+  for mine, theirs in zip(*results):
+    np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-4)
+  np.testing.assert_array_equal(ours(x, training=False), keras(x, training=False))
+  clone = layers.LayerNorm.from_config(ours.get_config())
+  assert clone.get_config() == ours.get_config()
+
+
+def test_gelu_dense_trains_with_keras_values_and_gradients():
+  """GeluDense's training path computes Dense(activation="gelu") and its gradient (to
+  float rounding); outside training it is Keras's, to the bit."""
+  tf.random.set_seed(2)
+  x = tf.random.normal([3, 4, 10]) * 2.0
+  ours = layers.GeluDense(6)
+  keras = tf.keras.layers.Dense(6, activation="gelu")
+  ours.build(x.shape)
+  keras.build(x.shape)
+  keras.set_weights(ours.get_weights())
+  results = []
+  for layer in (ours, keras):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(tf.sin(layer(x, training=True)))
+    results.append([loss] + tape.gradient(loss, [x] + layer.trainable_variables))
+  for mine, theirs in zip(*results):
+    np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(ours(x, training=False), keras(x, training=False))
+  assert ours.activation is tf.keras.activations.get("gelu")  # restored after training
+  clone = layers.GeluDense.from_config(ours.get_config())
+  assert clone.get_config() == ours.get_config()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_normalization_and_gelu_train_in_float32_under_mixed_precision(dtype):
+  """Under a mixed policy the layers take and give `dtype`, and their gradients reach
+  the float32 variables."""
+  tf.keras.mixed_precision.set_global_policy(f"mixed_{dtype}")
+  try:
+    norm, dense = layers.LayerNorm(), layers.GeluDense(4)
+  finally:
+    tf.keras.mixed_precision.set_global_policy("float32")
+  x = tf.random.normal([2, 3, 8])
+  with tf.GradientTape() as tape:
+    y = dense(norm(x, training=True), training=True)
+    loss = tf.reduce_sum(tf.cast(y, tf.float32))
+  assert y.dtype == dtype
+  variables = norm.trainable_variables + dense.trainable_variables
+  assert all(v.dtype == tf.float32 for v in variables)
+  assert all(np.all(np.isfinite(g)) and np.any(g != 0)
+             for g in tape.gradient(loss, variables))

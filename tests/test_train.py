@@ -19,6 +19,7 @@ from tflic import config
 from tflic import data
 from tflic import distortion
 from tflic import errors
+from tflic import precision
 from tflic import train  # pylint: disable=unused-import  (defines the flags run_main parses)
 from tflic import training
 
@@ -54,6 +55,50 @@ def test_training_tiny_lowers_the_loss(train_dir, tmp_path):
   after = evaluate()
   assert int(trainer.step.numpy()) == 10
   assert after < 0.8 * before, (before, after)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_training_lowers_the_loss_and_restores_as_float32(
+    dtype, train_dir, tmp_path):
+  """precision=bfloat16 (or float16, with loss scaling) trains the networks in that type
+  on float32 variables; the latent's and the pixels' layers stay float32; the checkpoint
+  restores into a float32 model (exports, codec) with the same weights."""
+  cfg = config.load("tiny")
+  cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=dtype))
+  trainer = training.Trainer(cfg, str(tmp_path), tf.distribute.get_strategy(), seed=0)
+  assert trainer.model.synthesis.layers[1].compute_dtype == dtype
+  assert trainer.model.context.compute_dtype == dtype
+  for part, layer in (("analysis", 0), ("analysis", -1), ("synthesis", 0),
+                      ("synthesis", -1), ("hyper_analysis", -1)):
+    assert getattr(trainer.model, part).layers[layer].compute_dtype == "float32"
+  assert {v.dtype for v in trainer.model.variables} == {tf.float32}
+  batches = iter(data.train_dataset(str(train_dir), 64, 4, seed=1))
+  fixed = next(batches)
+
+  def evaluate():
+    return np.mean([float(training.rate_distortion(trainer.model, fixed, i, cfg.train,
+                                                   training=False)["loss"])
+                    for i in range(trainer.model.num_lambdas)])
+
+  before = evaluate()
+  for _ in range(10):
+    _, metrics = trainer.train_step(next(batches))
+    assert all(math.isfinite(v) for v in metrics.values())
+  assert evaluate() < 0.8 * before
+  checkpoint.save_model(str(tmp_path / "saved"), cfg, trainer.model, step=10)
+  _, restored, step = checkpoint.restore_model(str(tmp_path / "saved"))
+  assert step == 10 and restored.synthesis.layers[1].compute_dtype == "float32"
+  assert training.weights_digest(restored) == training.weights_digest(trainer.model)
+
+
+def test_precision_auto_and_bad_values():
+  """auto resolves to a concrete dtype; a config with an unknown precision is refused."""
+  assert precision.resolve("auto") in ("float32", "bfloat16", "float16")
+  assert precision.resolve("float32") == "float32"
+  d = json.loads(config.load("tiny").to_json())
+  d["train"]["precision"] = "float8"
+  with pytest.raises(errors.TflicError, match="precision"):
+    config.from_dict(d)
 
 
 def test_ms_ssim_loss_is_its_rate_plus_weighted_distortion_with_finite_gradients(train_dir):
@@ -158,6 +203,7 @@ def _grown(tmp_path, **gains):
   checkpoint.save_model(str(source), cfg, model, step=7)
   grown_config = dict(json.loads(cfg.to_json()), name="grown")
   grown_config["model"]["latent_depth"] = 1
+  grown_config["train"]["precision"] = "float32"  # compared with the float32 source
   config_path = tmp_path / "grown.json"
   config_path.write_text(json.dumps(grown_config))
   return source, model, config_path
@@ -190,6 +236,7 @@ def test_init_from_maps_the_gains_onto_other_lambdas(tmp_path):
   old = list(cfg.model.lambdas)
   d = json.loads(cfg.to_json())
   d["model"]["lambdas"] = [old[0] / 4, old[0], math.sqrt(old[0] * old[1])] + old[1:]
+  d["train"]["precision"] = "float32"  # compared with the float32 source
   trainer = training.Trainer(config.from_dict(d), str(tmp_path / "probe"),
                              tf.distribute.get_strategy())
   trainer.warm_start(str(source))

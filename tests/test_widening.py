@@ -16,6 +16,7 @@ from tflic.layers import SwinBlock
 def _config(embed_dims, num_heads, **changes):
   d = json.loads(config.load("tiny").to_json())
   d["model"].update(embed_dims=embed_dims, num_heads=num_heads, **changes)
+  d["train"]["precision"] = "float32"  # compared with the float32 source
   return config.from_dict(d)
 
 

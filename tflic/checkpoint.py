@@ -84,9 +84,9 @@ def load_config(workdir):
   return config_lib.load(path)
 
 
-def build_model(cfg):
+def build_model(cfg, compute_dtype="float32"):
   """A TflicModel with its variables created (by a call on a tiny input)."""
-  model = model_lib.TflicModel(cfg.model)
+  model = model_lib.TflicModel(cfg.model, compute_dtype)
   model(tf.zeros([1, 64, 64, 3]), 0.0, training=True)
   return model
 

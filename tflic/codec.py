@@ -148,6 +148,7 @@ class CodecModule(tf.Module):
                max_pixels=image_io.DEFAULT_MAX_PIXELS, flip_index_at_step=None,
                name="tflic_codec"):
     super().__init__(name=name)
+    model = model.as_float32()  # e.g. a model training in bfloat16
     trained_mode = model.context.mode
     if mode is not None and mode != trained_mode:
       raise errors.TflicError(

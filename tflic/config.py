@@ -58,6 +58,9 @@ TRANSFORMS = ("swin", "cnn")
 # What training may feed a part of the model in place of the codec's rounding: the latent
 # plus uniform noise, or the latent rounded as the codec does (straight-through gradient).
 TRAINING_INPUTS = ("noise", "rounded")
+# The networks' arithmetic in training (tflic.precision; kept here as data, since the
+# config must not import TensorFlow).
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 # The parts of a TflicModel (its attributes) that `train_only` may name.
 MODEL_PARTS = ("analysis", "hyper_analysis", "synthesis", "hyper_synthesis", "context",
                "hyperprior", "log_gains")
@@ -89,6 +92,10 @@ class TrainConfig:
   # 0.999 averages about the last 1,000 steps; checkpoints hold both, and the export and
   # tools/crop_check can use the average (`checkpoint.restore_model(average=True)`).
   average_decay: float = 0.0
+  # The networks' arithmetic in training (`PRECISIONS`): "auto" picks the fastest for
+  # the machine (`tflic.precision`); variables, rates and the loss stay float32, and
+  # exports are float32 whatever trained them.
+  precision: str = "auto"
   checkpoint_every: int = 500
   log_every: int = 50
   keep_checkpoints: int = 2
@@ -152,6 +159,8 @@ def from_dict(d):
   for name in ("context_input", "hyper_input", "rate_input"):
     if getattr(train, name) not in TRAINING_INPUTS:
       raise errors.TflicError(f"invalid config: {name} must be noise|rounded")
+  if train.precision not in PRECISIONS:
+    raise errors.TflicError(f"invalid config: precision must be {'|'.join(PRECISIONS)}")
   unknown = set(train.train_only) - set(MODEL_PARTS)
   if unknown:
     raise errors.TflicError(f"invalid config: train_only names unknown parts "

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tflic import coding_order
 from tflic.layers.cross_attention_block import CrossAttentionBlock
+from tflic.layers.layer_norm import LayerNorm
 
 
 @tf.keras.utils.register_keras_serializable(package="tflic")
@@ -39,11 +40,13 @@ class ContextTransformer(tf.keras.layers.Layer):
     self.num_heads = num_heads
     self.mlp_ratio = mlp_ratio
     self.mode = coding_order.check_mode(mode)
+    # Only the slots a chunk can ever see: the others' attention weight is exactly 0.
+    self.slots = coding_order.candidate_slots(window, self.mode)
     self.chunk_embed = tf.keras.layers.Dense(dim, name="chunk_embed")
     self.hyper_embed = tf.keras.layers.Dense(dim, name="hyper_embed")
     self.blocks = [CrossAttentionBlock(dim, num_heads, mlp_ratio, name=f"block_{i}")
                    for i in range(depth)]
-    self.head_norm = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="head_norm")
+    self.head_norm = LayerNorm(epsilon=1e-5, name="head_norm")
 
   def build(self, input_shape):
     init = lambda: tf.keras.initializers.TruncatedNormal(stddev=0.02)  # pylint: disable=unnecessary-lambda-assignment
@@ -53,11 +56,13 @@ class ContextTransformer(tf.keras.layers.Layer):
     self.query_embedding = self.add_weight("query_embedding", [k, self.dim],
                                            initializer=init())
     # One output head per group: a group's statistics differ from the others'.
+    # The head computes in float32 under any precision: means and scales feed the rates.
     self.head_kernel = self.add_weight(
         "head_kernel", [k, self.dim, 2 * self.group_channels],
-        initializer=tf.keras.initializers.GlorotUniform())
+        initializer=tf.keras.initializers.GlorotUniform(), experimental_autocast=False)
     self.head_bias = self.add_weight(
-        "head_bias", [k, 2 * self.group_channels], initializer="zeros")
+        "head_bias", [k, 2 * self.group_channels], initializer="zeros",
+        experimental_autocast=False)
     super().build(input_shape)
 
   def _gather(self, grid, positions, offsets):
@@ -81,26 +86,29 @@ class ContextTransformer(tf.keras.layers.Layer):
     Returns:
       (mean, log_scale), each [B, n, q, M / K].
     """
+    # Cast here, not by Keras: the coder calls this method outside __call__.
+    dtype = self.compute_dtype
+    y_hat, hyper = tf.cast(y_hat, dtype), tf.cast(hyper, dtype)
     shape = tf.shape(y_hat)
     height, width = shape[1], shape[2]
     k, c = self.num_groups, self.group_channels
-    offsets = coding_order.window_offsets(self.window)
-    chunks = self._gather(y_hat, positions, offsets)  # [B, n, w*w, M]
+    offsets = tf.gather(coding_order.window_offsets(self.window), self.slots)
+    chunks = self._gather(y_hat, positions, offsets)  # [B, n, s, M]
     chunks = tf.reshape(chunks, tf.concat([tf.shape(chunks)[:3], [k, c]], 0))
-    tokens = (self.chunk_embed(chunks) + self.group_embedding +
-              self.slot_embedding[:, None, :])  # [B, n, w*w, K, dim]
+    tokens = (self.chunk_embed(chunks) + tf.cast(self.group_embedding, dtype) +
+              tf.cast(tf.gather(self.slot_embedding, self.slots), dtype)[:, None, :])
     tokens = tf.reshape(tokens, tf.concat([tf.shape(tokens)[:2], [-1, self.dim]], 0))
     hyper_tokens = self.hyper_embed(
         self._gather(hyper, positions, tf.zeros([1, 2], tf.int32)))  # [B, n, 1, dim]
-    context = tf.concat([tokens, hyper_tokens], axis=2)  # [B, n, w*w*K + 1, dim]
+    context = tf.concat([tokens, hyper_tokens], axis=2)  # [B, n, s*K + 1, dim]
 
     mask = coding_order.context_mask(height, width, k, self.window, self.mode,
-                                     positions, groups)
+                                     positions, groups, self.slots)
     mask = tf.concat([mask, tf.ones_like(mask[:, :, :1])], axis=-1)  # hyper always visible
-    queries = hyper_tokens + tf.gather(self.query_embedding, groups)  # [B, n, q, dim]
+    queries = hyper_tokens + tf.cast(tf.gather(self.query_embedding, groups), dtype)
     for block in self.blocks:
-      queries = block(queries, context, mask)
-    out = tf.einsum("bnqd,qdc->bnqc", self.head_norm(queries),
+      queries = block(queries, context, mask)  # [B, n, q, dim]
+    out = tf.einsum("bnqd,qdc->bnqc", tf.cast(self.head_norm(queries), tf.float32),
                     tf.gather(self.head_kernel, groups))
     out += tf.gather(self.head_bias, groups)
     mean, log_scale = tf.split(out, 2, axis=-1)

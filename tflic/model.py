@@ -13,6 +13,7 @@ import tensorflow_compression as tfc
 
 from tflic import config as config_lib
 from tflic import context_model
+from tflic import precision
 from tflic import transforms
 
 # The latent y is 1/16 of the image; z is 1/4 of y.
@@ -34,27 +35,36 @@ def pad_to_multiple(x, multiple):
   return tf.gather(tf.gather(x, rows, axis=1), cols, axis=2)
 
 
+def _float32(x):
+  return tf.cast(x, tf.float32)
+
+
 class TflicModel(tf.keras.Model):
   """Learned image codec model (see DESIGN.md).
 
   Args:
     config: a `tflic.config.ModelConfig`.
+    networks_dtype: the arithmetic of the networks (transforms and context model):
+      float32, or bfloat16 / float16 for training (`tflic.precision`). Variables, the
+      latents, rates and everything the coder reads are float32 either way.
   """
 
-  def __init__(self, config, **kwargs):
+  def __init__(self, config, networks_dtype="float32", **kwargs):
     super().__init__(**kwargs)
     self.config = config
     self.num_lambdas = len(config.lambdas)
-    self.analysis = transforms.analysis_transform(config)
-    self.synthesis = transforms.synthesis_transform(config)
-    self.hyper_analysis = transforms.hyper_analysis_transform(config)
-    self.hyper_synthesis = transforms.hyper_synthesis_transform(config)
-    self.context = context_model.ContextTransformer(
-        num_groups=config.num_groups,
-        group_channels=config.latent_channels // config.num_groups,
-        window=config.context_window, dim=config.context_dim, depth=config.context_depth,
-        num_heads=config.context_heads, mlp_ratio=config.mlp_ratio,
-        mode=config.context_mode, name="context")
+    self.networks_dtype = networks_dtype
+    with precision.policy(networks_dtype):
+      self.analysis = transforms.analysis_transform(config)
+      self.synthesis = transforms.synthesis_transform(config)
+      self.hyper_analysis = transforms.hyper_analysis_transform(config)
+      self.hyper_synthesis = transforms.hyper_synthesis_transform(config)
+      self.context = context_model.ContextTransformer(
+          num_groups=config.num_groups,
+          group_channels=config.latent_channels // config.num_groups,
+          window=config.context_window, dim=config.context_dim, depth=config.context_depth,
+          num_heads=config.context_heads, mlp_ratio=config.mlp_ratio,
+          mode=config.context_mode, name="context")
     self.hyperprior = tfc.NoisyDeepFactorized(batch_shape=[config.hyper_channels])
     self.lambdas = tf.constant(config.lambdas, tf.float32)
     # Per-lambda channel gains on y (Cui et al., "Asymmetric gained deep image compression").
@@ -63,6 +73,17 @@ class TflicModel(tf.keras.Model):
     self._log_scale_min = math.log(config.scale_min)
     self._log_scale_step = (math.log(config.scale_max) - math.log(config.scale_min)) / (
         config.num_scales - 1)
+
+  def as_float32(self):
+    """This model if its networks compute in float32, else a float32 model with the same
+    weights: what codecs and exports need (their integers follow from float32 maths)."""
+    if self.networks_dtype == "float32":
+      return self
+    copy = TflicModel(self.config)
+    copy(tf.zeros([1, 64, 64, 3]), 0.0, training=True)  # makes its variables
+    for mine, theirs in zip(copy.variables, self.variables):
+      mine.assign(theirs)
+    return copy
 
   # -- rate control -----------------------------------------------------------------------
 
@@ -159,15 +180,19 @@ class TflicModel(tf.keras.Model):
 
   def hyper_features(self, z_hat, latent_height, latent_width):
     """h_s(z_hat), cropped to the latent grid."""
-    return self.hyper_synthesis(z_hat)[:, :latent_height, :latent_width]
+    return _float32(self.hyper_synthesis(z_hat)[:, :latent_height, :latent_width])
+
+  def analyze(self, x):
+    """g_a(x) in float32 (whatever the networks compute in)."""
+    return _float32(self.analysis(x))
 
   def hyper_latent(self, y):
     """h_a(y), with y padded to a multiple of the hyper stride."""
-    return self.hyper_analysis(pad_to_multiple(y, HYPER_STRIDE))
+    return _float32(self.hyper_analysis(pad_to_multiple(y, HYPER_STRIDE)))
 
   def synthesize(self, y_hat, log_gain):
     """g_s on the un-gained latent; images are centred on 0.5 so training starts grey."""
-    return self.synthesis(y_hat * tf.exp(-log_gain)) + 0.5
+    return _float32(self.synthesis(y_hat * tf.exp(-log_gain))) + 0.5
 
   # -- passes -----------------------------------------------------------------------------
 
@@ -202,7 +227,7 @@ class TflicModel(tf.keras.Model):
         raise ValueError(f"{name} must be noise or rounded, got {value!r}")
     noisy_rate = training and rate_input == "noise"
     log_gain = self.log_gain(quality)
-    y = self.analysis(x) * tf.exp(log_gain)
+    y = self.analyze(x) * tf.exp(log_gain)
     z = self.hyper_latent(y)
     hyper_model = self.hyper_entropy_model()
     z_tilde, bits_z = hyper_model(z, training=noisy_rate)
@@ -251,7 +276,7 @@ class TflicModel(tf.keras.Model):
     y and z.
     """
     log_gain = self.log_gain(quality)
-    y = self.analysis(x) * tf.exp(log_gain)
+    y = self.analyze(x) * tf.exp(log_gain)
     z_hat = self.hyper_entropy_model().quantize(self.hyper_latent(y))
     hyper = self.hyper_features(z_hat, tf.shape(y)[1], tf.shape(y)[2])
     k = self.config.num_groups

@@ -81,6 +81,11 @@ _AVERAGE_DECAY = flags.DEFINE_float(
     "(0: none; 0.999: about the last 1,000 steps). Started on a checkpoint without one, "
     "it starts from its weights. `python -m tflic.export --average` exports it; "
     "tools/crop_check.py checks it beside the weights.")
+_PRECISION = flags.DEFINE_enum(
+    "precision", None, list(config_lib.PRECISIONS),
+    "Override the config's arithmetic of the networks: auto (the fastest for this "
+    "machine: bfloat16 on TPUs and AMX CPUs, float16 on GPUs, else float32), float32, "
+    "bfloat16 or float16. Weights stay float32; exports are float32.")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", None,
                                          "Override the config's checkpoint interval.")
 _CONTEXT_MODE = flags.DEFINE_enum(
@@ -188,6 +193,7 @@ def main(argv):
                                       train_only=_train_only(),
                                       lambda_weights=_lambda_weights(),
                                       average_decay=_AVERAGE_DECAY.value,
+                                      precision=_PRECISION.value,
                                       checkpoint_every=_CHECKPOINT_EVERY.value).items()
                if v is not None}
   if overrides or _CONTEXT_MODE.value:

@@ -21,6 +21,7 @@ from tflic import checkpoint as checkpoint_lib
 from tflic import data
 from tflic import distortion
 from tflic import errors
+from tflic import precision
 from tflic import widening
 from tflic.layers import SwinBlock
 
@@ -145,8 +146,9 @@ class Trainer:
     self.strategy = strategy
     self.rng = np.random.default_rng(seed)
     tf.random.set_seed(seed)
+    self.compute_dtype = precision.resolve(cfg.train.precision)
     with strategy.scope():
-      self.model = checkpoint_lib.build_model(cfg)
+      self.model = checkpoint_lib.build_model(cfg, self.compute_dtype)
       self.optimizer = tf.keras.optimizers.Adam(
           learning_rate_schedule(cfg.train), global_clipnorm=cfg.train.clip_norm)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -154,6 +156,10 @@ class Trainer:
       # restores by the same names as its weights (checkpoint.restore_model).
       self.average = (checkpoint_lib.build_model(cfg) if cfg.train.average_decay
                       else None)
+      # float16 gradients underflow without loss scaling; the scale is not checkpointed
+      # (it adapts again in a few steps), so checkpoints do not depend on the precision.
+      self._loss_scale = (tf.keras.mixed_precision.LossScaleOptimizer(self.optimizer)
+                          if self.compute_dtype == "float16" else None)
     parts = dict(model=self.model, optimizer=self.optimizer, step=self.step)
     # What restore() reads from a checkpoint written before averaging was switched on.
     self._checkpoint_without_average = tf.train.Checkpoint(**parts)
@@ -299,9 +305,15 @@ class Trainer:
     with tf.GradientTape() as tape:
       metrics = self._loss(x, lambda_index)
       loss = metrics["loss"] / self.strategy.num_replicas_in_sync
+      if self._loss_scale is not None:
+        loss = self._loss_scale.get_scaled_loss(loss)
     variables = self.trainable_variables()
     grads = tape.gradient(loss, variables)
-    self.optimizer.apply_gradients(zip(grads, variables))
+    if self._loss_scale is not None:  # skips the update where the scaled grads overflow
+      self._loss_scale.apply_gradients(
+          zip(self._loss_scale.get_unscaled_gradients(grads), variables))
+    else:
+      self.optimizer.apply_gradients(zip(grads, variables))
     return metrics
 
   def _distributed_step(self, x, lambda_index, stop):

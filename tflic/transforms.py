@@ -14,6 +14,7 @@ A config with `transform: "cnn"` gets the convolutional transforms of
 import tensorflow as tf
 
 from tflic import cnn_transforms
+from tflic import precision
 from tflic.layers import PatchMerging, PatchSplit, Stack, SwinBlock
 
 
@@ -37,13 +38,17 @@ def analysis_transform(config):
   layers = []
   for i, (dim, depth, heads) in enumerate(
       zip(config.embed_dims, config.depths, config.num_heads)):
-    layers.append(PatchMerging(dim, norm=False, kernel_size=_resample_kernel(config),
-                               name=f"merge{i}"))
+    with precision.policy("float32" if i == 0 else None):  # pixels in: 8 bits of mantissa
+      layers.append(PatchMerging(dim, norm=False, kernel_size=_resample_kernel(config),
+                                 name=f"merge{i}"))
     layers += _swin_stage(dim, depth, heads, config.window_size, config.mlp_ratio, f"stage{i}")
-  layers.append(tf.keras.layers.Dense(config.latent_channels, name="to_latent"))
-  # Last, so that a model grown by them still restores the checkpoints of the one without.
-  layers += _swin_stage(config.latent_channels, config.latent_depth, config.num_heads[-1],
-                        config.window_size, config.mlp_ratio, "latent")
+  # The latent's own layers compute in float32 under a mixed policy: bfloat16's 8-bit
+  # mantissa would round y by up to a quantization step at high rates.
+  with precision.policy("float32"):
+    layers.append(tf.keras.layers.Dense(config.latent_channels, name="to_latent"))
+    # Last, so that a model grown by them still restores the checkpoints of the one without.
+    layers += _swin_stage(config.latent_channels, config.latent_depth, config.num_heads[-1],
+                          config.window_size, config.mlp_ratio, "latent")
   return Stack(layers, name="analysis")
 
 
@@ -51,25 +56,28 @@ def synthesis_transform(config):
   """g_s: y -> image, mirroring g_a with four 2x upsampling stages."""
   if _is_cnn(config):
     return cnn_transforms.synthesis_transform(config)
-  layers = [tf.keras.layers.Dense(config.embed_dims[-1], name="from_latent")]
+  with precision.policy("float32"):  # y_hat in, pixels out: see analysis_transform
+    layers = [tf.keras.layers.Dense(config.embed_dims[-1], name="from_latent")]
   for i in reversed(range(4)):
     layers += _swin_stage(config.embed_dims[i], config.depths[i], config.num_heads[i],
                           config.window_size, config.mlp_ratio, f"stage{i}")
     out_dim = config.embed_dims[i - 1] if i else 3
-    layers.append(PatchSplit(out_dim, norm=False, kernel_size=_resample_kernel(config),
-                             name=f"split{i}"))
+    with precision.policy("float32" if i == 0 else None):
+      layers.append(PatchSplit(out_dim, norm=False, kernel_size=_resample_kernel(config),
+                               name=f"split{i}"))
   return Stack(layers, name="synthesis")
 
 
 def _hyper_transform(config, resample, out_dim, name):
   """resample -> Swin blocks -> resample, at the hyperprior's width."""
-  return Stack(
-      [resample(config.hyper_dim, norm=False, kernel_size=_resample_kernel(config),
-                name="resample0")] +
-      _swin_stage(config.hyper_dim, config.hyper_depth, config.hyper_heads,
-                  config.hyper_window, config.mlp_ratio, "stage") +
-      [resample(out_dim, norm=False, kernel_size=_resample_kernel(config),
-                name="resample1")], name=name)
+  layers = [resample(config.hyper_dim, norm=False, kernel_size=_resample_kernel(config),
+                     name="resample0")]
+  layers += _swin_stage(config.hyper_dim, config.hyper_depth, config.hyper_heads,
+                        config.hyper_window, config.mlp_ratio, "stage")
+  with precision.policy("float32"):  # z, which is quantized, in float32
+    layers.append(resample(out_dim, norm=False, kernel_size=_resample_kernel(config),
+                           name="resample1"))
+  return Stack(layers, name=name)
 
 
 def hyper_analysis_transform(config):

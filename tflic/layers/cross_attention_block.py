@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from tflic.layers.initializers import mlp
 from tflic.layers.initializers import small_normal
+from tflic.layers.layer_norm import LayerNorm
 
 
 @tf.keras.utils.register_keras_serializable(package="tflic")
@@ -22,13 +23,13 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
     self.dim = dim
     self.num_heads = num_heads
     self.mlp_ratio = mlp_ratio
-    self.norm_query = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm_query")
-    self.norm_context = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm_context")
+    self.norm_query = LayerNorm(epsilon=1e-5, name="norm_query")
+    self.norm_context = LayerNorm(epsilon=1e-5, name="norm_context")
     self.query = tf.keras.layers.Dense(dim, name="query", kernel_initializer=small_normal())
     self.key_value = tf.keras.layers.Dense(2 * dim, name="key_value",
         kernel_initializer=small_normal())
     self.proj = tf.keras.layers.Dense(dim, name="proj", kernel_initializer=small_normal())
-    self.norm_mlp = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm_mlp")
+    self.norm_mlp = LayerNorm(epsilon=1e-5, name="norm_mlp")
     self.mlp = mlp(dim, mlp_ratio)
 
   def _split_heads(self, x):

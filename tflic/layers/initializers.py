@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from tflic.layers.gelu_dense import GeluDense
 from tflic.layers.stack import Stack
 
 
@@ -17,7 +18,6 @@ def small_normal():
 def mlp(dim, mlp_ratio, name="mlp"):
   """The transformer MLP: dim -> dim * mlp_ratio (GELU) -> dim."""
   return Stack([
-      tf.keras.layers.Dense(int(dim * mlp_ratio), activation="gelu",
-                            kernel_initializer=small_normal()),
+      GeluDense(int(dim * mlp_ratio), kernel_initializer=small_normal()),
       tf.keras.layers.Dense(dim, kernel_initializer=small_normal()),
   ], name=name)

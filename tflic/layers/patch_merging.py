@@ -1,6 +1,7 @@
 """2x downsampling: Swin's patch merging, or its overlapping variant, a strided conv."""
 
 import tensorflow as tf
+from tflic.layers.layer_norm import LayerNorm
 
 
 @tf.keras.utils.register_keras_serializable(package="tflic")
@@ -23,7 +24,7 @@ class PatchMerging(tf.keras.layers.Layer):
     self.out_dim = out_dim
     self.use_norm = norm
     self.kernel_size = kernel_size
-    self.norm = (tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
+    self.norm = (LayerNorm(epsilon=1e-5, name="norm")
                  if norm else None)
     if kernel_size is None:
       self.reduction = tf.keras.layers.Dense(out_dim, use_bias=not norm, name="reduction")

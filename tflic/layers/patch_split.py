@@ -1,6 +1,7 @@
 """2x upsampling: Swin's patch split (inverse of patch merging), or a sub-pixel conv."""
 
 import tensorflow as tf
+from tflic.layers.layer_norm import LayerNorm
 
 
 @tf.keras.utils.register_keras_serializable(package="tflic")
@@ -20,7 +21,7 @@ class PatchSplit(tf.keras.layers.Layer):
     self.out_dim = out_dim
     self.use_norm = norm
     self.kernel_size = kernel_size
-    self.norm = (tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
+    self.norm = (LayerNorm(epsilon=1e-5, name="norm")
                  if norm else None)
     if kernel_size is None:
       self.expansion = tf.keras.layers.Dense(4 * out_dim, name="expansion")

@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from tflic.layers.initializers import mlp
+from tflic.layers.layer_norm import LayerNorm
 from tflic.layers.window_attention import WindowAttention
 
 # Additive attention logit for pairs that must not attend; exp() of it is exactly 0 in
@@ -65,9 +66,9 @@ class SwinBlock(tf.keras.layers.Layer):
     self.window_size = window_size
     self.shift = bool(shift)
     self.mlp_ratio = mlp_ratio
-    self.norm1 = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm1")
+    self.norm1 = LayerNorm(epsilon=1e-5, name="norm1")
     self.attn = WindowAttention(dim, num_heads, window_size, name="attn")
-    self.norm2 = tf.keras.layers.LayerNormalization(epsilon=1e-5, name="norm2")
+    self.norm2 = LayerNorm(epsilon=1e-5, name="norm2")
     self.mlp = mlp(dim, mlp_ratio)
 
   def call(self, x):

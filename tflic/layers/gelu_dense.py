@@ -1,0 +1,49 @@
+"""A Dense layer with an exact GELU whose training gradient is cheaper."""
+
+import math
+
+import tensorflow as tf
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@tf.custom_gradient
+def _gelu(x):
+  """Exact GELU x * Phi(x), its gradient Phi(x) + x * phi(x) written out (float32)."""
+  cdf = 0.5 * (1.0 + tf.math.erf(x * _SQRT_HALF))
+
+  def grad(dy):
+    return dy * (cdf + x * (tf.exp(-0.5 * tf.square(x)) * _INV_SQRT_2PI))
+
+  return x * cdf, grad
+
+
+@tf.keras.utils.register_keras_serializable(package="tflic")
+class GeluDense(tf.keras.layers.Dense):
+  """`Dense(units, activation="gelu")` (the exact GELU), faster to train.
+
+  With `training=True` the GELU runs in float32 (also under a mixed precision policy,
+  where bfloat16 elementwise ops are slow on CPUs) with a hand-written gradient, equal
+  to Keras's up to float rounding; otherwise the layer is Keras's own, so exported
+  models and their files do not depend on it.
+  """
+
+  def __init__(self, units, **kwargs):
+    kwargs["activation"] = "gelu"
+    super().__init__(units, **kwargs)
+
+  def call(self, inputs, training=None):  # pylint: disable=arguments-differ
+    if not training:
+      return super().call(inputs)
+    self.activation = None  # the linear part of Dense.call, then the GELU here
+    try:
+      linear = super().call(inputs)
+    finally:
+      self.activation = tf.keras.activations.get("gelu")
+    return tf.cast(_gelu(tf.cast(linear, tf.float32)), linear.dtype)
+
+  def get_config(self):
+    config = super().get_config()
+    del config["activation"]  # always the GELU
+    return config
