@@ -131,6 +131,11 @@ def test_malformed_model_blobs_are_one_line_errors(tiny_module):
       "ends early|malformed": _with_payload(payload[:len(payload) // 2]),
       "malformed": _with_payload(payload[:48] + struct.pack("<q", 1 << 40) + payload[56:]),
   }
+  # A convolution kernel whose dimensions (each one allowed) multiply past 2^64: refused,
+  # not wrapped around to a small array that later indexing would overrun.
+  channels = struct.unpack("<q", payload[4 * 8:5 * 8])[0]  # the kernel's input channels
+  huge = struct.pack("<9q", 1, 1, 1, 0, 4, 1 << 24, 1 << 24, channels, 1 << 24)
+  bad["conv kernel"] = _with_payload(payload[:5 * 8] + huge + bytes(800))
   for message, data in bad.items():
     with pytest.raises(entropy_core.CoreError, match=message) as e:
       entropy_core.Core(data)

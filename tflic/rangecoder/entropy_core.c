@@ -131,7 +131,8 @@ static const double *array(reader *r, int ndim, int *dims, const char *what) {
     const int size = scalar(r, 0, 1 << 24, what);
     if (r->failed) return NULL;
     if (dims[i] < 0) dims[i] = size;
-    if (size != dims[i]) {
+    /* no more values than the payload holds: the product cannot overflow */
+    if (size != dims[i] || (size && count > (size_t)(r->end - r->p) / 8 / (size_t)size)) {
       fail(r, what);
       return NULL;
     }
