@@ -19,6 +19,7 @@ from tflic.evaluation import codecs
 from tflic.evaluation import harness
 from tflic.evaluation import main as eval_main
 from tflic.evaluation import metrics
+from tflic.evaluation import visual
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = Path(__file__).resolve().parents[2] / "shared/data/kodak"
@@ -338,6 +339,39 @@ def test_cli_refined_tflic_results_do_not_mix_with_plain_ones(tmp_path, tiny_mod
   assert stored["results"]["0.5"]["crop0.png"]["bytes"] > 0
   status, _, stderr = run_main("eval", *args)
   assert status == 2 and "made with other options" in stderr, stderr
+
+
+def test_cli_visual_sheet_shows_each_codec_at_tflics_file_size(tmp_path, tiny_model_dir,
+                                                              run_main):
+  """--visual writes one PNG per named image: the original's most detailed crop, then
+  tflic's and each codec's decode of it at the file size nearest tflic's."""
+  dataset = _write_crops(tmp_path / "data", sizes=((128, 96), (64, 48)))
+  out = tmp_path / "out"
+  status, _, stderr = run_main(
+      "eval", f"--dataset={dataset}", f"--out={out}", "--codecs=tflic,jpeg,webp",
+      f"--model={tiny_model_dir}", "--qualities=tflic:0.2,0.8", "--visual=crop0.png",
+      "--noprogress")
+  assert status in (0, None), stderr
+  results = json.loads((out / "results.json").read_text())
+  chosen = dict(visual.choose(results, "crop0.png", ["tflic", "jpeg", "webp"], 0.25))
+  tflic_bytes = results["codecs"]["tflic"]["results"][chosen["tflic"]]["crop0.png"]["bytes"]
+  for name in ("jpeg", "webp"):  # no other setting of theirs is nearer in size
+    sizes = {k: v["crop0.png"]["bytes"] for k, v in results["codecs"][name]["results"].items()}
+    assert abs(sizes[chosen[name]] - tflic_bytes) == min(abs(b - tflic_bytes)
+                                                         for b in sizes.values())
+  sheet = np.asarray(Image.open(out / "visual_crop0.png"))
+  crop = 96  # the sheets' 192-pixel crops, clipped to the image
+  assert sheet.shape[0] == 2 * crop + visual.CAPTION_HEIGHT
+  assert sheet.shape[1] == 4 * 2 * crop + 3 * visual.GAP  # original and three codecs
+  original = harness.load_image(dataset / "crop0.png")
+  top, left = visual.detailed_crop(original, crop)
+  np.testing.assert_array_equal(sheet[:2 * crop:2, :2 * crop:2],
+                                original[top:top + crop, left:left + crop])
+  assert not (out / "visual_crop1.png").exists()
+  assert "visual_crop0.png" in (out / "rd_table.md").read_text()
+  status, _, stderr = run_main("eval", f"--dataset={dataset}", f"--out={out}",
+                               "--codecs=jpeg", "--visual=nosuch.png", "--noprogress")
+  assert status == 2 and "not in --dataset" in stderr, stderr
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -22,6 +22,7 @@ from tflic.evaluation import bdrate
 from tflic.evaluation import codecs as codecs_lib
 from tflic.evaluation import harness
 from tflic.evaluation import report
+from tflic.evaluation import visual
 
 _DATASET = common_flags.DATASET
 _OUT = common_flags.OUT  # results.json, tables and plots
@@ -44,6 +45,12 @@ _PUBLISHED = flags.DEFINE_string(
     "a JSON path in the same format.")
 _RESUME = flags.DEFINE_bool("resume", True, "Keep and skip measurements already in "
                             "OUT/results.json; --noresume starts afresh.")
+_VISUAL = flags.DEFINE_list(
+    "visual", [],
+    "Images (file names) to show side by side: the same detailed crop from tflic near "
+    "--visual_bpp and from each other codec at the file size nearest tflic's, with bytes "
+    "and PSNR under each; OUT/visual_NAME.png, linked from rd_table.md.")
+_VISUAL_BPP = flags.DEFINE_float("visual_bpp", 0.25, "tflic's rate in --visual sheets.")
 _PROGRESS = common_flags.PROGRESS
 _TFDS_DATA_DIR = common_flags.TFDS_DATA_DIR
 common_flags.declare_key_flags(__name__, "dataset", "out", "model", "progress",
@@ -74,6 +81,23 @@ def parse_qualities(values: Sequence[str], codec_names: Sequence[str]) -> Dict[s
   return {name: explicit.get(name, default) for name in codec_names}
 
 
+def _visual_sheets(images, codecs, results, readable):
+  """Writes the --visual side-by-side PNGs; returns their paths."""
+  by_name = {c.name: c for c in codecs}
+  sheets = []
+  for path in images:
+    if path.name not in _VISUAL.value or path.name not in readable:
+      continue
+    chosen = visual.choose(results, path.name, list(by_name), _VISUAL_BPP.value)
+    if not chosen:
+      _notice(f"--visual: no tflic result for {path.name}")
+      continue
+    out = f"{_OUT.value}/visual_{path.stem}.png"
+    sheets.append(visual.comparison(harness.load_image(path), path.name, chosen, by_name,
+                                    results, out))
+  return sheets
+
+
 def main(argv):
   """Runs the evaluation; argv is absl's (program name first)."""
   if len(argv) > 1:
@@ -91,6 +115,11 @@ def main(argv):
     images = harness.tfds_images(_DATASET.value, _TFDS_DATA_DIR.value)
   else:
     images = harness.list_images(_DATASET.value)
+  unknown = sorted(set(_VISUAL.value) - {p.name for p in images})
+  if unknown:
+    raise errors.TflicError(f"--visual: {', '.join(unknown)} not in --dataset")
+  if _VISUAL.value and "tflic" not in names:
+    raise errors.TflicError("--visual compares against tflic: add it to --codecs")
   qualities = parse_qualities(_QUALITIES.value, names)
   published = report.load_published(_PUBLISHED.value) if _PUBLISHED.value else []
 
@@ -116,8 +145,13 @@ def main(argv):
       setting_labels={c.name: c.setting_label for c in codecs}, images=readable,
       anchor=_ANCHOR.value, published=published, method=_BD_METHOD.value)
 
+  sheets = _visual_sheets(images, codecs, results.data, readable)
+  if sheets:
+    with open(paths["markdown"], "a", encoding="utf-8") as f:
+      f.write("\n## Visual comparison\n\n" + "\n".join(
+          f"![{p.stem}]({p.name})" for p in sheets) + "\n")
   print(f"{summary.measured} measured, {summary.reused} resumed from {results.path}, "
         f"{summary.failed} failed, {len(summary.skipped_images)} images skipped")
   print(paths["markdown"].read_text(encoding="utf-8"))
-  print("wrote " + ", ".join(str(p) for p in [results.path, *paths.values()]))
+  print("wrote " + ", ".join(str(p) for p in [results.path, *paths.values(), *sheets]))
   return 0
