@@ -203,3 +203,15 @@ def test_normalization_and_gelu_train_in_float32_under_mixed_precision(dtype):
   assert all(v.dtype == tf.float32 for v in variables)
   assert all(np.all(np.isfinite(g)) and np.any(g != 0)
              for g in tape.gradient(loss, variables))
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_swin_block_skips_padding_and_zero_mask_on_whole_windows_to_the_bit(shift):
+  """A map of static shape that fills whole windows skips the padding and (unshifted) the
+  all-zero mask: the same numbers as the general path a dynamic shape takes."""
+  tf.random.set_seed(3)
+  block = layers.SwinBlock(dim=8, num_heads=2, window_size=4, shift=shift)
+  x = tf.random.normal([2, 8, 12, 8])
+  static = tf.function(block, input_signature=[tf.TensorSpec(x.shape)])
+  general = tf.function(block, input_signature=[tf.TensorSpec([None, None, None, 8])])
+  np.testing.assert_array_equal(static(x), general(x))

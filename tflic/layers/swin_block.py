@@ -79,16 +79,21 @@ class SwinBlock(tf.keras.layers.Layer):
     padded_width = (width + ws - 1) // ws * ws
     shift = ws // 2 if self.shift else 0
 
+    # A map known (statically) to fill whole windows needs no padding, and unshifted no
+    # mask either: its mask would be all zeros (training crops; traced shapes).
+    whole_windows = all(size is not None and size % ws == 0 for size in x.shape[1:3])
     h = self.norm1(x)
-    h = tf.pad(h, [[0, 0], [0, padded_height - height], [0, padded_width - width], [0, 0]])
+    if not whole_windows:
+      h = tf.pad(h, [[0, 0], [0, padded_height - height], [0, padded_width - width], [0, 0]])
     if shift:
       h = tf.roll(h, shift=[-shift, -shift], axis=[1, 2])
-    mask = attention_mask(height, width, padded_height, padded_width, ws, shift)
+    mask = (None if whole_windows and not shift else
+            attention_mask(height, width, padded_height, padded_width, ws, shift))
     h = self.attn(_window_partition(h, ws), mask=mask)
     h = _window_merge(h, batch, padded_height, padded_width, ws)
     if shift:
       h = tf.roll(h, shift=[shift, shift], axis=[1, 2])
-    x = x + h[:, :height, :width]
+    x = x + (h if whole_windows else h[:, :height, :width])
     return x + self.mlp(self.norm2(x))
 
   def make_identity(self):
