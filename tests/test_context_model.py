@@ -66,3 +66,19 @@ def test_get_config_round_trip():
       num_groups=2, group_channels=3, window=5, dim=8, depth=1, num_heads=2, mode="serial")
   clone = context_model.ContextTransformer.from_config(context.get_config())
   assert clone.get_config() == context.get_config()
+
+
+@pytest.mark.parametrize("mode", coding_order.MODES)
+def test_candidate_slots_predict_what_the_whole_window_does(mode):
+  """Leaving out the window slots a chunk can never see changes nothing: their
+  attention weight is exactly 0."""
+  tf.random.set_seed(4)
+  context = context_model.ContextTransformer(
+      num_groups=2, group_channels=3, window=5, dim=16, depth=2, num_heads=2, mode=mode)
+  y_hat = tf.round(tf.random.normal([1, 6, 7, 6]) * 3)
+  hyper = tf.random.normal([1, 6, 7, 8])
+  assert len(context.slots) < 25
+  candidates = context(y_hat, hyper)
+  context.slots = np.arange(25, dtype=np.int32)
+  for some, every in zip(candidates, context(y_hat, hyper)):
+    np.testing.assert_allclose(some, every, rtol=1e-5, atol=1e-5)

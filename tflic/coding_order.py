@@ -15,8 +15,11 @@ This module is the single source of that order: the training pass (masks) and th
 coder (steps) both read it. All functions take dynamic (tensor) sizes.
 """
 
-import numpy as np
 import tensorflow as tf
+
+# The window slots a chunk can ever see: static, in the TF-free integer model's module,
+# which decoders without TensorFlow read too.
+from tflic.deterministic.entropy_model import candidate_slots  # pylint: disable=unused-import
 
 SERIAL = "serial"
 WAVEFRONT = "wavefront"
@@ -80,24 +83,6 @@ def window_offsets(window):
   r = window // 2
   grid = tf.meshgrid(tf.range(-r, r + 1), tf.range(-r, r + 1), indexing="ij")
   return tf.reshape(tf.stack(grid, axis=-1), [-1, 2])
-
-
-def candidate_slots(window, mode):
-  """The window slots a chunk can ever see in `mode`: int32 [s], row-major slot numbers.
-
-  Later anti-diagonals are never visible, nor (wavefront) other positions of the chunk's
-  own. Their attention weight is exactly 0, so a context model that leaves them out
-  computes the same predictions with less than half the tokens. Static: numpy.
-  """
-  r = window // 2
-  grid = np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij")
-  offsets = np.stack(grid, -1).reshape(-1, 2)
-  diagonal = offsets.sum(-1)
-  if check_mode(mode) == SERIAL:
-    visible = diagonal <= 0
-  else:
-    visible = (diagonal < 0) | np.all(offsets == 0, -1)
-  return np.flatnonzero(visible).astype(np.int32)
 
 
 def chunk_step(height, width, num_groups, mode):
