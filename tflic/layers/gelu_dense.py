@@ -30,17 +30,13 @@ class GeluDense(tf.keras.layers.Dense):
   """
 
   def __init__(self, units, **kwargs):
-    kwargs["activation"] = "gelu"
+    kwargs.pop("activation", None)  # the GELU is applied in call()
     super().__init__(units, **kwargs)
 
   def call(self, inputs, training=None):  # pylint: disable=arguments-differ
+    linear = super().call(inputs)  # no activation: matmul and bias, as Dense's own
     if not training:
-      return super().call(inputs)
-    self.activation = None  # the linear part of Dense.call, then the GELU here
-    try:
-      linear = super().call(inputs)
-    finally:
-      self.activation = tf.keras.activations.get("gelu")
+      return tf.keras.activations.gelu(linear)  # Dense(activation="gelu")'s last op
     return tf.cast(_gelu(tf.cast(linear, tf.float32)), linear.dtype)
 
   def get_config(self):
