@@ -50,6 +50,8 @@ _COSTS = {
     "test_train.py::test_init_from_refuses_a_model_that_does_not_fit": 30,
     "test_train.py::test_ms_ssim_loss_is_its_rate_plus_weighted_distortion_with_finite_gradients":
         15,
+    "test_train.py::test_mixed_precision_training_steps_and_restores_as_float32": 12,
+    "test_evaluation.py::test_cli_visual_sheet_shows_each_codec_at_tflics_file_size": 10,
 }
 _DEFAULT_COST = 1
 # Files whose tests share an expensive module-scoped fixture: kept together on one worker.
