@@ -26,34 +26,96 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-# Seconds the longest tests take (`pytest -n 2` on an idle 2-core machine), by file and
-# test name (each parametrized case costs this); any other test counts as _DEFAULT_COST.
-# Only used to order the tests (pytest_collection_modifyitems); re-measure with
-# `--durations=40` when tests change.
+# Seconds the tests that take one or more take (call and setup, `pytest -n 2` on a 2-core
+# machine with nothing else of note running, 2026-12-05), by file and test name (each
+# parametrized case costs this); any other test counts as _DEFAULT_COST. Used to order the
+# tests (pytest_collection_modifyitems) and to pick the `fast` subset; re-measure with
+# `--durations=0` when tests change.
 _COSTS = {
-    "test_cnn_transforms.py::test_trained_tiny_cnn_codes_files_that_decode_exactly": 85,
+    "test_train.py::test_grow_train_kill_9_then_resume_with_fine_tuning_flags": 41,
+    "test_multi_worker.py::test_two_workers_resume_train_alike_and_finish_together": 39,
+    "test_train.py::test_training_tiny_lowers_the_loss": 22,
+    "test_range_coder_ops.py::"
+    "test_an_editable_install_without_the_library_builds_it_on_first_load": 18,
+    "test_codec.py::test_refined_files_decode_with_the_same_decoder": 18,
+    "test_multi_worker.py::test_a_worker_that_does_not_join_stops_them_all": 17,
     "test_deterministic.py::"
-    "test_bundled_model_is_identical_across_thread_counts_and_without_tensorflow": 100,
-    "test_evaluation.py::test_cli_refined_tflic_results_do_not_mix_with_plain_ones": 55,
-    "test_codec.py::test_refinement_optimizes_the_distortion_the_model_was_trained_for": 40,
-    "test_codec.py::test_refined_files_decode_with_the_same_decoder": 40,
-    "test_tfds.py::test_train_two_steps_from_tfds": 30,
-    "test_multi_worker.py::test_two_workers_resume_train_alike_and_finish_together": 75,
-    "test_multi_worker.py::test_a_killed_worker_stops_the_other_and_the_checkpoint_is_kept":
-        20,
-    "test_multi_worker.py::test_a_worker_that_does_not_join_stops_them_all": 20,
-    "test_train.py::test_grow_train_kill_9_then_resume_with_fine_tuning_flags": 130,
-    "test_train.py::test_init_from_grows_a_trained_model_without_changing_it": 17,
-    "test_train.py::test_training_tiny_lowers_the_loss": 45,
-    "test_train.py::test_nan_loss_stops_and_keeps_last_good_checkpoint": 10,
-    "test_train.py::test_train_only_the_encoder_keeps_the_decoder": 45,
-    "test_train.py::test_init_from_refuses_a_model_that_does_not_fit": 30,
-    "test_train.py::test_ms_ssim_loss_is_its_rate_plus_weighted_distortion_with_finite_gradients":
-        15,
-    "test_train.py::test_mixed_precision_training_steps_and_restores_as_float32": 12,
-    "test_evaluation.py::test_cli_visual_sheet_shows_each_codec_at_tflics_file_size": 10,
+    "test_bundled_model_is_identical_across_thread_counts_and_without_tensorflow": 15,
+    "test_hostile_files.py::test_declared_size_is_bounded_by_the_streams": 13,
+    "test_export_serving.py::test_base_path_layout_config_and_signatures": 11,
+    "test_export_tflite.py::test_the_export_has_builtin_ops_only": 11,
+    "test_train.py::test_train_only_the_encoder_keeps_the_decoder": 11,
+    "test_cnn_transforms.py::test_trained_tiny_cnn_codes_files_that_decode_exactly": 11,
+    "test_codec.py::test_refinement_optimizes_the_distortion_the_model_was_trained_for": 10,
+    "test_refinement.py::test_refinement_lowers_the_loss_and_is_deterministic": 10,
+    "test_lite.py::test_numpy_coder_writes_the_savedmodels_streams_in_serial_order": 10,
+    "test_multi_worker.py::"
+    "test_a_killed_worker_stops_the_other_and_the_checkpoint_is_kept": 10,
+    "test_evaluation.py::test_cli_refined_tflic_results_do_not_mix_with_plain_ones": 9,
+    "test_entropy_core.py::test_c_core_codes_the_numpy_streams_cnn_hyper_synthesis": 9,
+    "test_deterministic.py::"
+    "test_coding_tables_are_stored_beside_the_checkpoint_and_reused": 8,
+    "test_refinement.py::test_ms_ssim_models_are_refined_for_ms_ssim": 7,
+    "test_export_serving.py::test_stock_servable_without_tfc": 7,
+    "test_tfds.py::test_train_two_steps_from_tfds": 7,
+    "test_codec.py::test_random_corruptions_fail_cleanly": 6,
+    "test_train.py::test_mixed_precision_training_steps_and_restores_as_float32": 6,
+    "test_train.py::test_weights_average_follows_its_decay_and_lives_in_the_checkpoints": 6,
+    "test_cli.py::test_compress_many": 6,
+    "test_codec.py::test_savedmodel_round_trips_in_a_plain_process": 5,
+    "test_evaluation.py::test_cli_visual_sheet_shows_each_codec_at_tflics_file_size": 5,
+    "test_widening.py::test_a_widened_model_computes_what_the_narrow_one_did": 5,
+    "test_refinement.py::test_default_step_size_is_the_budget_over_the_steps": 5,
+    "test_entropy_core.py::test_decoder_core_under_sanitizers": 4,
+    "test_entropy_core.py::test_bundled_model_decodes_its_own_files_as_numpy_does": 4,
+    "test_refinement.py::test_padding_does_not_count_in_the_loss": 3,
+    "test_codec.py::test_round_trip_equals_coded_forward": 3,
+    "test_cli.py::test_single_file_round_trip": 3,
+    "test_evaluation.py::test_cli_end_to_end_writes_everything_and_resumes": 3,
+    "test_train.py::test_init_from_maps_the_gains_onto_other_lambdas": 3,
+    "test_range_coder_ops.py::test_saved_model_loads_in_a_fresh_process": 3,
+    "test_train.py::test_init_from_grows_a_trained_model_without_changing_it": 3,
+    "test_train.py::test_init_from_refuses_a_model_that_does_not_fit": 3,
+    "test_train.py::"
+    "test_ms_ssim_loss_is_its_rate_plus_weighted_distortion_with_finite_gradients": 3,
+    "test_export_serving.py::test_rest_split_encoder_on_loopback": 3,
+    "test_tfds.py::test_a_fresh_process_loads_it_with_tfds_alone": 3,
+    "test_export_tflite.py::test_the_twin_computes_the_layers_floats": 2,
+    "test_export_tflite.py::test_the_layers_as_they_are_need_flex_ops": 2,
+    "test_robustness.py::test_ctrl_c_stops_compress_inside_a_long_tensorflow_call": 2,
+    "test_entropy_core.py::test_c_core_codes_the_numpy_streams_serial": 2,
+    "test_model.py::"
+    "test_rounded_hyper_input_is_the_codecs_z_hat_with_straight_through_gradient": 2,
+    "test_entropy_core.py::test_c_core_codes_the_numpy_streams_wavefront": 2,
+    "test_model.py::test_decoders_latent_is_a_fixed_point_of_the_rounded_context": 2,
+    "test_model.py::test_any_size_is_padded_and_cropped": 2,
+    "test_lite.py::test_decode_step_contexts_match_the_teacher_forced_pass": 2,
+    "test_widening.py::test_the_copies_of_a_widened_channel_get_different_gradients": 2,
+    "test_model.py::test_rounded_context_is_within_half_a_step_and_straight_through": 2,
+    "test_context_model.py::test_parallel_pass_equals_coding_order": 2,
+    "test_widening.py::"
+    "test_a_widening_that_does_not_fit_is_refused[embed_dims1-num_heads1-needs": 2,
+    "test_model.py::test_coded_forward_rounds_around_the_mean": 1,
+    "test_range_coder.py::test_asan_fuzz_script": 1,
+    "test_export_tflite.py::"
+    "test_a_shifted_block_converts_and_computes_the_layers_floats": 1,
+    "test_train.py::test_lambda_weights_set_how_often_each_lambda_is_drawn": 1,
+    "test_train.py::test_nan_loss_stops_and_keeps_last_good_checkpoint": 1,
+    "test_deterministic.py::test_a_flipped_table_index_is_a_desync_error": 1,
+    "test_widening.py::"
+    "test_a_widening_that_does_not_fit_is_refused[embed_dims0-num_heads0-not": 1,
 }
-_DEFAULT_COST = 1
+_DEFAULT_COST = 0.2
+# Session fixtures that build tiny models (tens of seconds for the first test using them):
+# tests that need them are not in the `fast` subset.
+_MODEL_FIXTURES = {"tiny_workdir", "tiny_serial_workdir", "tiny_model_dir", "tiny_lite_dir",
+                   "tiny_codec", "tiny_module", "tiny_serial_module"}
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "fast: a test of under a second that builds no model (`pytest -m fast`: "
+      "the edit loop's subset; set in conftest from _COSTS)")
 # Files whose tests share an expensive module-scoped fixture: kept together on one worker.
 _TOGETHER = ()
 
@@ -63,6 +125,10 @@ def pytest_collection_modifyitems(config, items):
   i-th of N equal runs of the list (and later lets an idle worker take the second half of
   the busiest one's queue): the expensive tests are spread over the runs so that each
   starts with its share (longest first), and the many short ones follow."""
+  for item in items:
+    if (_COSTS.get(f"{item.path.name}::{item.originalname}", _DEFAULT_COST) < 1 and
+        not _MODEL_FIXTURES & set(getattr(item, "fixturenames", ()))):
+      item.add_marker(pytest.mark.fast)
   units = {}  # a test, or a _TOGETHER file's tests
   for index, item in enumerate(items):
     key = item.path.name if item.path.name in _TOGETHER else index
