@@ -86,6 +86,16 @@ def test_lite_decoder_gives_the_savedmodels_latents_and_pixels(lite_dir, saved_c
     assert difference.max() <= 1 and difference.mean() < 0.01, key
 
 
+def test_lite_pixels_do_not_depend_on_the_synthesis_threads(lite_dir, files):
+  """tflic-lite's default uses every CPU for the synthesis: the pixels must be those of
+  one thread."""
+  decoders = [decoder_lib.Decoder(str(lite_dir), num_threads=n) for n in (1, 2, 4)]
+  for key, data in files.items():
+    one, *more = (d.decompress(data) for d in decoders)
+    for image in more:
+      np.testing.assert_array_equal(image, one, err_msg=str(key))
+
+
 def _flipped(data, offset, bit):
   """`data` with one bit of its streams flipped and the checksum recomputed, as a hostile
   file would be."""

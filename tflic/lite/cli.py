@@ -35,7 +35,8 @@ def _parser():
   decompress.add_argument("--max_pixels", type=int, default=image_io.DEFAULT_MAX_PIXELS,
                           help="refuse files that declare more pixels than this")
   decompress.add_argument("--threads", type=int, default=None,
-                          help="LiteRT threads for the synthesis (default: LiteRT's)")
+                          help="LiteRT threads for the synthesis (default: this process's CPUs; "
+                          "the pixels do not depend on it)")
   decompress.add_argument("paths", nargs="+", metavar="PATH", help=_USAGE)
   return parser
 

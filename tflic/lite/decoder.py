@@ -66,7 +66,7 @@ class Decoder:
 
   Args:
     model_dir: a directory written by `python -m export.tflite`.
-    num_threads: LiteRT threads for the synthesis (None: LiteRT's default).
+    num_threads: LiteRT threads for the synthesis (None: this process's CPUs).
   """
 
   def __init__(self, model_dir, num_threads=None):
