@@ -810,6 +810,17 @@ static int swin_block(const tec_model *m, const swin_p *s, double *x, int h, int
 
 static int floor_div2(int a) { return a >= 0 ? a / 2 : -((1 - a) / 2); }
 
+/* The input row (or column) that kernel tap t of output o reads along one axis, or -1 where
+ * none does (a transposed convolution's taps between input samples); may lie outside the
+ * input, which the caller skips. */
+static int conv_source(int o, int t, int k, int stride, int before) {
+  int num;
+  if (stride == 1) return o + t - k / 2;
+  num = o % 2 + before - t;
+  if (((num % 2) + 2) % 2) return -1;
+  return o / 2 + floor_div2(num);
+}
+
 /* One "same" convolution (stride 1) or transposed convolution (stride 2) of
  * x [h][w][n] into out [h'][w'][m] (layers.conv2d / conv2d_transpose). */
 static void conv_layer(const conv_p *c, const double *x, int h, int w, double *out) {
@@ -821,25 +832,11 @@ static void conv_layer(const conv_p *c, const double *x, int h, int w, double *o
       double *o = out + ((size_t)oy * ow + ox) * c->m;
       for (j = 0; j < c->m; ++j) o[j] = c->b[j];
       for (ty = 0; ty < k; ++ty) {
-        int sy;
-        if (c->stride == 1) {
-          sy = oy + ty - k / 2;
-        } else {
-          const int a = oy % 2, num = a + before - ty;
-          if (((num % 2) + 2) % 2) continue;
-          sy = oy / 2 + floor_div2(num);
-        }
+        const int sy = conv_source(oy, ty, k, c->stride, before);
         if (sy < 0 || sy >= h) continue;
         for (tx = 0; tx < k; ++tx) {
-          int sx;
+          const int sx = conv_source(ox, tx, k, c->stride, before);
           const double *in, *wt;
-          if (c->stride == 1) {
-            sx = ox + tx - k / 2;
-          } else {
-            const int b = ox % 2, num = b + before - tx;
-            if (((num % 2) + 2) % 2) continue;
-            sx = ox / 2 + floor_div2(num);
-          }
           if (sx < 0 || sx >= w) continue;
           in = x + ((size_t)sy * w + sx) * c->n;
           wt = c->w + ((size_t)ty * k + tx) * c->n * c->m;
