@@ -454,8 +454,11 @@ void tec_model_info(const tec_model *m, tec_info *info) { *info = m->info; }
 
 /* ------------------------------------------------- exact integer layers -- */
 
+/* Written as a min and a max (one instruction each, vectorisable); values are
+ * finite integers, so this equals clamping in any order. */
 static double clampv(double x) {
-  return x > ACT_LIMIT ? ACT_LIMIT : (x < -ACT_LIMIT ? -ACT_LIMIT : x);
+  x = x < ACT_LIMIT ? x : ACT_LIMIT;
+  return x > -ACT_LIMIT ? x : -ACT_LIMIT;
 }
 
 /* round(x * scale), halves up, for a power-of-two scale: exact. */
@@ -464,9 +467,7 @@ static double scale_round(double x, double scale) { return floor(x * scale + 0.5
 /* clamp(round(x * scale)), clamped first: the same integer (the bounds are integers
  * and floor is monotonic). */
 static double round_clamped(double x, double scale) {
-  double v = x * scale + 0.5;
-  v = v > ACT_LIMIT ? ACT_LIMIT : (v < -ACT_LIMIT ? -ACT_LIMIT : v);
-  return floor(v);
+  return floor(clampv(x * scale + 0.5));
 }
 
 /* floor(a / b) of integers, b > 0. */
@@ -545,6 +546,36 @@ typedef double vec4 __attribute__((vector_size(32), aligned(8), may_alias));
     *(vec *)(out + col) = a30; *(vec *)(out + col + lanes) = a31;                 \
   }
 typedef double vec8 __attribute__((vector_size(64), aligned(8), may_alias));
+/* Eight rows: 16 accumulators of the 32 AVX-512 registers, half the weight loads
+ * per multiply of the four-row tile. */
+__attribute__((target("avx512f"))) static void dense_tile8_avx512(
+    const dense_p *d, const double *x, int col, double *out) {
+  const int n = d->n, m = d->m;
+  const vec8 zero = {0};
+  const vec8 b0 = d->b ? *(const vec8 *)(d->b + col) : zero;
+  const vec8 b1 = d->b ? *(const vec8 *)(d->b + col + 8) : zero;
+  vec8 a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1, a30 = b0, a31 = b1;
+  vec8 a40 = b0, a41 = b1, a50 = b0, a51 = b1, a60 = b0, a61 = b1, a70 = b0, a71 = b1;
+  int k;
+  for (k = 0; k < n; ++k) {
+    const double *wk = d->w + (size_t)k * m + col;
+    const vec8 w0 = *(const vec8 *)wk, w1 = *(const vec8 *)(wk + 8);
+    const double v0 = x[k], v1 = x[n + k], v2 = x[2 * n + k], v3 = x[3 * n + k];
+    const double v4 = x[4 * n + k], v5 = x[5 * n + k], v6 = x[6 * n + k], v7 = x[7 * n + k];
+    a00 += v0 * w0; a01 += v0 * w1;
+    a10 += v1 * w0; a11 += v1 * w1;
+    a20 += v2 * w0; a21 += v2 * w1;
+    a30 += v3 * w0; a31 += v3 * w1;
+    a40 += v4 * w0; a41 += v4 * w1;
+    a50 += v5 * w0; a51 += v5 * w1;
+    a60 += v6 * w0; a61 += v6 * w1;
+    a70 += v7 * w0; a71 += v7 * w1;
+  }
+#define STORE_ROW(a, b) *(vec8 *)(out + col) = a; *(vec8 *)(out + col + 8) = b; out += m;
+  STORE_ROW(a00, a01) STORE_ROW(a10, a11) STORE_ROW(a20, a21) STORE_ROW(a30, a31)
+  STORE_ROW(a40, a41) STORE_ROW(a50, a51) STORE_ROW(a60, a61) STORE_ROW(a70, a71)
+#undef STORE_ROW
+}
 DEFINE_TILE(dense_tile_sse2, vec2, 2, )
 DEFINE_TILE(dense_tile_avx2, vec4, 4, __attribute__((target("avx2,fma"))))
 DEFINE_TILE(dense_tile_avx512, vec8, 8, __attribute__((target("avx512f"))))
@@ -556,9 +587,7 @@ DEFINE_TILE(dense_tile_avx512, vec8, 8, __attribute__((target("avx512f"))))
     for (r = 0; r < rows; ++r) {                                                  \
       double *o = out + (size_t)r * m;                                            \
       for (j = 0; j < m; ++j) {                                                   \
-        double v = o[j] * scale[j] + 0.5;                                         \
-        v = v > ACT_LIMIT ? ACT_LIMIT : (v < -ACT_LIMIT ? -ACT_LIMIT : v);        \
-        o[j] = floor(v);                                                          \
+        o[j] = floor(clampv(o[j] * scale[j] + 0.5));                              \
       }                                                                           \
     }                                                                             \
   }
@@ -609,6 +638,33 @@ static double dense_one(const dense_p *d, const double *x, int j) {
   return acc;
 }
 
+/* out[j] = b[j] + sum_k x[k] w[k][j] for one row (the rows that do not fill a tile). */
+#define DEFINE_ROW(name, attr)                                                        \
+  attr static void name(const dense_p *d, const double *x, double *out) {            \
+    const int n = d->n, m = d->m;                                                     \
+    int j, k;                                                                         \
+    for (j = 0; j < m; ++j) out[j] = d->b ? d->b[j] : 0.0;                            \
+    for (k = 0; k < n; ++k) {                                                         \
+      const double *w = d->w + (size_t)k * m;                                         \
+      const double v = x[k];                                                          \
+      for (j = 0; j < m; ++j) out[j] += v * w[j];                                     \
+    }                                                                                 \
+  }
+DEFINE_ROW(row_generic, )
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+DEFINE_ROW(row_avx512, __attribute__((target("avx512f"))))
+DEFINE_ROW(row_avx2, __attribute__((target("avx2,fma"))))
+static void dense_row(const dense_p *d, const double *x, double *out) {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) row_avx512(d, x, out);
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) row_avx2(d, x, out);
+  else row_generic(d, x, out);
+}
+#define ROW dense_row
+#else
+#define ROW row_generic
+#endif
+
 /* out [rows][m] = clamp(round((x [rows][n] @ w + b) * scale)).  The sums are
  * exact (below 2^53), so the tiles' order of additions does not matter. */
 static void dense_rows(const dense_p *d, const double *x, int rows, double *out) {
@@ -616,6 +672,11 @@ static void dense_rows(const dense_p *d, const double *x, int rows, double *out)
   void (*const tile)(const dense_p *, const double *, int, double *) = PICK_TILE(step);
   const int n = d->n, m = d->m, full_c = m - m % step;
   int r = 0, j;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  if (tile == dense_tile_avx512)
+    for (; r + 8 <= rows && full_c == m; r += 8)
+      for (j = 0; j < m; j += step) dense_tile8_avx512(d, x + (size_t)r * n, j, out + (size_t)r * m);
+#endif
   for (; r + TILE_R <= rows; r += TILE_R) {
     for (j = 0; j < full_c; j += step) tile(d, x + (size_t)r * n, j, out + (size_t)r * m);
     for (j = full_c; j < m; ++j) {
@@ -624,31 +685,57 @@ static void dense_rows(const dense_p *d, const double *x, int rows, double *out)
         out[(size_t)(r + a) * m + j] = dense_one(d, x + (size_t)(r + a) * n, j);
     }
   }
-  for (; r < rows; ++r) {
-    double *o = out + (size_t)r * m;
-    const double *xr = x + (size_t)r * n;
-    int k;
-    for (j = 0; j < m; ++j) o[j] = d->b ? d->b[j] : 0.0;
-    for (k = 0; k < n; ++k) {
-      const double *w = d->w + (size_t)k * m;
-      const double v = xr[k];
-      for (j = 0; j < m; ++j) o[j] += v * w[j];
-    }
-  }
+  for (; r < rows; ++r) ROW(d, x + (size_t)r * n, out + (size_t)r * m);
   EPILOGUE(out, d->scale, rows, m);
 }
 
+/* The sum of x[i] (shift = 0) or of (x[i] - shift)^2, in four partial sums that
+ * compilers vectorise (exact: integers below 2^53, so any order gives the same). */
+static double sum_of(const double *x, int n, double shift, int squared) {
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const double a = x[i] - shift, b = x[i + 1] - shift, c = x[i + 2] - shift,
+                 d = x[i + 3] - shift;
+    s0 += squared ? a * a : a;
+    s1 += squared ? b * b : b;
+    s2 += squared ? c * c : c;
+    s3 += squared ? d * d : d;
+  }
+  for (; i < n; ++i) s0 += squared ? (x[i] - shift) * (x[i] - shift) : x[i] - shift;
+  return (s0 + s1) + (s2 + s3);
+}
+
+/* out[i] = floor((x[i] - mean) * reciprocal * 2^-20 + 0.5), in the widest
+ * vectors this CPU has (floor needs SSE4.1 to vectorise). */
+#define DEFINE_CENTRE(name, attr)                                                     \
+  attr static void name(const double *x, int n, double mean, double reciprocal,      \
+                        double *out) {                                               \
+    int i;                                                                           \
+    for (i = 0; i < n; ++i) out[i] = floor((x[i] - mean) * reciprocal * (1.0 / 1048576.0) + 0.5); \
+  }
+DEFINE_CENTRE(centre_generic, )
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+DEFINE_CENTRE(centre_avx512, __attribute__((target("avx512f"))))
+DEFINE_CENTRE(centre_avx2, __attribute__((target("avx2,fma"))))
+static void centre(const double *x, int n, double mean, double reciprocal, double *out) {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) centre_avx512(x, n, mean, reciprocal, out);
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    centre_avx2(x, n, mean, reciprocal, out);
+  else centre_generic(x, n, mean, reciprocal, out);
+}
+#else
+#define centre centre_generic
+#endif
+
 /* (x - mean) / sqrt(variance + eps) of one row of n, at 2^-10 (layers.normalize). */
 static void normalize(const double *x, int n, double eps, double *out) {
-  double sum = 0.0, squares = 0.0, mean, std, reciprocal;
-  int i;
-  for (i = 0; i < n; ++i) sum += x[i];
-  mean = floordiv(sum + (double)(n / 2), (double)n);
-  for (i = 0; i < n; ++i) squares += (x[i] - mean) * (x[i] - mean);
-  std = isqrt((floordiv(squares, (double)n) + eps) * 256.0);
+  double mean, std, reciprocal;
+  mean = floordiv(sum_of(x, n, 0.0, 0) + (double)(n / 2), (double)n);
+  std = isqrt((floordiv(sum_of(x, n, mean, 1), (double)n) + eps) * 256.0);
   reciprocal = floordiv(17179869184.0 /* 2^34 */ + floor(std * 0.5), std);
-  for (i = 0; i < n; ++i)
-    out[i] = floor((x[i] - mean) * reciprocal * (1.0 / 1048576.0) + 0.5);
+  centre(x, n, mean, reciprocal, out);
 }
 
 static void layer_norm_rows(const norm_p *p, const double *x, int rows, double *out) {
@@ -1116,7 +1203,7 @@ static int visible_tokens(loop *l, int b, int g) {
 static void predict(loop *l, int nb, int g) {
   const tec_model *m = l->m;
   const int dim = l->dim, c = l->c;
-  int b, i, j, block;
+  int b, i, block;
   for (b = 0; b < nb; ++b)
     for (i = 0; i < dim; ++i)
       l->q[(size_t)b * dim + i] = clampv(l->hyper_token[(size_t)b * dim + i] +
@@ -1145,16 +1232,13 @@ static void predict(loop *l, int nb, int g) {
   }
   layer_norm_rows(&m->head_norm, l->q, nb, l->q2);
   {
-    const double *w = m->head_w + (size_t)g * dim * 2 * c;
-    const double *bias = m->head_b + (size_t)g * 2 * c, *scale = m->head_scale + (size_t)g * 2 * c;
-    for (b = 0; b < nb; ++b) {
-      double *o = l->head + (size_t)b * 2 * c;
-      const double *x = l->q2 + (size_t)b * dim;
-      for (j = 0; j < 2 * c; ++j) o[j] = bias[j];
-      for (i = 0; i < dim; ++i)
-        for (j = 0; j < 2 * c; ++j) o[j] += x[i] * w[(size_t)i * 2 * c + j];
-      for (j = 0; j < 2 * c; ++j) o[j] = round_clamped(o[j], scale[j]);
-    }
+    dense_p head;
+    head.n = dim;
+    head.m = 2 * c;
+    head.w = m->head_w + (size_t)g * dim * 2 * c;
+    head.b = m->head_b + (size_t)g * 2 * c;
+    head.scale = m->head_scale + (size_t)g * 2 * c;
+    dense_rows(&head, l->q2, nb, l->head);
   }
 }
 
