@@ -13,11 +13,11 @@ from tflic import config
 from tflic import data
 from tflic import errors
 from tflic import training
+from tflic.deterministic import coding_loop
 from tflic.deterministic import entropy_model
 from tflic.deterministic import ops as ops_lib
 from tflic.deterministic import quantize
 from tflic.deterministic import reference
-from tflic.lite import entropy_coder
 
 SMALL_PARAMETERS = 1_389_980  # configs/small.json, the bundled model's config
 
@@ -138,7 +138,7 @@ def test_trained_tiny_cnn_codes_files_that_decode_exactly(train_dir, tmp_path):
   data_bytes = the_codec.compress(image, 0.4)
   decoded = the_codec.decompress(data_bytes)  # TflicError on a latent desync
   header, z_stream, y_stream = bitstream.unpack(data_bytes)
-  y_hat = entropy_coder.decode(reference.Reference(module.reference_arrays()), z_stream,
+  y_hat = coding_loop.decode(reference.Reference(module.reference_arrays()), z_stream,
                                y_stream, height, width, header.latent_check)
   assert np.count_nonzero(np.round(y_hat / entropy_model.ONE)) > 10  # not all-zero symbols
   quality = header.quality_code / bitstream.QUALITY_STEPS

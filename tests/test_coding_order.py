@@ -7,6 +7,8 @@ import pytest
 import tensorflow as tf
 
 from tflic import coding_order
+from tflic.deterministic import ops as ops_lib
+from tflic.deterministic import reference
 
 SHAPES = [(1, 1), (1, 7), (6, 1), (3, 5), (5, 3), (4, 4), (7, 9)]
 
@@ -33,7 +35,7 @@ def test_mask_only_sees_decoded_chunks(height, width, mode):
   positions = np.array(list(itertools.product(range(height), range(width))), np.int32)
   mask = coding_order.context_mask(height, width, k, window, mode, positions,
                                    tf.range(k)).numpy()
-  offsets = coding_order.window_offsets(window).numpy()
+  offsets = coding_order.window_offsets(window)
   mask = mask.reshape(len(positions), k, len(offsets), k)
   for p, (i, j) in enumerate(positions):
     for q in range(k):
@@ -72,3 +74,24 @@ def test_wavefront_step_holds_whole_antidiagonal():
 def test_unknown_mode_is_rejected():
   with pytest.raises(ValueError, match="unknown decoding mode"):
     coding_order.num_steps(2, 2, 2, "raster")
+
+
+@pytest.mark.parametrize("mode", coding_order.MODES)
+@pytest.mark.parametrize("height,width", [(1, 1), (3, 7), (6, 4)])
+def test_numpy_backend_equals_tensorflow(height, width, mode):
+  """The numpy reference and TF-free decoders read the same order as the training pass."""
+  numpy = ops_lib.NUMPY
+  positions = np.stack(np.meshgrid(np.arange(height), np.arange(width), indexing="ij"),
+                       -1).reshape(-1, 2).astype(np.int32)
+  expected = coding_order.context_mask(height, width, 4, 5, mode, tf.constant(positions),
+                                       tf.range(4)).numpy()
+  np.testing.assert_array_equal(reference.context_mask(height, width, 4, 5, mode), expected)
+  np.testing.assert_array_equal(coding_order.position_rank(height, width, numpy),
+                                coding_order.position_rank(height, width))
+  np.testing.assert_array_equal(coding_order.chunk_step(height, width, 4, mode, numpy),
+                                coding_order.chunk_step(height, width, 4, mode))
+  for step in range(coding_order.num_steps(height, width, 4, mode)):
+    got = coding_order.step_chunks(step, height, width, 4, mode, numpy)
+    want = coding_order.step_chunks(step, height, width, 4, mode)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert int(got[1]) == int(want[1])

@@ -71,19 +71,6 @@ def test_integer_layer_norm_and_attention_track_the_float_layers():
   np.testing.assert_allclose(got, expected, atol=2e-3)
 
 
-@pytest.mark.parametrize("mode", coding_order.MODES)
-@pytest.mark.parametrize("size", [(1, 1), (3, 7), (6, 4)])
-def test_numpy_context_mask_equals_the_coding_order(mode, size):
-  height, width = size
-  positions = np.stack(np.meshgrid(np.arange(height), np.arange(width), indexing="ij"),
-                       -1).reshape(-1, 2).astype(np.int32)
-  expected = coding_order.context_mask(height, width, 4, 5, mode, tf.constant(positions),
-                                       tf.range(4)).numpy()
-  np.testing.assert_array_equal(reference.context_mask(height, width, 4, 5, mode), expected)
-  np.testing.assert_array_equal(
-      reference.zigzag_rank(height, width), coding_order.position_rank(height, width))
-
-
 # tiny_module: the tiny wavefront model's CodecModule (tests/conftest.py).
 
 

@@ -22,10 +22,10 @@ from tflic import checkpoint
 from tflic import codec
 from tflic import config
 from tflic import image_io
+from tflic.deterministic import coding_loop
 from tflic.deterministic import entropy_model
 from tflic.deterministic import reference
 from tflic.deterministic import tables as tables_lib
-from tflic.lite import entropy_coder
 from tflic.rangecoder import entropy_core
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -55,13 +55,13 @@ def _check_against_numpy(arrays, latents, photo):
   for height, width in SIZES:
     for quality in (0.0, 1.0):
       y, z = latents(photo[:height, :width], quality)
-      expected = entropy_coder.encode(numpy_model, y, z)
+      expected = coding_loop.encode(numpy_model, y, z)
       z_stream, y_stream, check, y_hat = core.encode(y, z)
       assert (z_stream, y_stream, check) == expected, (height, width, quality)
       z_symbols, decoded = core.decode(height, width, z_stream, y_stream, check)
       np.testing.assert_array_equal(decoded, y_hat)
       np.testing.assert_array_equal(
-          decoded, entropy_coder.decode(numpy_model, z_stream, y_stream, height, width, check))
+          decoded, coding_loop.decode(numpy_model, z_stream, y_stream, height, width, check))
       hz, wz = bitstream.hyper_grid(height, width)
       np.testing.assert_array_equal(
           core.hyper_features(z_symbols, *decoded.shape[1:3]),

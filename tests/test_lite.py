@@ -15,10 +15,10 @@ from PIL import Image
 from tflic import bitstream
 from tflic import codec
 from tflic import errors
+from tflic.deterministic import coding_loop
 from tflic.deterministic import entropy_model
 from tflic.deterministic import reference
 from tflic.lite import decoder as decoder_lib
-from tflic.lite import entropy_coder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZES = [(1, 1), (17, 30), (40, 72)]
@@ -58,7 +58,7 @@ def _encoder_like(module):
 
   def encode(image, quality):
     y = analyse(tf.constant(image), tf.constant(quality, tf.float32))
-    return entropy_coder.encode(numpy_model, y.numpy(), hyper_latent(y).numpy())
+    return coding_loop.encode(numpy_model, y.numpy(), hyper_latent(y).numpy())
 
   return encode
 
@@ -178,7 +178,7 @@ def test_missing_or_stale_exports_are_one_line_errors(lite_dir, tmp_path):
 def test_coding_steps_match_the_graphs_order():
   from tflic import coding_order  # pylint: disable=g-import-not-at-top
   for mode in ("wavefront", "serial"):
-    steps = entropy_coder.coding_steps(3, 5, 2, mode)
+    steps = coding_loop.coding_steps(3, 5, 2, mode)
     assert len(steps) == coding_order.num_steps(3, 5, 2, mode)
     for step, (positions, group) in enumerate(steps):
       expected_positions, expected_group = coding_order.step_chunks(step, 3, 5, 2, mode)
@@ -208,7 +208,7 @@ def test_decode_step_contexts_match_the_teacher_forced_pass(tiny_module, photo):
     return (y_hat[0, positions[:, 0], positions[:, 1], group * c:(group + 1) * c] -
             step_mean) / entropy_model.ONE
 
-  decoded = entropy_coder.coding_loop(ref, hyper, y_hat.shape[1], y_hat.shape[2], record)
+  decoded = coding_loop.coding_loop(ref, hyper, y_hat.shape[1], y_hat.shape[2], record)
   np.testing.assert_array_equal(decoded, y_hat)
   np.testing.assert_array_equal(seen_mean, mean)
   np.testing.assert_array_equal(seen_index, index)

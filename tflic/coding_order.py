@@ -11,19 +11,79 @@ Two decoding modes fix which coded chunks a chunk may see (inside its w x w wind
   but nothing else on its own anti-diagonal, so a whole anti-diagonal decodes in one
   step; (h + w - 1) * K steps.
 
-This module is the single source of that order: the training pass (masks) and the
-coder (steps) both read it. All functions take dynamic (tensor) sizes.
+This module is the single source of that order for every implementation in Python: the
+training pass (masks, TensorFlow), the numpy reference of the integer model and its
+coding loop (`tflic.deterministic`). Functions of a grid size take an array backend
+`ops`: TensorFlow by default (dynamic tensor sizes inside a graph), or
+`tflic.deterministic.ops.NUMPY`. The module imports no TensorFlow itself, so TF-free
+decoders read it too. The C core (tflic/rangecoder/entropy_core.c) restates the order in
+C, where it runs.
 """
 
-import tensorflow as tf
-
-# The window slots a chunk can ever see: static, in the TF-free integer model's module,
-# which decoders without TensorFlow read too.
-from tflic.deterministic.entropy_model import candidate_slots  # pylint: disable=unused-import
+import numpy as np
 
 SERIAL = "serial"
 WAVEFRONT = "wavefront"
 MODES = (SERIAL, WAVEFRONT)
+
+
+class _TensorFlowOps:
+  """The TensorFlow backend of the grid functions; imports TensorFlow on first use."""
+
+  name = "tensorflow"
+
+  @property
+  def tf(self):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return tf
+
+  def arange(self, n):
+    return self.tf.range(n)
+
+  def range(self, start, limit):
+    return self.tf.range(start, limit)
+
+  def where(self, condition, x, y):
+    return self.tf.where(condition, x, y)
+
+  def reshape(self, x, shape):
+    return self.tf.reshape(x, shape)
+
+  def stack(self, values, axis):
+    return self.tf.stack(values, axis)
+
+  def stable_argsort(self, x):
+    return self.tf.argsort(x, stable=True)
+
+  def invert_permutation(self, x):
+    return self.tf.math.invert_permutation(x)
+
+  def gather_nd(self, x, indices):
+    return self.tf.gather_nd(x, indices)
+
+  def clip_indices(self, indices, high_0, high_1):
+    return self.tf.clip_by_value(indices, 0, self.tf.stack([high_0, high_1]))
+
+  def reduce_all(self, x, axis):
+    return self.tf.reduce_all(x, axis=axis)
+
+  def reduce_sum(self, x, axis):
+    return self.tf.reduce_sum(x, axis=axis)
+
+  def gather_rows(self, x, indices):
+    return self.tf.gather(x, indices)
+
+  def maximum(self, x, y):
+    return self.tf.maximum(x, y)
+
+  def minimum(self, x, y):
+    return self.tf.minimum(x, y)
+
+  def dims(self, x):
+    return list(self.tf.unstack(self.tf.shape(x)))
+
+
+TENSORFLOW = _TensorFlowOps()
 
 
 def check_mode(mode):
@@ -33,24 +93,51 @@ def check_mode(mode):
   return mode
 
 
-def position_rank(height, width):
-  """Rank of every latent position in the zigzag scan: int32 [height, width]."""
-  i = tf.range(height)[:, None] + tf.zeros([1, width], tf.int32)
-  j = tf.zeros([height, 1], tf.int32) + tf.range(width)[None, :]
+def window_offsets(window):
+  """(di, dj) of the w x w window slots, row-major: int32 [w * w, 2]."""
+  r = window // 2
+  grid = np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij")
+  return np.stack(grid, -1).reshape(-1, 2).astype(np.int32)
+
+
+def candidate_slots(window, mode):
+  """The window slots a chunk can ever see in `mode`: int32 [s].
+
+  Later anti-diagonals are never visible, nor (wavefront) other positions of the chunk's
+  own. The others are masked out of the attention, where their weight is exactly 0, so
+  leaving them out gives the same values with less than half the work.
+  """
+  offsets = window_offsets(window)
+  diagonal = offsets.sum(-1)
+  if check_mode(mode) == SERIAL:
+    visible = diagonal <= 0
+  else:
+    visible = (diagonal < 0) | np.all(offsets == 0, -1)
+  return np.flatnonzero(visible).astype(np.int32)
+
+
+def _grid(height, width, ops):
+  """(i, j) of every position, each int32 [height, width]."""
+  i = ops.arange(height)[:, None] + ops.arange(width)[None, :] * 0
+  j = ops.arange(height)[:, None] * 0 + ops.arange(width)[None, :]
+  return i, j
+
+
+def position_rank(height, width, ops=TENSORFLOW):
+  """Rank of every latent position in the zigzag scan: int [height, width]."""
+  i, j = _grid(height, width, ops)
   d = i + j
   # Index along the diagonal in scan direction; diagonals never hold more than
   # height positions, so d * height + along is a sort key that respects diagonals.
-  along = tf.where(tf.equal(d % 2, 1), i, height - 1 - i)
-  key = tf.reshape(d * height + along, [-1])
-  order = tf.argsort(key, stable=True)
-  rank = tf.math.invert_permutation(order)
-  return tf.reshape(tf.cast(rank, tf.int32), [height, width])
+  along = ops.where(d % 2 == 1, i, height - 1 - i)
+  order = ops.stable_argsort(ops.reshape(d * height + along, [-1]))
+  return ops.reshape(ops.invert_permutation(order), [height, width])
 
 
-def zigzag_positions(height, width):
-  """Positions in zigzag order: int32 [height * width, 2] of (i, j)."""
-  order = tf.argsort(tf.reshape(position_rank(height, width), [-1]))
-  return tf.stack([order // width, order % width], axis=-1)
+def zigzag_positions(height, width, ops=TENSORFLOW):
+  """Positions in zigzag order: int [height * width, 2] of (i, j)."""
+  order = ops.stable_argsort(ops.reshape(position_rank(height, width, ops), [-1]))
+  return ops.stack([order // width, order % width], -1)
 
 
 def num_steps(height, width, num_groups, mode):
@@ -60,8 +147,8 @@ def num_steps(height, width, num_groups, mode):
   return (height + width - 1) * num_groups
 
 
-def step_chunks(step, height, width, num_groups, mode):
-  """The chunks decoded at `step`: (positions int32 [n, 2], group int32 scalar).
+def step_chunks(step, height, width, num_groups, mode, ops=TENSORFLOW):
+  """The chunks decoded at `step`: (positions int [n, 2], group scalar).
 
   Serial steps hold one position; wavefront steps hold a whole anti-diagonal, listed
   with i ascending.
@@ -69,32 +156,24 @@ def step_chunks(step, height, width, num_groups, mode):
   group = step % num_groups
   index = step // num_groups
   if check_mode(mode) == SERIAL:
-    positions = zigzag_positions(height, width)[index][None]
+    positions = ops.gather_rows(zigzag_positions(height, width, ops), index)[None]
   else:
-    first = tf.maximum(0, index - (width - 1))
-    last = tf.minimum(index, height - 1)
-    i = tf.range(first, last + 1)
-    positions = tf.stack([i, index - i], axis=-1)
+    i = ops.range(ops.maximum(0, index - (width - 1)), ops.minimum(index, height - 1) + 1)
+    positions = ops.stack([i, index - i], -1)
   return positions, group
 
 
-def window_offsets(window):
-  """Relative offsets of the w x w window slots: int32 [w * w, 2], row-major."""
-  r = window // 2
-  grid = tf.meshgrid(tf.range(-r, r + 1), tf.range(-r, r + 1), indexing="ij")
-  return tf.reshape(tf.stack(grid, axis=-1), [-1, 2])
-
-
-def chunk_step(height, width, num_groups, mode):
-  """Decoding step of every chunk: int32 [height, width, num_groups]."""
-  groups = tf.range(num_groups)[None, None, :]
+def chunk_step(height, width, num_groups, mode, ops=TENSORFLOW):
+  """Decoding step of every chunk: int [height, width, num_groups]."""
+  groups = ops.arange(num_groups)[None, None, :]
   if check_mode(mode) == SERIAL:
-    return position_rank(height, width)[:, :, None] * num_groups + groups
-  d = tf.range(height)[:, None] + tf.range(width)[None, :]
-  return d[:, :, None] * num_groups + groups
+    return position_rank(height, width, ops)[:, :, None] * num_groups + groups
+  i, j = _grid(height, width, ops)
+  return (i + j)[:, :, None] * num_groups + groups
 
 
-def context_mask(height, width, num_groups, window, mode, positions, groups, slots=None):
+def context_mask(height, width, num_groups, window, mode, positions, groups, slots=None,
+                 ops=TENSORFLOW):
   """Which window chunks each target chunk may see.
 
   Args:
@@ -105,6 +184,7 @@ def context_mask(height, width, num_groups, window, mode, positions, groups, slo
     positions: int32 [n, 2], target positions.
     groups: int32 [q], target groups (the same for every position).
     slots: the window slots to list (e.g. `candidate_slots`); None: all w * w.
+    ops: the array backend (`TENSORFLOW` or `tflic.deterministic.ops.NUMPY`).
 
   Returns:
     bool [n, q, s * K]; the last axis lists window slots (row-major, see
@@ -114,26 +194,26 @@ def context_mask(height, width, num_groups, window, mode, positions, groups, slo
   check_mode(mode)
   offsets = window_offsets(window)
   if slots is not None:
-    offsets = tf.gather(offsets, slots)
-  sources = positions[:, None, :] + offsets[None, :, :]  # [n, w*w, 2]
+    offsets = offsets[np.asarray(slots)]
+  sources = positions[:, None, :] + offsets[None, :, :]  # [n, s, 2]
   inside = ((sources[..., 0] >= 0) & (sources[..., 0] < height) &
             (sources[..., 1] >= 0) & (sources[..., 1] < width))
-  clipped = tf.clip_by_value(sources, 0, tf.stack([height - 1, width - 1]))
+  clipped = ops.clip_indices(sources, height - 1, width - 1)
   if mode == SERIAL:
-    rank = position_rank(height, width)
-    source_rank = tf.gather_nd(rank, clipped)[:, :, None]  # [n, w*w, 1]
-    target_rank = tf.gather_nd(rank, positions)[:, None, None]  # [n, 1, 1]
+    rank = position_rank(height, width, ops)
+    source_rank = ops.gather_nd(rank, clipped)[:, :, None]  # [n, s, 1]
+    target_rank = ops.gather_nd(rank, positions)[:, None, None]  # [n, 1, 1]
     earlier_position = source_rank < target_rank
   else:
-    source_diag = tf.reduce_sum(clipped, axis=-1)[:, :, None]
-    target_diag = tf.reduce_sum(positions, axis=-1)[:, None, None]
+    source_diag = ops.reduce_sum(clipped, -1)[:, :, None]
+    target_diag = ops.reduce_sum(positions, -1)[:, None, None]
     earlier_position = source_diag < target_diag
-  same_position = tf.reduce_all(tf.equal(offsets, 0), axis=-1)[None, :, None]  # [1, w*w, 1]
-  source_groups = tf.range(num_groups)[None, None, :]
-  # [n, q, w*w, K]: earlier positions in full, the own position's earlier groups.
+  same_position = np.all(offsets == 0, -1)[None, :, None]  # [1, s, 1]
+  source_groups = np.arange(num_groups, dtype=np.int32)[None, None, :]
+  # [n, q, s, K]: earlier positions in full, the own position's earlier groups.
   visible = (earlier_position[:, None] |
              (same_position[:, None] &
               (source_groups[:, None] < groups[None, :, None, None])))
   visible &= inside[:, None, :, None]
-  shape = tf.shape(visible)
-  return tf.reshape(visible, [shape[0], shape[1], -1])
+  n, q = ops.dims(visible)[:2]
+  return ops.reshape(visible, [n, q, -1])

@@ -3,8 +3,8 @@
 `python -m export.serving` writes a `tflic_networks` servable of stock TensorFlow ops, which
 a stock tensorflow_model_server serves (it lacks tflic's range coder ops,
 so it cannot serve the full codec). `SplitEncoder` sends an image to its `analysis`
-signature and entropy-codes the returned latents here (`tflic.lite.entropy_coder`: numpy
-and the portable C range coder). `analysis` runs the in-graph codec's own ops and the
+signature and entropy-codes the returned latents here, with the codec's C entropy core
+(`tflic.rangecoder.entropy_core`). `analysis` runs the in-graph codec's own ops and the
 entropy coding is exact integer arithmetic, so the files are byte-identical to
 `tflic.codec`'s when the server runs the same TensorFlow build on the same kind of CPU
 (elsewhere the float latents may differ in the last bits: the files are then still valid
@@ -25,7 +25,7 @@ import numpy as np
 from tflic import bitstream
 from tflic import errors
 from tflic.deterministic import reference as reference_lib
-from tflic.lite import entropy_coder
+from tflic.rangecoder import entropy_core
 
 NETWORKS = "tflic_networks"  # the servable's model name
 MANIFEST = "manifest.json"  # in the servable's assets/, beside reference_lib.FILENAME
@@ -196,8 +196,9 @@ class SplitEncoder:
     try:
       with open(os.path.join(assets, MANIFEST)) as f:
         manifest = json.load(f)
-      self.reference = reference_lib.load(os.path.join(assets, reference_lib.FILENAME))
-    except (OSError, ValueError) as e:
+      with np.load(os.path.join(assets, reference_lib.FILENAME)) as data:
+        self.core = entropy_core.Core({key: data[key] for key in data.files})
+    except (OSError, ValueError, KeyError, entropy_core.CoreError) as e:
       raise errors.TflicError(f"cannot read the servable's assets in {assets}: {e}") from None
     if manifest.get("format_version") != bitstream.VERSION:
       raise errors.TflicError(f"the servable writes tflic format version "
@@ -226,6 +227,9 @@ class SplitEncoder:
     if out["y"].shape[:3] != expected:
       raise errors.TflicError(f"the servable returned a latent of shape {out['y'].shape} for "
                               f"a {width}x{height} image")
-    z_stream, y_stream, check = entropy_coder.encode(self.reference, out["y"], out["z"])
+    try:
+      z_stream, y_stream, check, _ = self.core.encode(out["y"], out["z"])
+    except entropy_core.CoreError as e:
+      raise errors.TflicError(f"cannot encode the servable's latents: {e}") from None
     return bitstream.pack(self.mode, self.fingerprint, height, width, int(out["quality_code"]),
                           z_stream, y_stream, check)

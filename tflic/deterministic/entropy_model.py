@@ -9,33 +9,12 @@ codes files and must give the same integers (tests/test_entropy_core.py).
 
 import numpy as np
 
+from tflic.coding_order import candidate_slots
+from tflic.coding_order import window_offsets
 from tflic.deterministic import layers
 from tflic.deterministic import quantize
 
 ONE = 2**layers.ACT_BITS
-
-
-def window_offsets(window):
-  """(di, dj) of the w x w window slots, row-major: int32 [w * w, 2] (as coding_order)."""
-  r = window // 2
-  grid = np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij")
-  return np.stack(grid, -1).reshape(-1, 2).astype(np.int32)
-
-
-def candidate_slots(window, mode):
-  """The window slots a chunk can ever see in `mode`: int32 [s].
-
-  Later anti-diagonals are never visible, nor (wavefront) other positions of the chunk's
-  own. The others are masked out of the attention, where their weight is exactly 0, so
-  leaving them out gives the same integers with less than half the work.
-  """
-  offsets = window_offsets(window)
-  diagonal = offsets.sum(-1)
-  if mode == "serial":
-    visible = diagonal <= 0
-  else:
-    visible = (diagonal < 0) | np.all(offsets == 0, -1)
-  return np.flatnonzero(visible).astype(np.int32)
 
 
 def _gather(ops, grid, positions, offsets):

@@ -1,6 +1,7 @@
 """The array backend of the readable integer networks: numpy.
 
-The integer networks (`tflic.deterministic.layers`) are written against this small
+The integer networks (`tflic.deterministic.layers`) and the coding order
+(`tflic.coding_order`, whose default backend is TensorFlow) are written against this small
 interface. They are the reference the C core (tflic/rangecoder/entropy_core.c, which the
 codec and tflic-lite run) is tested against. Integers are carried in float64 arrays: every
 value, product and partial sum the networks form is an integer below 2^53 in magnitude,
@@ -102,6 +103,28 @@ class NumpyOps:
   @staticmethod
   def arange(n):
     return np.arange(n)
+
+  @staticmethod
+  def range(start, limit):
+    return np.arange(start, limit)
+
+  @staticmethod
+  def stack(values, axis):
+    return np.stack(values, axis)
+
+  @staticmethod
+  def stable_argsort(x):
+    return np.argsort(x, kind="stable")
+
+  @staticmethod
+  def invert_permutation(x):
+    inverse = np.empty_like(x)
+    inverse[x] = np.arange(x.size)
+    return inverse
+
+  @staticmethod
+  def reduce_all(x, axis):
+    return np.all(x, axis=axis)
 
 
 NUMPY = NumpyOps()

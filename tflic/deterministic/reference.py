@@ -9,6 +9,7 @@ This is the TF-free half of the deterministic design (the on-device decoder buil
 
 import numpy as np
 
+from tflic import coding_order
 from tflic.deterministic import entropy_model
 from tflic.deterministic import latent_check
 from tflic.deterministic import ops as ops_lib
@@ -19,38 +20,12 @@ _CONFIG_KEYS = ("config/window", "config/num_groups", "config/mode", "config/lat
 
 
 def context_mask(height, width, num_groups, window, mode):
-  """bool [h * w, K, w * w * K]: which window chunks each chunk sees (as
-  `tflic.coding_order.context_mask` for all positions, row-major, and all groups)."""
-  offsets = entropy_model.window_offsets(window)
+  """bool [h * w, K, w * w * K]: which window chunks each chunk sees, for all positions
+  (row-major) and all groups (`tflic.coding_order.context_mask` on numpy)."""
   i, j = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
   positions = np.stack([i.ravel(), j.ravel()], -1)
-  sources = positions[:, None, :] + offsets[None, :, :]
-  inside = ((sources[..., 0] >= 0) & (sources[..., 0] < height) &
-            (sources[..., 1] >= 0) & (sources[..., 1] < width))
-  if mode == "serial":
-    rank = zigzag_rank(height, width)
-    clipped = np.clip(sources, 0, [height - 1, width - 1])
-    earlier = rank[clipped[..., 0], clipped[..., 1]] < rank[positions[:, 0],
-                                                            positions[:, 1]][:, None]
-  else:
-    earlier = sources.sum(-1) < positions.sum(-1)[:, None]
-  same = np.all(offsets == 0, -1)[None, :, None]
-  groups = np.arange(num_groups)
-  visible = (earlier[:, None, :, None] |
-             (same[:, None] & (groups[None, None, None, :] < groups[None, :, None, None])))
-  visible &= inside[:, None, :, None]
-  return visible.reshape(len(positions), num_groups, -1)
-
-
-def zigzag_rank(height, width):
-  """Rank of every position in the 2D zigzag scan (as `coding_order.position_rank`)."""
-  i, j = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-  d = i + j
-  along = np.where(d % 2 == 1, i, height - 1 - i)
-  order = np.argsort((d * height + along).ravel(), kind="stable")
-  rank = np.empty_like(order)
-  rank[order] = np.arange(order.size)
-  return rank.reshape(height, width)
+  return coding_order.context_mask(height, width, num_groups, window, mode, positions,
+                                   np.arange(num_groups), ops=ops_lib.NUMPY)
 
 
 class Reference:

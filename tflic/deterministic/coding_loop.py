@@ -1,6 +1,6 @@
 """The codec's entropy coding in numpy: the readable reference of the C entropy core.
 
-The codec and tflic-lite code with `tflic/rangecoder/entropy_core.c`; the tests hold it
+Every encoder and decoder codes with `tflic/rangecoder/entropy_core.c`; the tests hold it
 to this implementation. `encode` and `decode` run the same coding loop:
 z's symbols with the factorized prior, then y chunk step by chunk step in coding order,
 each step's means and coding tables from the integer entropy model (`Reference`, numpy).
@@ -11,10 +11,12 @@ from either decodes with the other.
 import numpy as np
 
 from tflic import bitstream
+from tflic import coding_order
 from tflic import errors
 from tflic import rangecoder
 from tflic.deterministic import entropy_model
 from tflic.deterministic import latent_check
+from tflic.deterministic import ops as ops_lib
 from tflic.deterministic import reference as reference_lib
 
 SYMBOL_LIMIT = 1 << 20  # as tflic.codec: symbols beyond are clamped
@@ -22,18 +24,14 @@ _ONE = float(entropy_model.ONE)
 
 
 def coding_steps(height, width, num_groups, mode):
-  """The chunks of every coding step, in order: a list of (positions int32 [n, 2], group),
-  as `tflic.coding_order.step_chunks`."""
-  if mode == "serial":
-    rank = reference_lib.zigzag_rank(height, width).ravel()
-    order = np.argsort(rank)
-    cells = [np.array([[p // width, p % width]], np.int32) for p in order]
-  else:
-    cells = []
-    for d in range(height + width - 1):
-      i = np.arange(max(0, d - (width - 1)), min(d, height - 1) + 1, dtype=np.int32)
-      cells.append(np.stack([i, d - i], -1))
-  return [(positions, group) for positions in cells for group in range(num_groups)]
+  """The chunks of every coding step, in order: a list of (positions int32 [n, 2], group)
+  (`tflic.coding_order.step_chunks` on numpy)."""
+  steps = []
+  for step in range(coding_order.num_steps(height, width, num_groups, mode)):
+    positions, group = coding_order.step_chunks(step, height, width, num_groups, mode,
+                                                ops=ops_lib.NUMPY)
+    steps.append((positions.astype(np.int32), int(group)))
+  return steps
 
 
 def coding_loop(reference, hyper, height, width, step_fn):
