@@ -24,6 +24,7 @@ reshape. Both only move values, so the twin computes the same floats as the laye
 (tests compare them bitwise in TensorFlow); tflic/layers/ is unchanged.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -38,12 +39,14 @@ from tensorflow.lite.python import schema_util
 from tensorflow.lite.python.convert_phase import ConverterError
 
 import tflic
+from tflic import backends
 from tflic import bitstream
 from tflic import cli
 from tflic import common_flags
 from tflic import errors
 from tflic import model as model_lib
 from tflic import savedmodel
+from tflic import windows
 from tflic.deterministic import entropy_model as integer_model
 from tflic.deterministic import reference
 from tflic.layers import SwinBlock
@@ -63,8 +66,8 @@ MANIFEST_FILE = "manifest.json"
 _CHECK_LATENT_SIZE = (3, 5)
 _CHECK_TOLERANCE = 0.25 / 255
 # The layers' window (un)partitioning and mask value, which convert as they are.
-_window_partition = swin_lib._window_partition  # pylint: disable=protected-access
-_window_merge = swin_lib._window_merge  # pylint: disable=protected-access
+_window_partition = functools.partial(windows.partition, backends.TENSORFLOW)
+_window_merge = functools.partial(windows.merge, backends.TENSORFLOW)
 _MASKED = swin_lib._MASKED  # pylint: disable=protected-access
 _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
                   if not name.startswith("_")}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tflic import backends
 from tflic import bitstream
 from tflic import checkpoint
 from tflic import codec
@@ -15,7 +16,6 @@ from tflic import errors
 from tflic import training
 from tflic.deterministic import coding_loop
 from tflic.deterministic import entropy_model
-from tflic.deterministic import ops as ops_lib
 from tflic.deterministic import quantize
 from tflic.deterministic import reference
 
@@ -104,7 +104,7 @@ def test_integer_hyper_synthesis_tracks_keras(tiny_cnn, size):
   z = rng.integers(-6, 7, (1, *size, 16)).astype(np.float64)
   params = entropy_model.unflatten(entropy_model.integer_params(tiny_cnn))
   expected = tiny_cnn.hyper_synthesis(tf.constant(z, tf.float32)).numpy()
-  model = entropy_model.IntegerEntropyModel(ops_lib.NUMPY, params, 3, 4, "wavefront")
+  model = entropy_model.IntegerEntropyModel(backends.NUMPY, params, 3, 4, "wavefront")
   got = [model.hyper_features(z * entropy_model.ONE, 4 * size[0], 4 * size[1])]
   assert got[0].shape == expected.shape
   np.testing.assert_allclose(got[0] / entropy_model.ONE, expected, atol=4 / entropy_model.ONE)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tflic import backends
 from tflic import coding_order
-from tflic.deterministic import ops as ops_lib
 from tflic.deterministic import reference
 
 SHAPES = [(1, 1), (1, 7), (6, 1), (3, 5), (5, 3), (4, 4), (7, 9)]
@@ -80,7 +80,7 @@ def test_unknown_mode_is_rejected():
 @pytest.mark.parametrize("height,width", [(1, 1), (3, 7), (6, 4)])
 def test_numpy_backend_equals_tensorflow(height, width, mode):
   """The numpy reference and TF-free decoders read the same order as the training pass."""
-  numpy = ops_lib.NUMPY
+  numpy = backends.NUMPY
   positions = np.stack(np.meshgrid(np.arange(height), np.arange(width), indexing="ij"),
                        -1).reshape(-1, 2).astype(np.int32)
   expected = coding_order.context_mask(height, width, 4, 5, mode, tf.constant(positions),

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from tflic import backends
 from tflic import bitstream
 from tflic import codec
 from tflic import coding_order
@@ -21,7 +22,6 @@ from tflic import errors
 from tflic.deterministic import entropy_model
 from tflic.deterministic import latent_check
 from tflic.deterministic import layers
-from tflic.deterministic import ops as ops_lib
 from tflic.deterministic import reference
 from tflic.deterministic import tables as tables_lib
 
@@ -34,7 +34,7 @@ def _as_numpy(x):
 
 
 def test_floordiv_and_isqrt_are_exact_integers():
-  ops = ops_lib.NUMPY
+  ops = backends.NUMPY
   rng = np.random.default_rng(0)
   a = rng.integers(-2**51, 2**51, 20000).astype(np.int64)
   b = rng.integers(1, 2**26, 20000).astype(np.int64)
@@ -59,12 +59,12 @@ def test_integer_layer_norm_and_attention_track_the_float_layers():
   ln.beta.assign(rng.normal(0, 0.2, 96))
   from tflic.deterministic import quantize  # pylint: disable=g-import-not-at-top
   one = 2.0**layers.ACT_BITS
-  got = layers.layer_norm(ops_lib.NUMPY, quantize.layer_norm(ln), np.round(x * one)) / one
+  got = layers.layer_norm(backends.NUMPY, quantize.layer_norm(ln), np.round(x * one)) / one
   np.testing.assert_allclose(got, ln(x.astype(np.float32)).numpy(), atol=4e-3)
   logits, values = rng.normal(0, 2, (8, 5, 30)), rng.normal(0, 1, (8, 30, 16))
   mask = rng.random((8, 5, 30)) < 0.7
   mask[..., 0] = True
-  got = layers.attend(ops_lib.NUMPY, quantize.exp_table(), np.round(logits * one),
+  got = layers.attend(backends.NUMPY, quantize.exp_table(), np.round(logits * one),
                       np.round(values * one), mask) / one
   weights = np.where(mask, np.exp(logits - logits.max(-1, keepdims=True)), 0)
   expected = (weights / weights.sum(-1, keepdims=True)) @ values

@@ -93,14 +93,6 @@ def test_the_twin_computes_the_layers_floats(restored, tf_synthesize):
                                   tf_synthesize(latent, quality).numpy())
 
 
-def test_the_layers_as_they_are_need_flex_ops(restored, monkeypatch):
-  # Why the twin exists, and that a failed conversion is one line.
-  monkeypatch.setattr(tflite, "swin_block", lambda block, x: block(x))
-  with pytest.raises(errors.TflicError, match=r"^LiteRT conversion of the synthesis "
-                     r"failed: TF Select ops: [\w, ]*StridedSlice$"):
-    tflite.convert(restored.model)
-
-
 def test_a_shifted_block_converts_and_computes_the_layers_floats():
   # The tiny model has no shifted block (one block per stage): this one stands in.
   tf.random.set_seed(1)

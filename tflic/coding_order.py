@@ -14,76 +14,19 @@ Two decoding modes fix which coded chunks a chunk may see (inside its w x w wind
 This module is the single source of that order for every implementation in Python: the
 training pass (masks, TensorFlow), the numpy reference of the integer model and its
 coding loop (`tflic.deterministic`). Functions of a grid size take an array backend
-`ops`: TensorFlow by default (dynamic tensor sizes inside a graph), or
-`tflic.deterministic.ops.NUMPY`. The module imports no TensorFlow itself, so TF-free
+`ops` (`tflic.backends`): TensorFlow by default (dynamic tensor sizes inside a graph), or
+numpy. The module imports no TensorFlow itself, so TF-free
 decoders read it too. The C core (tflic/rangecoder/entropy_core.c) restates the order in
 C, where it runs.
 """
 
 import numpy as np
 
+from tflic.backends import TENSORFLOW
+
 SERIAL = "serial"
 WAVEFRONT = "wavefront"
 MODES = (SERIAL, WAVEFRONT)
-
-
-class _TensorFlowOps:
-  """The TensorFlow backend of the grid functions; imports TensorFlow on first use."""
-
-  name = "tensorflow"
-
-  @property
-  def tf(self):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    return tf
-
-  def arange(self, n):
-    return self.tf.range(n)
-
-  def range(self, start, limit):
-    return self.tf.range(start, limit)
-
-  def where(self, condition, x, y):
-    return self.tf.where(condition, x, y)
-
-  def reshape(self, x, shape):
-    return self.tf.reshape(x, shape)
-
-  def stack(self, values, axis):
-    return self.tf.stack(values, axis)
-
-  def stable_argsort(self, x):
-    return self.tf.argsort(x, stable=True)
-
-  def invert_permutation(self, x):
-    return self.tf.math.invert_permutation(x)
-
-  def gather_nd(self, x, indices):
-    return self.tf.gather_nd(x, indices)
-
-  def clip_indices(self, indices, high_0, high_1):
-    return self.tf.clip_by_value(indices, 0, self.tf.stack([high_0, high_1]))
-
-  def reduce_all(self, x, axis):
-    return self.tf.reduce_all(x, axis=axis)
-
-  def reduce_sum(self, x, axis):
-    return self.tf.reduce_sum(x, axis=axis)
-
-  def gather_rows(self, x, indices):
-    return self.tf.gather(x, indices)
-
-  def maximum(self, x, y):
-    return self.tf.maximum(x, y)
-
-  def minimum(self, x, y):
-    return self.tf.minimum(x, y)
-
-  def dims(self, x):
-    return list(self.tf.unstack(self.tf.shape(x)))
-
-
-TENSORFLOW = _TensorFlowOps()
 
 
 def check_mode(mode):
@@ -184,7 +127,7 @@ def context_mask(height, width, num_groups, window, mode, positions, groups, slo
     positions: int32 [n, 2], target positions.
     groups: int32 [q], target groups (the same for every position).
     slots: the window slots to list (e.g. `candidate_slots`); None: all w * w.
-    ops: the array backend (`TENSORFLOW` or `tflic.deterministic.ops.NUMPY`).
+    ops: the array backend (`tflic.backends`: TENSORFLOW or NUMPY).
 
   Returns:
     bool [n, q, s * K]; the last axis lists window slots (row-major, see

@@ -10,13 +10,13 @@ from either decodes with the other.
 
 import numpy as np
 
+from tflic import backends
 from tflic import bitstream
 from tflic import coding_order
 from tflic import errors
 from tflic import rangecoder
 from tflic.deterministic import entropy_model
 from tflic.deterministic import latent_check
-from tflic.deterministic import ops as ops_lib
 from tflic.deterministic import reference as reference_lib
 
 SYMBOL_LIMIT = 1 << 20  # as tflic.codec: symbols beyond are clamped
@@ -29,7 +29,7 @@ def coding_steps(height, width, num_groups, mode):
   steps = []
   for step in range(coding_order.num_steps(height, width, num_groups, mode)):
     positions, group = coding_order.step_chunks(step, height, width, num_groups, mode,
-                                                ops=ops_lib.NUMPY)
+                                                ops=backends.NUMPY)
     steps.append((positions.astype(np.int32), int(group)))
   return steps
 

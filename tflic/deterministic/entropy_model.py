@@ -2,7 +2,7 @@
 
 Inputs and outputs are integers at `layers.ACT_BITS` fractional bits (carried in
 float64): z_hat = z_symbols * 2^ACT_BITS + z_offsets, y_hat = y_symbols * 2^ACT_BITS +
-mean. `IntegerEntropyModel` bundles the numpy backend (`tflic.deterministic.ops`) with the
+mean. `IntegerEntropyModel` bundles the numpy backend (`tflic.backends.NUMPY`) with the
 parameters: the readable reference of the C core (tflic/rangecoder/entropy_core.c), which
 codes files and must give the same integers (tests/test_entropy_core.py).
 """
@@ -35,7 +35,7 @@ class IntegerEntropyModel:
   """h_s, context predictions and table indexes of one model on one backend.
 
   Args:
-    ops: a backend from `tflic.deterministic.ops`.
+    ops: a backend from `tflic.backends` (NUMPY).
     params: {"hyper_synthesis", "context", "gelu", "exp", "thresholds", ...} as made by
       `quantize.network_params` and `quantize.libm_tables`, arrays as the backend's
       float64 tensors.

@@ -3,13 +3,15 @@
 Fixed point: an activation `a` stands for `a / 2^ACT_BITS`; a weight column `w` with
 shift `s` for `w / 2^s` (layers keep `unscale` = 2^-s per output column), its bias at
 `ACT_BITS + s` fractional bits. Every function takes
-`ops` (`tflic.deterministic.ops`) and a parameter dict made by
+`ops` (`tflic.backends.NUMPY`) and a parameter dict made by
 `tflic.deterministic.quantize`. Activations are clamped to |a| <= ACT_LIMIT after every
 rescaling, which with |w| <= 2^WEIGHT_BITS and at most 2^11 terms per sum keeps every
 partial sum below 2^53 (exact in float64); convolutions (the CNN h_s) sum at most
 MAX_CONV_TERMS products of 2^36, below 2^52. Nonlinearities are tables (GELU, exp) and exact
 integer division / square roots.
 """
+
+from tflic import windows
 
 ACT_BITS = 10  # fractional bits of activations: a resolution of 1/1024
 ACT_LIMIT = 2.0**21  # |activation| <= 2048.0
@@ -130,55 +132,21 @@ def _merge_heads(ops, x):
   return ops.reshape(x, dims[:-2] + [x.shape[-2] * x.shape[-1]])
 
 
-def window_attention(ops, p, tables, windows, same_region):
-  """Swin window attention: windows [B', N, dim]; same_region bool [nW, N, N] or None."""
+def window_attention(ops, p, tables, windowed, same_region):
+  """Swin window attention: windowed [B', N, dim]; same_region bool [nW, N, N] or None."""
   heads = p["heads"]
-  qkv = dense(ops, p["qkv"], windows)
+  qkv = dense(ops, p["qkv"], windowed)
   dim = qkv.shape[-1] // 3
   q, k, v = (_split_heads(ops, qkv[..., i * dim:(i + 1) * dim], heads)
              for i in range(3))  # [B', heads, N, hd]
   logits = shift_round(ops, ops.matmul(q, k, transpose_b=True), ACT_BITS) + p["bias"]
-  n = windows.shape[1]
+  n = windowed.shape[1]
   num_windows = ops.dims(same_region)[0]
   logits = ops.reshape(logits, [-1, num_windows, heads, n, n])
   logits = ops.where(same_region[None, :, None], logits, MASKED)
   logits = ops.reshape(logits, [-1, heads, n, n])
   out = attend(ops, tables["exp"], logits, v)
   return dense(ops, p["proj"], _merge_heads(ops, out))
-
-
-def _window_partition(ops, x, ws):
-  """[B, H, W, C] (H, W multiples of ws) -> [B * nW, ws * ws, C]."""
-  b, h, w, c = ops.dims(x)
-  x = ops.reshape(x, [b, h // ws, ws, w // ws, ws, c])
-  return ops.reshape(ops.transpose(x, [0, 1, 3, 2, 4, 5]), [-1, ws * ws, c])
-
-
-def _window_merge(ops, windows, b, h, w, ws):
-  """Inverse of `_window_partition`."""
-  c = windows.shape[-1]
-  x = ops.reshape(windows, [b, h // ws, w // ws, ws, ws, c])
-  return ops.reshape(ops.transpose(x, [0, 1, 3, 2, 4, 5]), [b, h, w, c])
-
-
-def same_region(ops, height, width, padded_height, padded_width, ws, shift):
-  """bool [nW, N, N]: which tokens of a window may attend to each other.
-
-  As `tflic.layers.swin_block.attention_mask`: both real (not padding) and neighbours
-  before the cyclic shift.
-  """
-  rows, cols = ops.arange(padded_height), ops.arange(padded_width)
-  valid = (rows[:, None] < height) & (cols[None, :] < width)
-  if shift:
-    def regions(index, size):
-      return ops.where(index < size - ws, 0, ops.where(index < size - shift, 1, 2))
-    ids = regions(rows, padded_height)[:, None] * 3 + regions(cols, padded_width)[None, :]
-    valid = ops.roll(valid, [-shift, -shift], [0, 1])
-  else:
-    ids = rows[:, None] * 0 + cols[None, :] * 0
-  ids = ops.where(valid, ids, -1)
-  ids = _window_partition(ops, ids[None, :, :, None], ws)[:, :, 0]
-  return ops.equal(ids[:, :, None], ids[:, None, :])
 
 
 def swin_block(ops, p, tables, x):
@@ -191,9 +159,9 @@ def swin_block(ops, p, tables, x):
   h = ops.pad(h, [[0, 0], [0, padded_height - height], [0, padded_width - width], [0, 0]])
   if shift:
     h = ops.roll(h, [-shift, -shift], [1, 2])
-  region = same_region(ops, height, width, padded_height, padded_width, ws, shift)
-  h = window_attention(ops, p["attn"], tables, _window_partition(ops, h, ws), region)
-  h = _window_merge(ops, h, b, padded_height, padded_width, ws)
+  region = windows.same_region(ops, height, width, padded_height, padded_width, ws, shift)
+  h = window_attention(ops, p["attn"], tables, windows.partition(ops, h, ws), region)
+  h = windows.merge(ops, h, b, padded_height, padded_width, ws)
   if shift:
     h = ops.roll(h, [shift, shift], [1, 2])
   x = clamp(ops, x + h[:, :height, :width])

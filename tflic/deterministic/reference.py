@@ -9,10 +9,10 @@ This is the TF-free half of the deterministic design (the on-device decoder buil
 
 import numpy as np
 
+from tflic import backends
 from tflic import coding_order
 from tflic.deterministic import entropy_model
 from tflic.deterministic import latent_check
-from tflic.deterministic import ops as ops_lib
 
 FILENAME = "integer_entropy_model.npz"
 _CONFIG_KEYS = ("config/window", "config/num_groups", "config/mode", "config/latent_channels",
@@ -25,7 +25,7 @@ def context_mask(height, width, num_groups, window, mode):
   i, j = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
   positions = np.stack([i.ravel(), j.ravel()], -1)
   return coding_order.context_mask(height, width, num_groups, window, mode, positions,
-                                   np.arange(num_groups), ops=ops_lib.NUMPY)
+                                   np.arange(num_groups), ops=backends.NUMPY)
 
 
 class Reference:
@@ -38,7 +38,7 @@ class Reference:
     self.mode = str(mode)
     self.tables = {k: flat.pop(k) for k in list(flat) if k.startswith("tables/")}
     self.model = entropy_model.IntegerEntropyModel(
-        ops_lib.NUMPY, entropy_model.unflatten(flat), int(self.window),
+        backends.NUMPY, entropy_model.unflatten(flat), int(self.window),
         int(self.num_groups), self.mode)
 
   def parameters(self, z_symbols, y_hat):

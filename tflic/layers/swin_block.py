@@ -1,7 +1,14 @@
-"""Swin transformer block: (shifted) window attention and an MLP, pre-norm residuals."""
+"""Swin transformer block: (shifted) window attention and an MLP, pre-norm residuals.
+
+The windows, the cyclic shift and the mask come from `tflic.windows` on the TensorFlow
+backend (`tflic.backends`), which the integer reference shares, in ops LiteRT has as
+builtins.
+"""
 
 import tensorflow as tf
 
+from tflic import windows
+from tflic.backends import TENSORFLOW as _TF
 from tflic.layers.initializers import mlp
 from tflic.layers.layer_norm import LayerNorm
 from tflic.layers.window_attention import WindowAttention
@@ -11,44 +18,13 @@ from tflic.layers.window_attention import WindowAttention
 _MASKED = -1e4
 
 
-def _window_partition(x, window_size):
-  """[B, H, W, C] (H, W multiples of window_size) -> [B * nW, window_size**2, C]."""
-  shape = tf.shape(x)
-  c = x.shape[-1] if x.shape[-1] is not None else shape[3]
-  x = tf.reshape(x, [shape[0], shape[1] // window_size, window_size,
-                     shape[2] // window_size, window_size, c])
-  return tf.reshape(tf.transpose(x, [0, 1, 3, 2, 4, 5]), [-1, window_size**2, c])
-
-
-def _window_merge(windows, batch, height, width, window_size):
-  """Inverse of `_window_partition`."""
-  c = windows.shape[-1]
-  x = tf.reshape(windows, [batch, height // window_size, width // window_size,
-                           window_size, window_size, c])
-  return tf.reshape(tf.transpose(x, [0, 1, 3, 2, 4, 5]), [batch, height, width, c])
-
-
 def attention_mask(height, width, padded_height, padded_width, window_size, shift):
-  """Additive mask [nW, N, N] for the windows of a padded, cyclically shifted map.
-
-  Tokens attend to each other only if they are both real (not padding) and were
-  neighbours before the cyclic shift, so results never depend on the padding amount.
-  """
-  rows = tf.range(padded_height)
-  cols = tf.range(padded_width)
-  valid = (rows[:, None] < height) & (cols[None, :] < width)
-  if shift:
-    # Regions of the shifted map that came from different sides of the image.
-    def regions(index, size):
-      return tf.where(index < size - window_size, 0,
-                      tf.where(index < size - shift, 1, 2))
-    ids = regions(rows, padded_height)[:, None] * 3 + regions(cols, padded_width)[None, :]
-    valid = tf.roll(valid, shift=[-shift, -shift], axis=[0, 1])
-  else:
-    ids = tf.zeros([padded_height, padded_width], tf.int32)
-  ids = tf.where(valid, ids, -1)
-  ids = _window_partition(ids[None, :, :, None], window_size)[:, :, 0]  # [nW, N]
-  return tf.where(tf.equal(ids[:, :, None], ids[:, None, :]), 0.0, _MASKED)
+  """Additive mask [nW, N, N] for the windows of a padded, cyclically shifted map: 0
+  where two tokens may attend (`tflic.windows.same_region`), a large negative logit
+  elsewhere."""
+  region = windows.same_region(_TF, height, width, padded_height, padded_width, window_size,
+                               shift)
+  return tf.where(region, 0.0, _MASKED)
 
 
 @tf.keras.utils.register_keras_serializable(package="tflic")
@@ -86,13 +62,13 @@ class SwinBlock(tf.keras.layers.Layer):
     if not whole_windows:
       h = tf.pad(h, [[0, 0], [0, padded_height - height], [0, padded_width - width], [0, 0]])
     if shift:
-      h = tf.roll(h, shift=[-shift, -shift], axis=[1, 2])
+      h = _TF.roll(h, [-shift, -shift], [1, 2])
     mask = (None if whole_windows and not shift else
             attention_mask(height, width, padded_height, padded_width, ws, shift))
-    h = self.attn(_window_partition(h, ws), mask=mask)
-    h = _window_merge(h, batch, padded_height, padded_width, ws)
+    h = self.attn(windows.partition(_TF, h, ws), mask=mask)
+    h = windows.merge(_TF, h, batch, padded_height, padded_width, ws)
     if shift:
-      h = tf.roll(h, shift=[shift, shift], axis=[1, 2])
+      h = _TF.roll(h, [shift, shift], [1, 2])
     x = x + (h if whole_windows else h[:, :height, :width])
     return x + self.mlp(self.norm2(x))
 

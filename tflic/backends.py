@@ -1,9 +1,13 @@
-"""The array backend of the readable integer networks: numpy.
+"""Array backends: code written once for numpy and TensorFlow.
 
-The integer networks (`tflic.deterministic.layers`) and the coding order
-(`tflic.coding_order`, whose default backend is TensorFlow) are written against this small
-interface. They are the reference the C core (tflic/rangecoder/entropy_core.c, which the
-codec and tflic-lite run) is tested against. Integers are carried in float64 arrays: every
+The coding order (`tflic.coding_order`), the Swin windows (`tflic.windows`) and the
+integer networks (`tflic.deterministic.layers`, numpy only) are written against this small
+interface, so the float model (TensorFlow, in a graph, dynamic sizes) and the TF-free
+integer reference (numpy) share one definition. This module imports no TensorFlow:
+`TENSORFLOW` imports it on first use.
+
+The integer networks are the reference the C core (tflic/rangecoder/entropy_core.c, which
+the codec and tflic-lite run) is tested against. Integers are carried in float64 arrays: every
 value, product and partial sum the networks form is an integer below 2^53 in magnitude,
 so float64 adds and multiplies them exactly whatever the summation order, vector width,
 thread count or BLAS library (IEEE-754 leaves no freedom there), and matrix products use
@@ -15,7 +19,7 @@ import numpy as np
 
 
 class NumpyOps:
-  """The numpy backend: imports no TensorFlow."""
+  """The numpy backend."""
 
   name = "numpy"
 
@@ -50,8 +54,9 @@ class NumpyOps:
   where = staticmethod(np.where)
   reshape = staticmethod(np.reshape)
   transpose = staticmethod(np.transpose)
-  roll = staticmethod(np.roll)
+  roll = staticmethod(np.roll)  # roll(x, shifts, axes)
   equal = staticmethod(np.equal)
+  expand_dims = staticmethod(np.expand_dims)
 
   @staticmethod
   def clip(x, low, high):
@@ -128,3 +133,85 @@ class NumpyOps:
 
 
 NUMPY = NumpyOps()
+
+
+class TensorFlowOps:
+  """The TensorFlow backend (what the coding order and the windows use), with ops LiteRT
+  has as builtins, so that models built on it convert as they are (export/tflite.py)."""
+
+  name = "tensorflow"
+
+  @property
+  def tf(self):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return tf
+
+  def dims(self, x):
+    """The sizes of x's axes: static where known (Keras keeps static shapes), else
+    scalar tensors."""
+    dynamic = self.tf.shape(x)
+    return [size if size is not None else dynamic[i] for i, size in enumerate(x.shape)]
+
+  def arange(self, n):
+    return self.tf.range(n)
+
+  def range(self, start, limit):
+    return self.tf.range(start, limit)
+
+  def where(self, condition, x, y):
+    return self.tf.where(condition, x, y)
+
+  def reshape(self, x, shape):
+    return self.tf.reshape(x, shape)
+
+  def transpose(self, x, perm):
+    return self.tf.transpose(x, perm)
+
+  def expand_dims(self, x, axis):
+    # Not x[:, None]: new-axis indexing is a StridedSlice LiteRT leaves to flex ops.
+    return self.tf.expand_dims(x, axis)
+
+  def equal(self, x, y):
+    return self.tf.equal(x, y)
+
+  def roll(self, x, shifts, axes):
+    """np.roll for |shift| below every size along `axes`: a slice and a concat per axis
+    (tf.roll is a flex op in LiteRT). Only moves values."""
+    for shift, axis in zip(shifts, axes):
+      lead = (slice(None),) * axis
+      x = self.tf.concat([x[lead + (slice(-shift, None),)], x[lead + (slice(None, -shift),)]],
+                         axis)
+    return x
+
+  def stack(self, values, axis):
+    return self.tf.stack(values, axis)
+
+  def stable_argsort(self, x):
+    return self.tf.argsort(x, stable=True)
+
+  def invert_permutation(self, x):
+    return self.tf.math.invert_permutation(x)
+
+  def gather_nd(self, x, indices):
+    return self.tf.gather_nd(x, indices)
+
+  def gather_rows(self, x, indices):
+    return self.tf.gather(x, indices)
+
+  def clip_indices(self, indices, high_0, high_1):
+    return self.tf.clip_by_value(indices, 0, self.tf.stack([high_0, high_1]))
+
+  def reduce_all(self, x, axis):
+    return self.tf.reduce_all(x, axis=axis)
+
+  def reduce_sum(self, x, axis):
+    return self.tf.reduce_sum(x, axis=axis)
+
+  def maximum(self, x, y):
+    return self.tf.maximum(x, y)
+
+  def minimum(self, x, y):
+    return self.tf.minimum(x, y)
+
+
+TENSORFLOW = TensorFlowOps()
