@@ -410,3 +410,34 @@ def test_weights_average_follows_its_decay_and_lives_in_the_checkpoints(tmp_path
   latest = checkpoint.latest_checkpoint(str(workdir))
   assert prefixes == [(latest, training.weights_digest(weights)),
                       (latest + ".average", training.weights_digest(average))]
+
+
+def test_resume_point_is_the_average_and_seeds_a_new_run(tmp_path):
+  """tools/resume_point.py writes the weights' average as a model-only training directory,
+  replacing the previous one whole; --init_from starts from it at the run's step."""
+  cfg = config.load("tiny")
+  cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, average_decay=0.5))
+  workdir, out = tmp_path / "run", tmp_path / "models" / "tiny"
+  trainer = training.Trainer(cfg, str(workdir), tf.distribute.get_strategy())
+  trainer._build_optimizer()  # pylint: disable=protected-access  (as a train step does)
+  trainer.start_average()
+  for v in trainer.average.variables:  # an average that differs from the weights
+    if v.dtype.is_floating:
+      v.assign(v + 0.25)
+  trainer.step.assign(12)
+  checkpoint.save_config(str(workdir), cfg)
+  trainer.save()
+  for _ in range(2):  # the second call replaces the first resume point
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "resume_point.py"),
+                             f"--workdir={workdir}", f"--out={out}"],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "at step 12" in result.stdout
+  assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]  # nothing staged left
+  _, restored, step = checkpoint.restore_model(str(out))
+  assert step == 12
+  assert training.weights_digest(restored) == training.weights_digest(trainer.average)
+  seeded = training.Trainer(cfg, str(tmp_path / "new"), tf.distribute.get_strategy())
+  seeded.warm_start(str(out))
+  assert int(seeded.step.numpy()) == 12
+  assert training.weights_digest(seeded.model) == training.weights_digest(trainer.average)

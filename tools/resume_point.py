@@ -1,0 +1,58 @@
+r"""Writes a long run's resume point: the moving average of its weights, model only.
+
+  python tools/resume_point.py --workdir=runs/medium_hifi --out=models/medium_hifi
+
+The output is a training directory (config.json and one model-only checkpoint, float32,
+no optimizer state) that `python -m tflic.train --init_from=OUT` and `tools/long_run.sh`
+start from when the run's own checkpoints are gone (a new machine): training resumes from
+the averaged weights at the run's step, with a fresh optimizer (and its warm-up). It
+replaces OUT as a whole (staged beside it, then swapped), so OUT is never left half
+written. About 4 bytes per parameter: 13 MB for `medium`.
+"""
+
+import os
+import shutil
+import sys
+
+from absl import app
+from absl import flags
+
+from tflic import checkpoint
+from tflic import errors
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's training directory.",
+                               required=True)
+_OUT = flags.DEFINE_string("out", None, "The resume point's directory (replaced).",
+                           required=True)
+
+
+def write(workdir, out):
+  """Writes the average of `workdir`'s latest checkpoint to `out`; returns (step, bytes)."""
+  cfg, model, step = checkpoint.restore_model(workdir, average=True)
+  staged = out.rstrip("/") + ".staged"
+  shutil.rmtree(staged, ignore_errors=True)
+  checkpoint.save_model(staged, cfg, model, step)
+  old = out.rstrip("/") + ".old"
+  shutil.rmtree(old, ignore_errors=True)
+  if os.path.exists(out):
+    os.rename(out, old)
+  os.rename(staged, out)
+  shutil.rmtree(old, ignore_errors=True)
+  size = sum(os.path.getsize(os.path.join(root, name))
+             for root, _, names in os.walk(out) for name in names)
+  return step, size
+
+
+def main(argv):
+  del argv
+  try:
+    step, size = write(_WORKDIR.value, _OUT.value)
+  except errors.TflicError as e:
+    print(f"resume_point: error: {e}", file=sys.stderr)
+    return 2
+  print(f"{_OUT.value}: the average of {_WORKDIR.value} at step {step}, {size / 1e6:.1f} MB")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)
