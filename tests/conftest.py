@@ -102,6 +102,7 @@ _COSTS = {
     "test_train.py::test_lambda_weights_set_how_often_each_lambda_is_drawn": 1,
     "test_train.py::test_nan_loss_stops_and_keeps_last_good_checkpoint": 1,
     "test_deterministic.py::test_a_flipped_table_index_is_a_desync_error": 1,
+    "test_train.py::test_resume_point_is_the_average_and_seeds_a_new_run": 20,
     "test_widening.py::"
     "test_a_widening_that_does_not_fit_is_refused[embed_dims0-num_heads0-not": 1,
 }
