@@ -31,15 +31,25 @@ def _documents():
     yield from sorted(REPO.glob(pattern))
 
 
+def _anchors(path):
+  """GitHub's anchors of a Markdown file's headings."""
+  text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.DOTALL)
+  headings = re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)
+  return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
 def test_relative_links_resolve():
   link = re.compile(r"\]\(([^)\s]+)\)")
   broken = []
   for path in _documents():
     text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.DOTALL)
     for target in link.findall(text):
-      if re.match(r"[a-z]+:", target) or target.startswith("#"):
-        continue  # a URL, or an anchor in the same page
-      target = target.split("#", 1)[0]
-      if not (path.parent / target).exists():
+      if re.match(r"[a-z]+:", target):
+        continue  # a URL
+      name, _, anchor = target.partition("#")
+      linked = (path.parent / name) if name else path
+      if not linked.exists():
         broken.append(f"{path.relative_to(REPO)}: {target}")
-  assert not broken, "links to missing files:\n" + "\n".join(broken)
+      elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+        broken.append(f"{path.relative_to(REPO)}: {target} (no such heading)")
+  assert not broken, "links to missing files or headings:\n" + "\n".join(broken)
