@@ -110,7 +110,7 @@ class Report:
 
 def render_results(rep):
   """The model's RD table (means over the images) and a line of BD-rates."""
-  lines = [f"| quality | bpp | PSNR [dB] | MS-SSIM | encode [s] | decode [s] |",
+  lines = ["| quality | bpp | PSNR [dB] | MS-SSIM | encode [s] | decode [s] |",
            "|---|---|---|---|---|---|"]
   for row in rep.model_rows():
     lines.append(f"| {_quality_label(row['setting'])} | {row['bpp']:.3f} | {row['psnr']:.2f} "
