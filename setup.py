@@ -118,8 +118,8 @@ setuptools.setup(
         "tqdm",
     ],
     # keras-cv is optional: measured against tf.image on the training input path it is
-    # 15x slower for crop + flip, and resamples instead of cropping (README, "Datasets
-    # (tensorflow-datasets)"; reports/augmentation). Only benchmarks/augmentation.py uses it.
+    # 15x slower for crop + flip, and resamples instead of cropping (docs/datasets.md;
+    # reports/augmentation). Only benchmarks/augmentation.py uses it.
     extras_require={"keras-cv": ["keras-cv"]},
     ext_modules=[
         setuptools.Extension(

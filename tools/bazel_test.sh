@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds and tests tflic with Bazel, offline (README.md, "Building with Bazel").
+# Builds and tests tflic with Bazel, offline (docs/bazel.md).
 #
 # Usage: tools/bazel_test.sh [BAZEL TEST ARGS...]         (default: //...)
 #   tools/bazel_test.sh --test_tag_filters=fast //...     the fast subset (.ci/run)
