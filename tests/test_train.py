@@ -413,8 +413,9 @@ def test_weights_average_follows_its_decay_and_lives_in_the_checkpoints(tmp_path
 
 
 def test_resume_point_is_the_average_and_seeds_a_new_run(tmp_path):
-  """tools/resume_point.py writes the weights' average as a model-only training directory,
-  replacing the previous one whole; --init_from starts from it at the run's step."""
+  """tools/resume_point.py writes the weights' average (or the weights) as a model-only
+  training directory, replacing the previous one whole; --init_from starts from it at the
+  run's step."""
   cfg = config.load("tiny")
   cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, average_decay=0.5))
   workdir, out = tmp_path / "run", tmp_path / "models" / "tiny"
@@ -427,16 +428,21 @@ def test_resume_point_is_the_average_and_seeds_a_new_run(tmp_path):
   trainer.step.assign(12)
   checkpoint.save_config(str(workdir), cfg)
   trainer.save()
-  for _ in range(2):  # the second call replaces the first resume point
+
+  def resume_point(*flags):
     result = subprocess.run([sys.executable, str(REPO / "tools" / "resume_point.py"),
-                             f"--workdir={workdir}", f"--out={out}"],
+                             f"--workdir={workdir}", f"--out={out}", *flags],
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "at step 12" in result.stdout
-  assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]  # nothing staged left
-  _, restored, step = checkpoint.restore_model(str(out))
-  assert step == 12
-  assert training.weights_digest(restored) == training.weights_digest(trainer.average)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]  # nothing staged left
+    _, restored, step = checkpoint.restore_model(str(out))
+    assert step == 12
+    return training.weights_digest(restored)
+
+  assert resume_point("--source=weights") == training.weights_digest(trainer.model)
+  # The next call replaces it.
+  assert resume_point() == training.weights_digest(trainer.average)
   seeded = training.Trainer(cfg, str(tmp_path / "new"), tf.distribute.get_strategy())
   seeded.warm_start(str(out))
   assert int(seeded.step.numpy()) == 12

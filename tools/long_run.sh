@@ -4,8 +4,8 @@
 #   tools/long_run.sh [CONFIG] [FLAGS...]     # default CONFIG: medium_hifi
 #
 # Resumes runs/CONFIG's checkpoints; where they are gone (a new machine), starts from the
-# resume point committed in models/CONFIG (weights and their average; the optimizer
-# starts afresh), else from scratch. Runs in the background at the lowest priority
+# resume point committed in models/CONFIG (tools/resume_point.py: the weights or their
+# average at a step; the optimizer and the average start afresh), else from scratch. Runs in the background at the lowest priority
 # (tools/background.sh), logging to runs/CONFIG.log, from a snapshot of this checkout's
 # HEAD in runs/source (TensorFlow re-reads a traced function's source file: editing the
 # checkout under a running job breaks its next trace). Stop it with `kill PID` (SIGTERM

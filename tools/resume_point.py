@@ -1,11 +1,14 @@
 r"""Writes a long run's resume point: the moving average of its weights, model only.
 
-  python tools/resume_point.py --workdir=runs/medium_hifi --out=models/medium_hifi
+  python tools/resume_point.py --workdir=runs/medium_hifi --out=models/medium_hifi \
+      [--source=weights]
 
 The output is a training directory (config.json and one model-only checkpoint, float32,
 no optimizer state) that `python -m tflic.train --init_from=OUT` and `tools/long_run.sh`
 start from when the run's own checkpoints are gone (a new machine): training resumes from
-the averaged weights at the run's step, with a fresh optimizer (and its warm-up). It
+the averaged weights (or, with --source=weights, the weights themselves: early in a
+run the average still carries much of the initialisation, so the crop check decides) at
+the run's step, with a fresh optimizer (and its warm-up). It
 replaces OUT as a whole (staged beside it, then swapped), so OUT is never left half
 written. About 4 bytes per parameter: 13 MB for `medium`.
 """
@@ -24,11 +27,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The run's training directory.",
                                required=True)
 _OUT = flags.DEFINE_string("out", None, "The resume point's directory (replaced).",
                            required=True)
+_SOURCE = flags.DEFINE_enum("source", "average", ["average", "weights"],
+                            "What to keep: the weights' moving average, or the weights.")
 
 
-def write(workdir, out):
-  """Writes the average of `workdir`'s latest checkpoint to `out`; returns (step, bytes)."""
-  cfg, model, step = checkpoint.restore_model(workdir, average=True)
+def write(workdir, out, average=True):
+  """Writes the average (or the weights) of `workdir`'s latest checkpoint to `out`;
+  returns (step, bytes)."""
+  cfg, model, step = checkpoint.restore_model(workdir, average=average)
   staged = out.rstrip("/") + ".staged"
   shutil.rmtree(staged, ignore_errors=True)
   checkpoint.save_model(staged, cfg, model, step)
@@ -46,11 +52,12 @@ def write(workdir, out):
 def main(argv):
   del argv
   try:
-    step, size = write(_WORKDIR.value, _OUT.value)
+    step, size = write(_WORKDIR.value, _OUT.value, _SOURCE.value == "average")
   except errors.TflicError as e:
     print(f"resume_point: error: {e}", file=sys.stderr)
     return 2
-  print(f"{_OUT.value}: the average of {_WORKDIR.value} at step {step}, {size / 1e6:.1f} MB")
+  print(f"{_OUT.value}: the {_SOURCE.value} of {_WORKDIR.value} at step {step}, "
+        f"{size / 1e6:.1f} MB")
   return 0
 
 
