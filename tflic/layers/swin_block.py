@@ -1,4 +1,11 @@
-"""Swin transformer block: (shifted) window attention and an MLP, pre-norm residuals."""
+"""Swin transformer block: (shifted) window attention and an MLP, pre-norm residuals.
+
+Written with ops LiteRT has as builtins, so that the transforms convert as they are
+(export/tflite.py): the cyclic shift is two slices and a concat per axis (`tf.roll` is a
+flex op), and new axes come from expand_dims and reshape (new-axis indexing is a
+StridedSlice the converter leaves to flex). Both only move values: the floats are those
+of tf.roll and indexing.
+"""
 
 import tensorflow as tf
 
@@ -28,6 +35,15 @@ def _window_merge(windows, batch, height, width, window_size):
   return tf.reshape(tf.transpose(x, [0, 1, 3, 2, 4, 5]), [batch, height, width, c])
 
 
+def _roll(x, shift, axes):
+  """tf.roll(x, shift, axes) for |shift| below every size along `axes`: a slice and a
+  concat per axis."""
+  for axis in axes:
+    lead = (slice(None),) * axis
+    x = tf.concat([x[lead + (slice(-shift, None),)], x[lead + (slice(None, -shift),)]], axis)
+  return x
+
+
 def attention_mask(height, width, padded_height, padded_width, window_size, shift):
   """Additive mask [nW, N, N] for the windows of a padded, cyclically shifted map.
 
@@ -36,19 +52,21 @@ def attention_mask(height, width, padded_height, padded_width, window_size, shif
   """
   rows = tf.range(padded_height)
   cols = tf.range(padded_width)
-  valid = (rows[:, None] < height) & (cols[None, :] < width)
+  valid = tf.logical_and(tf.expand_dims(rows, 1) < height, tf.expand_dims(cols, 0) < width)
   if shift:
     # Regions of the shifted map that came from different sides of the image.
     def regions(index, size):
       return tf.where(index < size - window_size, 0,
                       tf.where(index < size - shift, 1, 2))
-    ids = regions(rows, padded_height)[:, None] * 3 + regions(cols, padded_width)[None, :]
-    valid = tf.roll(valid, shift=[-shift, -shift], axis=[0, 1])
+    ids = (tf.expand_dims(regions(rows, padded_height), 1) * 3 +
+           tf.expand_dims(regions(cols, padded_width), 0))
+    valid = _roll(valid, -shift, (0, 1))
   else:
     ids = tf.zeros([padded_height, padded_width], tf.int32)
   ids = tf.where(valid, ids, -1)
-  ids = _window_partition(ids[None, :, :, None], window_size)[:, :, 0]  # [nW, N]
-  return tf.where(tf.equal(ids[:, :, None], ids[:, None, :]), 0.0, _MASKED)
+  ids = _window_partition(tf.reshape(ids, [1, padded_height, padded_width, 1]), window_size)
+  ids = tf.reshape(ids, [-1, window_size**2])  # [nW, N]
+  return tf.where(tf.equal(tf.expand_dims(ids, 2), tf.expand_dims(ids, 1)), 0.0, _MASKED)
 
 
 @tf.keras.utils.register_keras_serializable(package="tflic")
@@ -86,13 +104,13 @@ class SwinBlock(tf.keras.layers.Layer):
     if not whole_windows:
       h = tf.pad(h, [[0, 0], [0, padded_height - height], [0, padded_width - width], [0, 0]])
     if shift:
-      h = tf.roll(h, shift=[-shift, -shift], axis=[1, 2])
+      h = _roll(h, -shift, (1, 2))
     mask = (None if whole_windows and not shift else
             attention_mask(height, width, padded_height, padded_width, ws, shift))
     h = self.attn(_window_partition(h, ws), mask=mask)
     h = _window_merge(h, batch, padded_height, padded_width, ws)
     if shift:
-      h = tf.roll(h, shift=[shift, shift], axis=[1, 2])
+      h = _roll(h, shift, (1, 2))
     x = x + (h if whole_windows else h[:, :height, :width])
     return x + self.mlp(self.norm2(x))
 
