@@ -59,6 +59,10 @@ _OVERWRITE = common_flags.OVERWRITE
 _ANALYSIS = flags.DEFINE_bool(
     "analysis", True, "Also export the encoder's networks (analysis.tflite), for `tflic "
     "compress` without TensorFlow; --noanalysis writes a decoder's files only.")
+_LINK_ENTROPY_MODEL = flags.DEFINE_bool(
+    "link_entropy_model", False, "Name the SavedModel's own assets/integer_entropy_model.npz "
+    "in the manifest (by a path relative to --out) instead of writing a copy: for an export "
+    "that ships beside its SavedModel, as tflic/bundled/lite beside tflic/bundled/model.")
 common_flags.declare_key_flags(__name__, "model", "out", "overwrite")
 
 SYNTHESIS_FILE = "synthesis.tflite"
@@ -206,12 +210,13 @@ def _sha256(path):
     return hashlib.sha256(f.read()).hexdigest()
 
 
-def manifest(restored, networks, builtins, files):
+def manifest(restored, networks, builtins, files, names=None):
   """The manifest.json contents: the model's identity, sizes and strides, the files with
   their SHA-256, and each network's signature, tensors and ops.
 
   networks: name -> the loaded `tflic.lite.synthesis` network; builtins: name -> its
-  builtin op names; files: role -> path of the files written.
+  builtin op names; files: role -> path of the files written; names: role -> the name
+  the manifest gives a file outside the export (relative to it).
   """
   cfg = restored.config.model
   contents = {
@@ -226,8 +231,9 @@ def manifest(restored, networks, builtins, files):
       "hyper_stride": model_lib.HYPER_STRIDE,
       "latent_scale": integer_model.ONE,
       "config": json.loads(restored.config.to_json()),
-      "files": {role: {"name": os.path.basename(path), "sha256": _sha256(path),
-                       "bytes": os.path.getsize(path)} for role, path in files.items()},
+      "files": {role: {"name": (names or {}).get(role, os.path.basename(path)),
+                       "sha256": _sha256(path), "bytes": os.path.getsize(path)}
+                for role, path in files.items()},
   }
   for name, network in networks.items():
     contents[name] = {"signature": network.signature,
@@ -237,11 +243,14 @@ def manifest(restored, networks, builtins, files):
   return contents
 
 
-def export(restored, out, overwrite=False, analysis=True):
+def export(restored, out, overwrite=False, analysis=True, entropy_model=None):
   """Writes the LiteRT files of a restored model (`savedmodel.restore_model`) to the
   directory `out`, atomically (temp dir, then rename). Returns the manifest.
 
-  analysis: also the encoder's networks (analysis.tflite); without, a decoder's files."""
+  analysis: also the encoder's networks (analysis.tflite); without, a decoder's files.
+  entropy_model: the path of an existing integer_entropy_model.npz holding
+  `restored.arrays` (the SavedModel's own asset) for the manifest to name, by a path
+  relative to `out`, instead of a copy in `out`."""
   savedmodel.check_destination(out, overwrite)  # before the slow conversion
   names = ["synthesis"] + (["analysis"] if analysis else [])
   flatbuffers = {name: convert(restored.model, name) for name in names}
@@ -251,11 +260,16 @@ def export(restored, out, overwrite=False, analysis=True):
     for name in names:
       with open(files[name], "wb") as f:
         f.write(flatbuffers[name])
-    files["entropy_model"] = os.path.join(staging, ENTROPY_MODEL_FILE)
-    np.savez(files["entropy_model"], **restored.arrays)
+    outside = {}
+    if entropy_model is None:
+      files["entropy_model"] = os.path.join(staging, ENTROPY_MODEL_FILE)
+      np.savez(files["entropy_model"], **restored.arrays)
+    else:  # `out` replaces `staging`, a directory beside it: the same relative path
+      files["entropy_model"] = os.path.abspath(entropy_model)
+      outside["entropy_model"] = os.path.relpath(files["entropy_model"], staging)
     networks = {name: lite.NETWORKS[name](files[name]) for name in names}
     _check_against_tensorflow(networks, restored.model)
-    contents = manifest(restored, networks, builtins, files)
+    contents = manifest(restored, networks, builtins, files, outside)
     with open(os.path.join(staging, MANIFEST_FILE), "w", encoding="utf-8") as f:
       json.dump(contents, f, indent=2)
       f.write("\n")
@@ -266,8 +280,14 @@ def main(argv):
   model_path, _ = common_flags.export_model_and_out(argv)
   savedmodel.check_destination(_OUT.value, _OVERWRITE.value)  # before the slow restore
   start = time.time()
+  entropy_model = None
+  if _LINK_ENTROPY_MODEL.value:
+    entropy_model = os.path.join(model_path, bitstream.MODEL_ASSET)
+    if not os.path.isfile(entropy_model):
+      raise errors.TflicError(f"--link_entropy_model needs a SavedModel export as --model; "
+                              f"{model_path} has no {bitstream.MODEL_ASSET}")
   contents = export(savedmodel.restore_model(model_path), _OUT.value, _OVERWRITE.value,
-                    analysis=_ANALYSIS.value)
+                    analysis=_ANALYSIS.value, entropy_model=entropy_model)
   sizes = ", ".join(f"{contents['files'][name]['name']} {contents['files'][name]['bytes']} "
                     f"bytes ({len(contents[name]['builtin_ops'])} builtin op types)"
                     for name in FILES if name in contents)

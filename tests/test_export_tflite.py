@@ -220,6 +220,22 @@ def test_overwrite_replaces_the_directory(exported, restored, tmp_path, monkeypa
   assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging left
 
 
+def test_a_linked_entropy_model_is_named_not_copied(exported, tiny_model_dir, tmp_path,
+                                                    monkeypatch):
+  from tflic.lite import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
+  flatbuffers = {name: (exported[0] / file).read_bytes() for name, file in tflite.FILES.items()}
+  monkeypatch.setattr(tflite, "convert", lambda model, name: flatbuffers[name])  # done already
+  asset = pathlib.Path(tiny_model_dir) / bitstream.MODEL_ASSET
+  out = tmp_path / "lite"
+  manifest = tflite.export(savedmodel.restore_model(str(tiny_model_dir)), str(out),
+                           entropy_model=str(asset))
+  assert tflite.ENTROPY_MODEL_FILE not in os.listdir(out)
+  entry = manifest["files"]["entropy_model"]
+  assert (out / entry["name"]).resolve() == asset.resolve()
+  assert entry["sha256"] == hashlib.sha256(asset.read_bytes()).hexdigest()
+  assert decoder_lib.Decoder(str(out)).fingerprint == bytes.fromhex(manifest["fingerprint"])
+
+
 def test_synthesis_runs_without_tensorflow(exported, restored, tf_synthesize, tmp_path):
   out, _ = exported
   blocker = tmp_path / "no_tf" / "tensorflow"
