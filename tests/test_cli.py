@@ -17,6 +17,8 @@ import sys
 import textwrap
 import zlib
 
+from absl import flags
+from absl.testing import flagsaver
 import numpy as np
 from PIL import Image
 import pytest
@@ -321,6 +323,21 @@ def test_the_fast_path_never_imports_tensorflow(images, tmp_path):
        str(tmp_path / "tf.png")], cwd=tmp_path, env=env, capture_output=True, text=True,
       timeout=120, check=False)
   assert result.returncode != 0 and "TensorFlow is blocked" in result.stderr
+
+
+def test_the_runtime_follows_the_model_and_the_options(tmp_path):
+  lite_dir = REPO / "tflic" / "bundled" / "lite"
+  cases = [({}, "compress", "lite"), ({}, "decompress", "lite"),
+           ({"refine_steps": 2}, "compress", "tf"), ({"refine_steps": 2}, "decompress", "lite"),
+           ({"model": str(tmp_path)}, "compress", "tf"),  # a SavedModel or training directory
+           ({"model": str(lite_dir)}, "decompress", "lite"),
+           ({"runtime": "tf"}, "decompress", "tf"), ({"runtime": "lite"}, "compress", "lite")]
+  for values, command, expected in cases:
+    with flagsaver.flagsaver():
+      flags.FLAGS(["tflic " + command] + [f"--{k}={v}" for k, v in values.items()])
+      assert codec_cli.runtime(command) == expected, (values, command)
+      assert codec_cli.needs_tensorflow(command) == (expected == "tf")
+      assert not codec_cli.needs_tensorflow("info")
 
 
 @pytest.mark.parametrize("args, message", [
