@@ -21,6 +21,8 @@ import time
 from absl import app
 from absl import flags
 
+import cpu_use  # benchmarks/cpu_use.py
+
 _CONFIG = flags.DEFINE_multi_string("config", ["small"], "Config names or paths.")
 _TREE = flags.DEFINE_multi_string(
     "tree", [], "Source trees to compare (their `tflic` package); default: this one.")
@@ -65,35 +67,6 @@ def _worker(spec):
     print(time.perf_counter() - start, flush=True)
 
 
-def _cpu_times():
-  """{pid: (command, CPU seconds)} of this machine's processes."""
-  ticks = os.sysconf("SC_CLK_TCK")
-  times = {}
-  for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-      with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    except OSError:
-      continue
-    command = stat[stat.index("(") + 1:stat.rindex(")")]
-    fields = stat[stat.rindex(")") + 2:].split()
-    times[int(pid)] = (command, (int(fields[11]) + int(fields[12])) / ticks)
-  return times
-
-
-def _others(before, after, own):
-  """What other processes used the CPU between two `_cpu_times`, as a short text."""
-  used = {}
-  for pid, (command, seconds) in after.items():
-    if pid in own:
-      continue
-    spent = seconds - before.get(pid, (command, 0.0))[1]
-    if spent > 1.0:
-      used[command] = used.get(command, 0.0) + spent
-  return ", ".join(f"{c} {s:.0f} CPU-s" for c, s in sorted(used.items(), key=lambda i: -i[1])
-                   ) or "nothing"
-
-
 def main(argv):
   del argv
   if _WORKER.value:
@@ -116,13 +89,13 @@ def main(argv):
   own = {os.getpid()} | {w["process"].pid for w in workers}
   for worker in workers:  # the warm-ups run one after the other too
     worker["info"] = json.loads(worker["process"].stdout.readline())
-  before, start = _cpu_times(), time.time()
+  before, start = cpu_use.cpu_times(), time.time()
   for _ in range(_ROUNDS.value):
     for worker in workers:
       worker["process"].stdin.write(f"{_STEPS.value}\n")
       worker["process"].stdin.flush()
       worker["times"].append(float(worker["process"].stdout.readline()) / _STEPS.value)
-  others = _others(before, _cpu_times(), own)
+  others = cpu_use.describe(cpu_use.others(before, cpu_use.cpu_times(), own))
   for worker in workers:
     worker["process"].stdin.close()
     worker["process"].wait()

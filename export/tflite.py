@@ -4,6 +4,13 @@ r"""Exports a model's decoder halves for LiteRT: the synthesis and the integer e
 
 `--model` is an exported SavedModel or a training directory (default: the bundled model).
 The output directory holds:
+  analysis.tflite            g_a and h_a as a LiteRT model with dynamic shapes, builtin
+                             ops only: signature "analyze", inputs "image" (float32
+                             [1, H, W, 3], pixels / 255, H and W multiples of 16; the
+                             caller pads by edge replication) and "quality" (float32 []),
+                             outputs "latent" (float32 [1, H/16, W/16, M], the gained y
+                             the codec quantizes) and "hyper_latent" (z = h_a(y), float32
+                             [1, ceil(H/64), ceil(W/64), C]).
   synthesis.tflite           g_s as a LiteRT model with dynamic shapes, builtin ops only:
                              signature "synthesize", inputs "latent" (float32
                              [1, h, w, M], the integer latent / 1024; any h, w >= 1) and
@@ -14,17 +21,14 @@ The output directory holds:
   integer_entropy_model.npz  the integer entropy model and coding tables
                              (`tflic.deterministic.reference` reads it).
   manifest.json              what a decoder needs to check and wire them (`manifest`).
-`tflic.lite.synthesis.Synthesis` runs the synthesis without TensorFlow.
+`tflic.lite.synthesis` runs both without TensorFlow; `tflic compress` and `tflic
+decompress` use the export of the bundled model in tflic/bundled/lite.
 
-LiteRT has no builtin for two ops of the Swin blocks, so the converted graph is traced
-from a twin of `SwinBlock.call` (`swin_block`) that reads the block's own weights:
-`tf.roll` (a flex op) becomes two slices and a concat per axis, and the attention mask's
-new-axis indexing, a StridedSlice the converter leaves to flex, becomes expand_dims and
-reshape. Both only move values, so the twin computes the same floats as the layer
-(tests compare them bitwise in TensorFlow); tflic/layers/ is unchanged.
+The networks convert from the model's own layers (tflic/layers/ use only ops LiteRT has
+as builtins); the export checks that the converted graphs hold builtin ops only and
+compute what TensorFlow does, to float noise.
 """
 
-import functools
 import hashlib
 import json
 import os
@@ -32,6 +36,7 @@ import tempfile
 import time
 
 from absl import app
+from absl import flags
 import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
@@ -39,25 +44,30 @@ from tensorflow.lite.python import schema_util
 from tensorflow.lite.python.convert_phase import ConverterError
 
 import tflic
-from tflic import backends
 from tflic import bitstream
 from tflic import cli
 from tflic import common_flags
 from tflic import errors
 from tflic import model as model_lib
 from tflic import savedmodel
-from tflic import windows
 from tflic.deterministic import entropy_model as integer_model
 from tflic.deterministic import reference
-from tflic.layers import SwinBlock
-from tflic.layers import swin_block as swin_lib
 from tflic.lite import synthesis as lite
 
 _OUT = common_flags.OUT
 _OVERWRITE = common_flags.OVERWRITE
+_ANALYSIS = flags.DEFINE_bool(
+    "analysis", True, "Also export the encoder's networks (analysis.tflite), for `tflic "
+    "compress` without TensorFlow; --noanalysis writes a decoder's files only.")
+_LINK_ENTROPY_MODEL = flags.DEFINE_bool(
+    "link_entropy_model", False, "Name the SavedModel's own assets/integer_entropy_model.npz "
+    "in the manifest (by a path relative to --out) instead of writing a copy: for an export "
+    "that ships beside its SavedModel, as tflic/bundled/lite beside tflic/bundled/model.")
 common_flags.declare_key_flags(__name__, "model", "out", "overwrite")
 
 SYNTHESIS_FILE = "synthesis.tflite"
+ANALYSIS_FILE = "analysis.tflite"
+FILES = {"synthesis": SYNTHESIS_FILE, "analysis": ANALYSIS_FILE}
 ENTROPY_MODEL_FILE = reference.FILENAME
 MANIFEST_FILE = "manifest.json"
 # The export checks the converted model against TensorFlow on a latent that pads and
@@ -65,104 +75,77 @@ MANIFEST_FILE = "manifest.json"
 # (1e-6 on the bundled model) and far below any conversion bug.
 _CHECK_LATENT_SIZE = (3, 5)
 _CHECK_TOLERANCE = 0.25 / 255
-# The layers' window (un)partitioning and mask value, which convert as they are.
-_window_partition = functools.partial(windows.partition, backends.TENSORFLOW)
-_window_merge = functools.partial(windows.merge, backends.TENSORFLOW)
-_MASKED = swin_lib._MASKED  # pylint: disable=protected-access
+# The same for the analysis, in latent units (quantization steps): a hundredth of a step.
+_CHECK_LATENT_TOLERANCE = 0.01
 _BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
                   if not name.startswith("_")}
 
 
-def _roll(x, shift, axes):
-  """tf.roll(x, shift, axes) for |shift| below every size, as slices and a concat."""
-  for axis in axes:
-    lead = (slice(None),) * axis
-    x = tf.concat([x[lead + (slice(-shift, None),)], x[lead + (slice(None, -shift),)]], axis)
-  return x
-
-
-def attention_mask(height, width, padded_height, padded_width, window_size, shift):
-  """`swin_block.attention_mask`, the same values, from ops LiteRT has as builtins."""
-  rows = tf.range(padded_height)
-  cols = tf.range(padded_width)
-  valid = tf.logical_and(tf.expand_dims(rows, 1) < height, tf.expand_dims(cols, 0) < width)
-  if shift:
-    def regions(index, size):
-      return tf.where(index < size - window_size, 0, tf.where(index < size - shift, 1, 2))
-    ids = (tf.expand_dims(regions(rows, padded_height), 1) * 3 +
-           tf.expand_dims(regions(cols, padded_width), 0))
-    valid = _roll(valid, -shift, (0, 1))
-  else:
-    ids = tf.zeros([padded_height, padded_width], tf.int32)
-  ids = tf.where(valid, ids, -1)
-  ids = _window_partition(tf.reshape(ids, [1, padded_height, padded_width, 1]), window_size)
-  ids = tf.reshape(ids, [-1, window_size**2])  # [nW, N]
-  return tf.where(tf.equal(tf.expand_dims(ids, 2), tf.expand_dims(ids, 1)), 0.0, _MASKED)
-
-
-def swin_block(block, x):
-  """`block(x)` (a SwinBlock) with the ops of `_roll` and `attention_mask`: the same
-  float ops in the same order, on the block's weights."""
-  ws = block.window_size
-  shape = tf.shape(x)
-  batch, height, width = shape[0], shape[1], shape[2]
-  padded_height = (height + ws - 1) // ws * ws
-  padded_width = (width + ws - 1) // ws * ws
-  shift = ws // 2 if block.shift else 0
-
-  h = block.norm1(x)
-  h = tf.pad(h, [[0, 0], [0, padded_height - height], [0, padded_width - width], [0, 0]])
-  if shift:
-    h = _roll(h, -shift, (1, 2))
-  mask = attention_mask(height, width, padded_height, padded_width, ws, shift)
-  h = block.attn(_window_partition(h, ws), mask=mask)
-  h = _window_merge(h, batch, padded_height, padded_width, ws)
-  if shift:
-    h = _roll(h, shift, (1, 2))
-  x = x + h[:, :height, :width]
-  return x + block.mlp(block.norm2(x))
-
-
 def synthesize(model, latent, quality):
-  """`model.synthesize(latent, model.log_gain(quality))` with `swin_block` for the Swin
-  blocks: the same floats in TensorFlow, and a graph LiteRT runs with builtins."""
-  x = latent * tf.exp(-model.log_gain(quality))
-  for layer in model.synthesis.layers:
-    x = swin_block(layer, x) if isinstance(layer, SwinBlock) else layer(x)
-  return x + 0.5
+  """What the codec's decoder computes from a latent: `model.synthesize` at the gains of
+  `quality`."""
+  return model.synthesize(latent, model.log_gain(quality))
 
 
-class _SynthesisModule(tf.Module):
-  """The synthesis with a named signature, to be saved and converted."""
+def analyze(model, image, quality):
+  """What the codec's encoder computes from a padded image (`tflic.codec.analyse` and
+  `CodecModule._entropy_encode`): the gained latent y and z = h_a(y)."""
+  y = model.analysis(image) * tf.exp(model.log_gain(quality))
+  return y, model.hyper_latent(y)
 
-  def __init__(self, model):
-    super().__init__(name="tflic_synthesis")
+
+class _NetworkModule(tf.Module):
+  """One network with a named signature, to be saved and converted."""
+
+  def __init__(self, model, signature, spec, run, variables):
+    super().__init__(name=f"tflic_{signature}")
     # Kept out of the object graph: Keras would trace its training call into the
-    # SavedModel. The variables the synthesis reads are tracked directly.
+    # SavedModel. The variables the network reads are tracked directly.
     self.__dict__["model"] = model
-    self.model_variables = list(model.synthesis.variables) + [model.log_gains]
-    # The specs' names are the signature's input keys.
-    spec = [tf.TensorSpec([1, None, None, model.config.latent_channels], tf.float32,
-                          name=lite.LATENT),
-            tf.TensorSpec([], tf.float32, name=lite.QUALITY)]
-
-    def run(latent, quality):
-      return {lite.IMAGE: synthesize(model, latent, quality)}
-    self.synthesize = tf.function(run, input_signature=spec)
+    self.model_variables = list(variables)
+    self.signature = signature
+    self.run = tf.function(run, input_signature=spec)
 
 
-def convert(model):
-  """The synthesis of a TflicModel as LiteRT flatbuffer bytes (builtin ops only).
+def _synthesis_module(model):
+  # The specs' names are the signature's input keys.
+  spec = [tf.TensorSpec([1, None, None, model.config.latent_channels], tf.float32,
+                        name=lite.LATENT),
+          tf.TensorSpec([], tf.float32, name=lite.QUALITY)]
+  return _NetworkModule(
+      model, lite.SIGNATURE, spec,
+      lambda latent, quality: {lite.IMAGE: synthesize(model, latent, quality)},
+      list(model.synthesis.variables) + [model.log_gains])
+
+
+def _analysis_module(model):
+  spec = [tf.TensorSpec([1, None, None, 3], tf.float32, name=lite.IMAGE),
+          tf.TensorSpec([], tf.float32, name=lite.QUALITY)]
+
+  def run(image, quality):
+    y, z = analyze(model, image, quality)
+    return {lite.LATENT: y, lite.HYPER_LATENT: z}
+  return _NetworkModule(model, lite.ANALYSIS_SIGNATURE, spec, run,
+                        list(model.analysis.variables) + list(model.hyper_analysis.variables) +
+                        [model.log_gains])
+
+
+NETWORKS = {"synthesis": _synthesis_module, "analysis": _analysis_module}
+
+
+def convert(model, network="synthesis"):
+  """One network of a TflicModel ("synthesis" or "analysis", see the module docstring)
+  as LiteRT flatbuffer bytes (builtin ops only).
 
   Converted from a temporary SavedModel rather than from the concrete function: the graph
-  is the same, and the flatbuffer then carries the named signature `Synthesis` reads.
+  is the same, and the flatbuffer then carries the named signature `tflic.lite` reads.
   """
-  module = _SynthesisModule(model)
-  with tempfile.TemporaryDirectory(prefix="tflic-synthesis-") as staging:
+  module = NETWORKS[network](model)
+  with tempfile.TemporaryDirectory(prefix=f"tflic-{network}-") as staging:
     tf.saved_model.save(module, staging, signatures={
-        lite.SIGNATURE: module.synthesize.get_concrete_function()})
+        module.signature: module.run.get_concrete_function()})
     converter = tf.lite.TFLiteConverter.from_saved_model(staging,
-                                                         signature_keys=[lite.SIGNATURE])
+                                                         signature_keys=[module.signature])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
       return converter.convert()
@@ -171,7 +154,7 @@ def convert(model):
       # ops are missing.
       lines = [l.strip() for l in str(e).splitlines()]
       summary = [l for l in lines if l.startswith(("TF Select ops:", "Custom ops:"))]
-      raise errors.TflicError("LiteRT conversion of the synthesis failed: " + (
+      raise errors.TflicError(f"LiteRT conversion of the {network} failed: " + (
           "; ".join(summary) or next((l for l in lines if l), "unknown error"))) from None
 
 
@@ -192,25 +175,34 @@ def operators(tflite):
   return sorted(builtins), sorted(custom)
 
 
-def check_builtin_only(tflite):
+def check_builtin_only(tflite, network="synthesis"):
   """The builtin op names of a LiteRT flatbuffer; TflicError if it has any other op."""
   builtins, custom = operators(tflite)
   if custom:
-    raise errors.TflicError(f"the converted synthesis needs non-builtin ops "
+    raise errors.TflicError(f"the converted {network} needs non-builtin ops "
                             f"({', '.join(custom)}), which plain LiteRT cannot run")
   return builtins
 
 
-def _check_against_tensorflow(synthesis, model):
-  """TflicError unless LiteRT's output matches TensorFlow's on a test latent."""
+def _check_against_tensorflow(networks, model):
+  """TflicError unless LiteRT's networks match TensorFlow's on a test input."""
   rng = np.random.default_rng(0)
   latent = rng.normal(0.0, 2.0, (1, *_CHECK_LATENT_SIZE, model.config.latent_channels))
   latent = latent.astype(np.float32)
-  expected = model.synthesize(tf.constant(latent), model.log_gain(0.5)).numpy()
-  difference = float(np.max(np.abs(synthesis(latent, 0.5) - expected)))
-  if not difference <= _CHECK_TOLERANCE:
-    raise errors.TflicError(f"the converted synthesis differs from TensorFlow's by "
-                            f"{difference:.3g} (tolerance {_CHECK_TOLERANCE:.3g})")
+  expected = synthesize(model, tf.constant(latent), 0.5).numpy()
+  differences = {"synthesis": (float(np.max(np.abs(networks["synthesis"](latent, 0.5) -
+                                                   expected))), _CHECK_TOLERANCE)}
+  if "analysis" in networks:
+    image = np.clip(expected[..., :3], 0.0, 1.0).astype(np.float32)  # an image-like input
+    y, z = analyze(model, tf.constant(image), 0.5)
+    lite_y, lite_z = networks["analysis"](image, 0.5)
+    differences["analysis"] = (max(float(np.max(np.abs(lite_y - y.numpy()))),
+                                   float(np.max(np.abs(lite_z - z.numpy())))),
+                               _CHECK_LATENT_TOLERANCE)
+  for network, (difference, tolerance) in differences.items():
+    if not difference <= tolerance:
+      raise errors.TflicError(f"the converted {network} differs from TensorFlow's by "
+                              f"{difference:.3g} (tolerance {tolerance:.3g})")
 
 
 def _sha256(path):
@@ -218,14 +210,16 @@ def _sha256(path):
     return hashlib.sha256(f.read()).hexdigest()
 
 
-def manifest(restored, synthesis, builtins, files):
+def manifest(restored, networks, builtins, files, names=None):
   """The manifest.json contents: the model's identity, sizes and strides, the files with
-  their SHA-256, and the synthesis' signature and tensors.
+  their SHA-256, and each network's signature, tensors and ops.
 
-  files: role -> path of the files written.
+  networks: name -> the loaded `tflic.lite.synthesis` network; builtins: name -> its
+  builtin op names; files: role -> path of the files written; names: role -> the name
+  the manifest gives a file outside the export (relative to it).
   """
   cfg = restored.config.model
-  return {
+  contents = {
       "format_version": bitstream.VERSION,
       "tflic_version": tflic.__version__,
       "fingerprint": bytes(restored.fingerprint).hex(),
@@ -237,32 +231,45 @@ def manifest(restored, synthesis, builtins, files):
       "hyper_stride": model_lib.HYPER_STRIDE,
       "latent_scale": integer_model.ONE,
       "config": json.loads(restored.config.to_json()),
-      "files": {role: {"name": os.path.basename(path), "sha256": _sha256(path),
-                       "bytes": os.path.getsize(path)} for role, path in files.items()},
-      "synthesis": {
-          "signature": lite.SIGNATURE,
-          "inputs": {key: synthesis.tensors[key] for key in (lite.LATENT, lite.QUALITY)},
-          "outputs": {lite.IMAGE: synthesis.tensors[lite.IMAGE]},
-          "builtin_ops": builtins,
-      },
+      "files": {role: {"name": (names or {}).get(role, os.path.basename(path)),
+                       "sha256": _sha256(path), "bytes": os.path.getsize(path)}
+                for role, path in files.items()},
   }
+  for name, network in networks.items():
+    contents[name] = {"signature": network.signature,
+                      "inputs": {key: network.tensors[key] for key in network.INPUTS},
+                      "outputs": {key: network.tensors[key] for key in network.OUTPUTS},
+                      "builtin_ops": builtins[name]}
+  return contents
 
 
-def export(restored, out, overwrite=False):
-  """Writes the LiteRT decoder files of a restored model (`savedmodel.restore_model`) to
-  the directory `out`, atomically (temp dir, then rename). Returns the manifest."""
+def export(restored, out, overwrite=False, analysis=True, entropy_model=None):
+  """Writes the LiteRT files of a restored model (`savedmodel.restore_model`) to the
+  directory `out`, atomically (temp dir, then rename). Returns the manifest.
+
+  analysis: also the encoder's networks (analysis.tflite); without, a decoder's files.
+  entropy_model: the path of an existing integer_entropy_model.npz holding
+  `restored.arrays` (the SavedModel's own asset) for the manifest to name, by a path
+  relative to `out`, instead of a copy in `out`."""
   savedmodel.check_destination(out, overwrite)  # before the slow conversion
-  tflite = convert(restored.model)
-  builtins = check_builtin_only(tflite)
+  names = ["synthesis"] + (["analysis"] if analysis else [])
+  flatbuffers = {name: convert(restored.model, name) for name in names}
+  builtins = {name: check_builtin_only(flatbuffers[name], name) for name in names}
   with savedmodel.staged_directory(out, overwrite) as staging:
-    files = {"synthesis": os.path.join(staging, SYNTHESIS_FILE),
-             "entropy_model": os.path.join(staging, ENTROPY_MODEL_FILE)}
-    with open(files["synthesis"], "wb") as f:
-      f.write(tflite)
-    np.savez(files["entropy_model"], **restored.arrays)
-    synthesis = lite.Synthesis(files["synthesis"])
-    _check_against_tensorflow(synthesis, restored.model)
-    contents = manifest(restored, synthesis, builtins, files)
+    files = {name: os.path.join(staging, FILES[name]) for name in names}
+    for name in names:
+      with open(files[name], "wb") as f:
+        f.write(flatbuffers[name])
+    outside = {}
+    if entropy_model is None:
+      files["entropy_model"] = os.path.join(staging, ENTROPY_MODEL_FILE)
+      np.savez(files["entropy_model"], **restored.arrays)
+    else:  # `out` replaces `staging`, a directory beside it: the same relative path
+      files["entropy_model"] = os.path.abspath(entropy_model)
+      outside["entropy_model"] = os.path.relpath(files["entropy_model"], staging)
+    networks = {name: lite.NETWORKS[name](files[name]) for name in names}
+    _check_against_tensorflow(networks, restored.model)
+    contents = manifest(restored, networks, builtins, files, outside)
     with open(os.path.join(staging, MANIFEST_FILE), "w", encoding="utf-8") as f:
       json.dump(contents, f, indent=2)
       f.write("\n")
@@ -273,12 +280,19 @@ def main(argv):
   model_path, _ = common_flags.export_model_and_out(argv)
   savedmodel.check_destination(_OUT.value, _OVERWRITE.value)  # before the slow restore
   start = time.time()
-  contents = export(savedmodel.restore_model(model_path), _OUT.value, _OVERWRITE.value)
-  size = contents["files"]["synthesis"]["bytes"]
+  entropy_model = None
+  if _LINK_ENTROPY_MODEL.value:
+    entropy_model = os.path.join(model_path, bitstream.MODEL_ASSET)
+    if not os.path.isfile(entropy_model):
+      raise errors.TflicError(f"--link_entropy_model needs a SavedModel export as --model; "
+                              f"{model_path} has no {bitstream.MODEL_ASSET}")
+  contents = export(savedmodel.restore_model(model_path), _OUT.value, _OVERWRITE.value,
+                    analysis=_ANALYSIS.value, entropy_model=entropy_model)
+  sizes = ", ".join(f"{contents['files'][name]['name']} {contents['files'][name]['bytes']} "
+                    f"bytes ({len(contents[name]['builtin_ops'])} builtin op types)"
+                    for name in FILES if name in contents)
   print(f"exported {model_path} (fingerprint {contents['fingerprint']}) to "
-        f"{os.path.abspath(_OUT.value)}: {SYNTHESIS_FILE} {size} bytes, "
-        f"{len(contents['synthesis']['builtin_ops'])} builtin op types, "
-        f"{time.time() - start:.1f} s")
+        f"{os.path.abspath(_OUT.value)}: {sizes}, {time.time() - start:.1f} s")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ has started, and `info` not importing TensorFlow); the rest call `cli.main` in-p
 which parses flags and reports errors exactly as the command does.
 """
 
+import json
 import logging
 import os
 import pathlib
@@ -16,6 +17,8 @@ import sys
 import textwrap
 import zlib
 
+from absl import flags
+from absl.testing import flagsaver
 import numpy as np
 from PIL import Image
 import pytest
@@ -26,6 +29,7 @@ from tflic import codec_cli  # pylint: disable=unused-import
 from tflic import errors
 from tflic import image_io
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 # `IN -> OUT: WxH, N bytes, X bpp, S s`
 RESULT = re.compile(r"^(\S+) -> (\S+): (\d+)x(\d+), (\d+) bytes, ([\d.]+) bpp, [\d.]+ s$")
@@ -287,6 +291,69 @@ def test_info_prints_header_without_tensorflow(tflic_files):
   assert "truncated.tflic" in line and "truncated" in line
 
 
+def test_the_fast_path_never_imports_tensorflow(images, tmp_path):
+  """compress and decompress with the bundled model, in a process where importing
+  TensorFlow fails; and the SavedModel path still reads the fast path's file."""
+  blocker = tmp_path / "no_tf" / "tensorflow"
+  blocker.mkdir(parents=True)
+  (blocker / "__init__.py").write_text("raise ImportError('TensorFlow is blocked')\n")
+  script = textwrap.dedent("""
+      import sys
+      from tflic import cli
+      try:
+        status = cli.main(sys.argv)
+      except SystemExit as e:  # absl's app.run exits
+        status = e.code
+      print("tensorflow imported:", any(m.startswith("tensorflow") for m in sys.modules))
+      sys.exit(status)
+  """)
+  env = dict(ENV, PYTHONPATH=os.pathsep.join([str(blocker.parent), str(REPO)]))
+  for args in [["compress", "--quality=0.3", images / "rgb.png", tmp_path / "rgb.tflic"],
+               ["decompress", tmp_path / "rgb.tflic", tmp_path / "rgb.png"]]:
+    result = subprocess.run([sys.executable, "-c", script, *map(str, args)], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "tensorflow imported: False"
+    assert not result.stderr
+  assert Image.open(tmp_path / "rgb.png").size == Image.open(images / "rgb.png").size
+  # --runtime=tf (or an option that needs it) goes to TensorFlow, which is blocked here.
+  result = subprocess.run(
+      [sys.executable, "-c", script, "decompress", "--runtime=tf", str(tmp_path / "rgb.tflic"),
+       str(tmp_path / "tf.png")], cwd=tmp_path, env=env, capture_output=True, text=True,
+      timeout=120, check=False)
+  assert result.returncode != 0 and "TensorFlow is blocked" in result.stderr
+
+
+def test_the_runtime_follows_the_model_and_the_options(tmp_path):
+  lite_dir = REPO / "tflic" / "bundled" / "lite"
+  cases = [({}, "compress", "lite"), ({}, "decompress", "lite"),
+           ({"refine_steps": 2}, "compress", "tf"), ({"refine_steps": 2}, "decompress", "lite"),
+           ({"model": str(tmp_path)}, "compress", "tf"),  # a SavedModel or training directory
+           ({"model": str(lite_dir)}, "decompress", "lite"),
+           ({"runtime": "tf"}, "decompress", "tf"), ({"runtime": "lite"}, "compress", "lite")]
+  for values, command, expected in cases:
+    with flagsaver.flagsaver():
+      flags.FLAGS(["tflic " + command] + [f"--{k}={v}" for k, v in values.items()])
+      assert codec_cli.runtime(command) == expected, (values, command)
+      assert codec_cli.needs_tensorflow(command) == (expected == "tf")
+      assert not codec_cli.needs_tensorflow("info")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--runtime=lite", "--refine_steps=2"], "latent refinement (--refine_steps) needs"),
+    (["--runtime=lite", "--model=/nonexistent"], "--runtime=lite needs a LiteRT export"),
+    (["--runtime=tf", f"--model={REPO / 'tflic' / 'bundled' / 'lite'}"],
+     "is a LiteRT export; --runtime=tf needs a SavedModel"),
+])
+def test_runtimes_that_cannot_run_are_one_line_errors(args, message, images, tmp_path):
+  status, out, err = _tflic(tmp_path, "compress", *args, images / "rgb.png", "out.tflic")
+  assert status == 2 and not out
+  assert err.splitlines() == [f"tflic compress: error: {err.split('error: ', 1)[1].strip()}"]
+  assert message in err
+  assert not os.listdir(tmp_path)
+
+
 @pytest.mark.parametrize("args, words", [
     (["compress"], ["expected IN.png", "got 0"]),
     (["compress", "rgb.png"], ["expected IN.png", "got 1"]),
@@ -339,17 +406,22 @@ def test_decompress_rejects_before_loading_a_model(tflic_files, monkeypatch, run
   assert sorted(os.listdir(tflic_files)) == before
 
 
+@pytest.mark.parametrize("runtime", ["tf", "lite"])
 def test_decompress_checks_the_stream_length_rule_before_loading_the_model(
-    tmp_path, monkeypatch, run_main):
-  """A 40-byte file declaring a large image fails from its header and the export's
-  entropy model asset alone: the SavedModel is never loaded."""
-  def no_load(path):
+    runtime, tmp_path, monkeypatch, run_main):
+  """A 40-byte file declaring a large image fails from its header and the entropy model
+  alone: the SavedModel is never loaded, and the fast path allocates nothing for it."""
+  def no_load(*args):
     raise AssertionError("the model was loaded")
   monkeypatch.setattr(codec_cli, "_load_model", no_load)
+  fingerprint = bytes(8)
+  if runtime == "lite":  # the bundled model's: the fast path checks the model first
+    fingerprint = bytes.fromhex(json.loads(
+        (REPO / "tflic" / "bundled" / "lite" / "manifest.json").read_text())["fingerprint"])
   (tmp_path / "big.tflic").write_bytes(
-      bitstream.pack("wavefront", bytes(8), 4096, 4096, 0, b"", b"", 0))
+      bitstream.pack("wavefront", fingerprint, 4096, 4096, 0, b"", b"", 0))
   monkeypatch.chdir(tmp_path)
-  status, _, err = run_main("decompress", "big.tflic", "out.png")
+  status, _, err = run_main("decompress", f"--runtime={runtime}", "big.tflic", "out.png")
   _assert_one_error(status, err, "big.tflic", "cannot hold")
   assert not (tmp_path / "out.png").exists()
 
@@ -362,8 +434,7 @@ def test_model_error_is_reported_once(images, tmp_path, run_main):
 
 
 def test_image_smaller_than_min_side(images, tmp_path, monkeypatch, run_main):
-  from tflic import codec  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(codec, "MIN_SIDE", 32)
+  monkeypatch.setattr(bitstream, "MIN_SIDE", 32)
   status, _, err = run_main("compress", "--model=/nonexistent", images / "rgb.png",
                             tmp_path / "out.tflic")
   _assert_one_error(status, err, "40x24", "minimum of 32")

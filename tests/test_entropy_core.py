@@ -1,6 +1,6 @@
 """The C entropy core (tflic/rangecoder/entropy_core.c) against the numpy reference.
 
-The numpy implementation (`tflic.deterministic`, `tflic.lite.entropy_coder`) is the
+The numpy implementation (`tflic.deterministic`, `tflic.deterministic.coding_loop`) is the
 readable specification: the C core must give the same integers, streams and checks, on
 the Swin and the CNN hyper synthesis, in wavefront and serial order, and refuse
 malformed models and streams with one-line errors.

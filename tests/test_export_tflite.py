@@ -1,4 +1,4 @@
-"""`python -m export.tflite` and `tflic.lite.synthesis`: the synthesis on LiteRT.
+"""`python -m export.tflite` and `tflic.lite.synthesis`: the networks on LiteRT.
 
 One tiny random model is exported once; every size is run through that one file.
 """
@@ -83,13 +83,14 @@ def test_the_check_rejects_flex_ops():
     tflite.check_builtin_only(converter.convert())
 
 
-def test_the_twin_computes_the_layers_floats(restored, tf_synthesize):
+def test_the_export_is_the_codecs_synthesis(restored, tf_synthesize):
+  # What is converted is the codec's synthesis itself, from the model's own layers.
   model = restored.model
-  twin = tf.function(lambda latent, quality: tflite.synthesize(model, latent, quality),
-                     input_signature=tf_synthesize.input_signature)
+  converted = tf.function(lambda latent, quality: tflite.synthesize(model, latent, quality),
+                          input_signature=tf_synthesize.input_signature)
   for (height, width), quality in zip(SIZES[1:4], (0.0, 0.37, 1.0)):
     latent = _latent(height, width, model.config.latent_channels)
-    np.testing.assert_array_equal(twin(latent, quality).numpy(),
+    np.testing.assert_array_equal(converted(latent, quality).numpy(),
                                   tf_synthesize(latent, quality).numpy())
 
 
@@ -99,9 +100,8 @@ def test_a_shifted_block_converts_and_computes_the_layers_floats():
   block = swin_block.SwinBlock(8, 2, 4, shift=True)
   spec = [tf.TensorSpec([1, None, None, 8], tf.float32)]
   layer = tf.function(block, input_signature=spec)
-  twin = tf.function(lambda x: tflite.swin_block(block, x), input_signature=spec)
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
-      [twin.get_concrete_function()], block)
+      [layer.get_concrete_function()], block)
   converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
   flatbuffer = converter.convert()
   tflite.check_builtin_only(flatbuffer)
@@ -109,7 +109,6 @@ def test_a_shifted_block_converts_and_computes_the_layers_floats():
   for height, width in SIZES + [(8, 12)]:
     x = _latent(height, width, 8)
     expected = layer(x).numpy()
-    np.testing.assert_array_equal(twin(x).numpy(), expected)
     interpreter.resize_tensor_input(0, x.shape, strict=True)
     interpreter.allocate_tensors()
     interpreter.set_tensor(0, x)
@@ -117,15 +116,6 @@ def test_a_shifted_block_converts_and_computes_the_layers_floats():
     np.testing.assert_allclose(
         interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), expected,
         rtol=0, atol=1e-4, err_msg=f"{height}x{width}")
-
-
-@pytest.mark.parametrize("height,width,shift", [(1, 1, 0), (1, 1, 2), (5, 3, 2), (9, 6, 0),
-                                                (9, 6, 2), (8, 12, 2)])
-def test_the_attention_mask_equals_the_layers(height, width, shift):
-  padded = lambda n: (n + 3) // 4 * 4
-  args = (height, width, padded(height), padded(width), 4, shift)
-  np.testing.assert_array_equal(tflite.attention_mask(*args).numpy(),
-                                swin_block.attention_mask(*args).numpy())
 
 
 def test_litert_matches_tensorflow_at_any_size(exported, restored, tf_synthesize):
@@ -140,11 +130,31 @@ def test_litert_matches_tensorflow_at_any_size(exported, restored, tf_synthesize
                                atol=1e-4, err_msg=f"latent {height}x{width}")
 
 
+def test_the_analysis_matches_tensorflow_at_any_size(exported, restored):
+  out, _ = exported
+  analysis = lite.Analysis(str(out / tflite.ANALYSIS_FILE), num_threads=1)
+  model = restored.model
+  tf_analyze = tf.function(lambda image, quality: tflite.analyze(model, image, quality),
+                           input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32),
+                                            tf.TensorSpec([], tf.float32)])
+  rng = np.random.default_rng(0)
+  for height, width in [(16, 16), (16, 112), (80, 48), (32, 16)]:
+    image = (rng.integers(0, 256, (1, height, width, 3)) / 255).astype(np.float32)
+    y, z = analysis(image, 0.3)
+    expected_y, expected_z = tf_analyze(image, 0.3)
+    assert y.shape == (1, height // 16, width // 16, model.config.latent_channels)
+    assert z.shape == (1, -(-height // 64), -(-width // 64), model.config.hyper_channels)
+    np.testing.assert_allclose(y, expected_y.numpy(), rtol=0, atol=1e-3)
+    np.testing.assert_allclose(z, expected_z.numpy(), rtol=0, atol=1e-3)
+  with pytest.raises(errors.TflicError, match=r"multiples of 16, got float32 \[1, 17, 16, 3\]"):
+    analysis(np.zeros([1, 17, 16, 3], np.float32), 0.5)
+
+
 def test_the_manifest_describes_the_files(exported, restored):
   out, manifest = exported
   assert json.loads((out / tflite.MANIFEST_FILE).read_text()) == manifest
   assert sorted(os.listdir(out)) == sorted([tflite.MANIFEST_FILE, tflite.SYNTHESIS_FILE,
-                                            tflite.ENTROPY_MODEL_FILE])
+                                            tflite.ANALYSIS_FILE, tflite.ENTROPY_MODEL_FILE])
   for entry in manifest["files"].values():
     data = (out / entry["name"]).read_bytes()
     assert entry["sha256"] == hashlib.sha256(data).hexdigest()
@@ -165,6 +175,12 @@ def test_the_manifest_describes_the_files(exported, restored):
   assert latent["shape"] == [1, -1, -1, cfg.latent_channels]
   assert manifest["synthesis"]["inputs"]["quality"]["shape"] == []
   assert manifest["synthesis"]["outputs"]["image"]["shape"] == [1, -1, -1, 3]
+  analysis = manifest["analysis"]
+  assert analysis["inputs"]["image"]["shape"] == [1, -1, -1, 3]
+  assert analysis["outputs"]["latent"]["shape"] == [1, -1, -1, cfg.latent_channels]
+  assert analysis["outputs"]["hyper_latent"]["shape"] == [1, -1, -1, cfg.hyper_channels]
+  builtins, custom = tflite.operators((out / tflite.ANALYSIS_FILE).read_bytes())
+  assert (custom, builtins) == ([], analysis["builtin_ops"])
 
 
 def test_an_existing_out_is_refused(tiny_workdir, tmp_path, capsys):
@@ -183,16 +199,32 @@ def test_an_existing_out_is_refused(tiny_workdir, tmp_path, capsys):
 
 
 def test_overwrite_replaces_the_directory(exported, restored, tmp_path, monkeypatch):
-  flatbuffer = (exported[0] / tflite.SYNTHESIS_FILE).read_bytes()
-  monkeypatch.setattr(tflite, "convert", lambda model: flatbuffer)  # converted already
+  flatbuffers = {name: (exported[0] / file).read_bytes() for name, file in tflite.FILES.items()}
+  monkeypatch.setattr(tflite, "convert", lambda model, name: flatbuffers[name])  # done already
   out = tmp_path / "existing"
   out.mkdir()
   (out / "stale").write_text("old")
   tflite.export(restored, str(out), overwrite=True)
   assert sorted(os.listdir(out)) == sorted([tflite.MANIFEST_FILE, tflite.SYNTHESIS_FILE,
-                                            tflite.ENTROPY_MODEL_FILE])
-  assert (out / tflite.SYNTHESIS_FILE).read_bytes() == flatbuffer
+                                            tflite.ANALYSIS_FILE, tflite.ENTROPY_MODEL_FILE])
+  assert (out / tflite.SYNTHESIS_FILE).read_bytes() == flatbuffers["synthesis"]
   assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging left
+
+
+def test_a_linked_entropy_model_is_named_not_copied(exported, tiny_model_dir, tmp_path,
+                                                    monkeypatch):
+  from tflic.lite import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
+  flatbuffers = {name: (exported[0] / file).read_bytes() for name, file in tflite.FILES.items()}
+  monkeypatch.setattr(tflite, "convert", lambda model, name: flatbuffers[name])  # done already
+  asset = pathlib.Path(tiny_model_dir) / bitstream.MODEL_ASSET
+  out = tmp_path / "lite"
+  manifest = tflite.export(savedmodel.restore_model(str(tiny_model_dir)), str(out),
+                           entropy_model=str(asset))
+  assert tflite.ENTROPY_MODEL_FILE not in os.listdir(out)
+  entry = manifest["files"]["entropy_model"]
+  assert (out / entry["name"]).resolve() == asset.resolve()
+  assert entry["sha256"] == hashlib.sha256(asset.read_bytes()).hexdigest()
+  assert decoder_lib.Decoder(str(out)).fingerprint == bytes.fromhex(manifest["fingerprint"])
 
 
 def test_synthesis_runs_without_tensorflow(exported, restored, tf_synthesize, tmp_path):

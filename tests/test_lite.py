@@ -19,6 +19,7 @@ from tflic.deterministic import coding_loop
 from tflic.deterministic import entropy_model
 from tflic.deterministic import reference
 from tflic.lite import decoder as decoder_lib
+from tflic.lite import encoder as encoder_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZES = [(1, 1), (17, 30), (40, 72)]
@@ -84,6 +85,60 @@ def test_lite_decoder_gives_the_savedmodels_latents_and_pixels(lite_dir, saved_c
     assert image.shape == reference_image.shape == (key[0], key[1], 3)
     difference = np.abs(image.astype(int) - reference_image)
     assert difference.max() <= 1 and difference.mean() < 0.01, key
+
+
+def test_lite_encoder_files_decode_with_both_decoders(lite_dir, saved_codec, files, photo):
+  """The fast encoder's files: valid for the SavedModel and tflic-lite alike, and where
+  LiteRT's analysis meets TensorFlow's floats, the SavedModel's bytes."""
+  encoder, lite = encoder_lib.Encoder(str(lite_dir)), decoder_lib.Decoder(str(lite_dir))
+  identical = 0
+  for (h, w, quality), saved in files.items():
+    data = encoder.compress(photo[200:200 + h, 300:300 + w], quality)
+    header = bitstream.unpack(data)[0]
+    assert (header.height, header.width, header.quality_code) == (
+        h, w, bitstream.unpack(saved)[0].quality_code)
+    _, y_hat = lite.decode_latent(data)
+    expected = saved_codec.module.decode_latent(tf.constant(data))["y_hat"].numpy()
+    np.testing.assert_array_equal(y_hat, expected)
+    difference = np.abs(lite.decompress(data).astype(int) - saved_codec.decompress(data))
+    assert difference.max() <= 1
+    identical += data == saved
+  assert identical >= len(files) - 1  # a rounding boundary may fall between the runtimes
+
+
+def test_the_bundled_lite_files_are_the_bundled_models(photo):
+  """tflic/bundled/lite (what `tflic compress` and `decompress` run by default) codes the
+  bundled SavedModel's files: the same fingerprint, and files read by both."""
+  saved = codec.load(codec.default_model_path())
+  lite_dir = REPO / "tflic" / "bundled" / "lite"
+  encoder, lite = encoder_lib.Encoder(str(lite_dir)), decoder_lib.Decoder(str(lite_dir))
+  assert encoder.fingerprint == lite.fingerprint == saved.fingerprint
+  image = photo[100:148, 200:264]
+  for data in (encoder.compress(image, 0.4), saved.compress(image, 0.4)):
+    np.testing.assert_array_equal(
+        lite.decode_latent(data)[1],
+        saved.module.decode_latent(tf.constant(data))["y_hat"].numpy())
+    assert np.abs(lite.decompress(data).astype(int) - saved.decompress(data)).max() <= 1
+
+
+@pytest.mark.parametrize("quality", [0.0, 0.1, 1 / 3, 0.5, 0.77777, 1.0])
+def test_the_quality_code_is_the_savedmodels(quality, saved_codec):
+  image = np.zeros([16, 16, 3], np.uint8)
+  assert encoder_lib.quality_code(quality) == bitstream.unpack(
+      saved_codec.compress(image, quality))[0].quality_code
+
+
+def test_the_encoder_refuses_bad_images(lite_dir):
+  encoder = encoder_lib.Encoder(str(lite_dir))
+  for image, message in [(np.zeros([4, 4], np.uint8), "expected a uint8 RGB image"),
+                         (np.zeros([4, 4, 3], np.float32), "expected a uint8 RGB image"),
+                         (np.zeros([0, 4, 3], np.uint8), "outside 1..65535")]:
+    with pytest.raises(errors.TflicError, match=message):
+      encoder.compress(image, 0.5)
+  with pytest.raises(errors.TflicError, match="exceeds the limit of 10"):
+    encoder.compress(np.zeros([4, 4, 3], np.uint8), 0.5, max_pixels=10)
+  with pytest.raises(errors.TflicError, match="quality must be in"):
+    encoder.compress(np.zeros([4, 4, 3], np.uint8), 1.5)
 
 
 def test_lite_pixels_do_not_depend_on_the_synthesis_threads(lite_dir, files):
@@ -187,7 +242,7 @@ def test_coding_steps_match_the_graphs_order():
 
 
 def test_decode_step_contexts_match_the_teacher_forced_pass(tiny_module, photo):
-  """The coder's cached contexts (tflic.lite.entropy_coder) give the means and tables of
+  """The coder's cached contexts (tflic.deterministic.coding_loop) give the means and tables of
   the teacher-forced numpy pass, chunk for chunk."""
   module = tiny_module
   the_codec = codec.Codec(module)

@@ -195,7 +195,8 @@ class _Model:
 @pytest.fixture
 def run_codec_cli(monkeypatch, capsys):
   """Runs codec_cli's compress_main / decompress_main in this process, without TensorFlow
-  or a model: (exit status, stdout, stderr, the model's calls)."""
+  or a model (a stand-in for the SavedModel path's): (exit status, stdout, stderr, the
+  model's calls)."""
   model = _Model()
   monkeypatch.setattr(codec_cli, "_load_model", lambda path: model)
   monkeypatch.setattr(codec_cli, "_codec_module", lambda: types.SimpleNamespace(MIN_SIDE=1))
@@ -204,7 +205,7 @@ def run_codec_cli(monkeypatch, capsys):
     program = f"tflic {command}"
     main = {"compress": codec_cli.compress_main, "decompress": codec_cli.decompress_main}
     with flagsaver.flagsaver():
-      flags.FLAGS([program])
+      flags.FLAGS([program, "--runtime=tf"])
       status = main[command]([program, *map(str, args)])
     out, err = capsys.readouterr()
     calls = list(model.calls)
@@ -300,7 +301,7 @@ _SPINNING_COMPRESS = textwrap.dedent("""
 
     codec_cli._load_model = lambda path: Model()
     codec_cli._codec_module = lambda: type("codec", (), {"MIN_SIDE": 1})
-    sys.exit(cli.main(["tflic", "compress", *sys.argv[1:]]))
+    sys.exit(cli.main(["tflic", "compress", "--runtime=tf", *sys.argv[1:]]))
 """)
 
 
@@ -455,7 +456,7 @@ _FAKE_COMPRESS = textwrap.dedent("""
 
     codec_cli._load_model = lambda path: Model()
     codec_cli._codec_module = lambda: types.SimpleNamespace(MIN_SIDE=1)
-    argv = ["tflic compress", *sys.argv[1:]]
+    argv = ["tflic compress", "--runtime=tf", *sys.argv[1:]]
     flags.FLAGS(argv)
     app.run(cli.guarded(codec_cli.compress_main, "compress"), argv=argv)
 """)

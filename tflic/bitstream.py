@@ -40,6 +40,7 @@ def _layout():
 
 FIELDS = _layout()  # name -> (offset, size) in bytes
 CHECKSUM_OFFSET = FIELDS["checksum"][0]
+MIN_SIDE = 1
 MAX_SIDE = 65535
 QUALITY_STEPS = 65535  # quality is stored as round(quality * 65535)
 MODE_FLAGS = {"wavefront": 0, "serial": 1}

@@ -57,12 +57,6 @@ def _main(argv):
     print(f"tflic: error: unknown subcommand {command!r}; try `tflic --help`", file=sys.stderr)
     return 2
   _quiet_tensorflow()
-  if command != "info":
-    # TF 2.14 imported after absl's app.run has started runs an absl init callback in the
-    # middle of its own import that sets up the eager context too early; tf.functions
-    # traced afterwards misbehave (tensor `==` compares identity). `info` needs no TF.
-    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
-  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   module_name, function_name = SUBCOMMANDS[command]
   module = importlib.import_module(module_name)
@@ -76,7 +70,20 @@ def _main(argv):
   except flags.Error as e:
     print(f"tflic {command}: error: {e}", file=sys.stderr)
     return 2
-
+  # Only what the command needs: compress and decompress on the fast path, and info, run
+  # without TensorFlow (their module says, from the parsed flags).
+  needs_tensorflow = getattr(module, "needs_tensorflow", lambda command: True)
+  from tflic import errors  # pylint: disable=g-import-not-at-top
+  try:
+    if needs_tensorflow(command):
+      # TF 2.14 imported after absl's app.run has started runs an absl init callback in
+      # the middle of its own import that sets up the eager context too early; tf.functions
+      # traced afterwards misbehave (tensor `==` compares identity).
+      import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+  except errors.TflicError as e:
+    print(f"tflic {command}: error: {e}", file=sys.stderr)
+    return 2
+  from absl import app  # pylint: disable=g-import-not-at-top
   app.run(guarded(function, command), argv=absl_argv)
   return 0
 

@@ -40,7 +40,7 @@ from tflic.deterministic import entropy_model as integer_model
 from tflic.deterministic import reference
 from tflic.deterministic import tables as tables_lib
 
-MIN_SIDE = 1
+MIN_SIDE = bitstream_format.MIN_SIDE
 MAX_SIDE = bitstream_format.MAX_SIDE
 # Symbols beyond this are clamped: tfc's range coder loops forever near +-2^30.
 SYMBOL_LIMIT = 1 << 20

@@ -6,10 +6,19 @@
   tflic decompress [--model=PATH] IN.tflic OUT.png
   tflic decompress a.tflic b.tflic OUTDIR/    # OUTDIR/a.png, OUTDIR/b.png
   tflic info IN.tflic [...]
+  tflic compress --runtime=tf ...             # the SavedModel, in TensorFlow
+
+compress and decompress run on the fast path by default: the networks in LiteRT
+(tflic/bundled/lite, or a --model written by `python -m export.tflite`) and the entropy
+model and range coder in the C core (tflic.lite), without importing TensorFlow. The
+SavedModel path (--runtime=tf) writes and reads the same files; it is taken
+automatically for --refine_steps (which needs TensorFlow's gradients) and for a --model
+that is a SavedModel or a training directory.
 
 With several inputs a bad one is reported on one line and the rest are still processed;
-the exit status is 2 if any failed. `info` reads headers only, without TensorFlow, so
-tflic.codec (which imports it) is imported only by the commands that code.
+the exit status is 2 if any failed. Several inputs share one loaded model. `info`
+reads headers only; tflic.codec (which imports TensorFlow) is imported only on the
+SavedModel path.
 """
 
 import functools
@@ -44,7 +53,15 @@ _MAX_PIXELS = flags.DEFINE_integer(
     "max_pixels", image_io.DEFAULT_MAX_PIXELS,
     "Refuse images with more pixels than this (protects against decompression bombs).",
     lower_bound=1)
+_RUNTIME = flags.DEFINE_enum(
+    "runtime", "auto", ["auto", "lite", "tf"],
+    "lite: LiteRT networks and the C entropy core, no TensorFlow (the bundled model's "
+    "LiteRT files, or a --model written by `python -m export.tflite`); tf: the SavedModel "
+    "(or a training directory) in TensorFlow; auto: lite where the model has LiteRT files "
+    "and the options allow it (--refine_steps needs tf). Both write and read the same files.")
 common_flags.declare_key_flags(__name__, "model", "overwrite", "refine_steps")
+
+LITE_MANIFEST = "manifest.json"
 
 
 class _ModelError(errors.TflicError):
@@ -64,6 +81,46 @@ def _quiet_on_broken_pipe(main):
       return image_io.silence_stdout()
 
   return run
+
+
+def _bundled(name):
+  return os.path.join(os.path.dirname(os.path.abspath(bitstream.__file__)), "bundled", name)
+
+
+def _lite_dir():
+  """The LiteRT export to run on the fast path, or None if --model has none."""
+  path = _MODEL.value or _bundled("lite")
+  return path if os.path.isfile(os.path.join(path, LITE_MANIFEST)) else None
+
+
+def runtime(command):
+  """"lite" or "tf": where `command` (compress or decompress) runs with these flags;
+  TflicError for a combination that cannot run."""
+  lite_dir = _lite_dir()
+  refine = command == "compress" and _REFINE_STEPS.value > 0
+  if _RUNTIME.value == "tf":
+    if _MODEL.value and lite_dir:
+      raise errors.TflicError(f"--model={_MODEL.value} is a LiteRT export; --runtime=tf "
+                              "needs a SavedModel or a training directory")
+    return "tf"
+  if lite_dir is None:
+    if _RUNTIME.value == "lite":
+      raise errors.TflicError(f"--runtime=lite needs a LiteRT export (`python -m "
+                              f"export.tflite`); {_MODEL.value or 'this installation'} has "
+                              "none")
+    return "tf"
+  if refine:
+    if _RUNTIME.value == "lite" or _MODEL.value:
+      raise errors.TflicError("latent refinement (--refine_steps) needs TensorFlow: pass "
+                              "--runtime=tf with a SavedModel or training directory")
+    return "tf"  # the bundled SavedModel beside the LiteRT files
+  return "lite"
+
+
+def needs_tensorflow(command):
+  """Whether `command` with the parsed flags runs in TensorFlow (tflic.cli imports it
+  first, then, and only then)."""
+  return command in ("compress", "decompress") and runtime(command) == "tf"
 
 
 @_quiet_on_broken_pipe
@@ -164,13 +221,17 @@ def _compress_one(src, dst):
   image_io.check_output(dst, _OVERWRITE.value)  # before the slow part
   image = image_io.read_image(src, _MAX_PIXELS.value)
   height, width = image.shape[:2]
-  codec = _codec_module()
-  if min(height, width) < codec.MIN_SIDE:
+  if min(height, width) < bitstream.MIN_SIDE:
     raise errors.TflicError(f"{src}: image is {width}x{height}, smaller than the minimum "
-                            f"of {codec.MIN_SIDE} pixels per side")
-  model = _load_model(_MODEL.value)
-  start = time.perf_counter()
-  compress = functools.partial(model.compress, image, refine_steps=_REFINE_STEPS.value)
+                            f"of {bitstream.MIN_SIDE} pixels per side")
+  if runtime("compress") == "lite":
+    encoder = _load_lite("encoder", _lite_dir())
+    start = time.perf_counter()
+    compress = functools.partial(encoder.compress, image, max_pixels=_MAX_PIXELS.value)
+  else:
+    model = _load_model(_MODEL.value)
+    start = time.perf_counter()
+    compress = functools.partial(model.compress, image, refine_steps=_REFINE_STEPS.value)
   budget = _budget_bytes(height, width)
   try:
     if budget is None:
@@ -203,17 +264,20 @@ def _decompress_one(src, dst):
         f"{src}: image would be {header.width}x{header.height} = "
         f"{header.height * header.width} pixels, more than the limit of "
         f"{_MAX_PIXELS.value} (see --max_pixels)")
-  bundled = os.path.join(os.path.dirname(os.path.abspath(bitstream.__file__)), "bundled",
-                         "model")
-  try:  # the stream-length rule too, before the model is loaded
-    bitstream.check_declared_size_for_export(_MODEL.value or bundled, header,
-                                             _MAX_PIXELS.value)
-  except errors.TflicError as e:
-    raise _about(src, e) from None
-  model = _load_model(_MODEL.value)
-  start = time.perf_counter()
+  lite = runtime("decompress") == "lite"
   try:
-    image = model.decompress(data)
+    if lite:  # the decoder checks the stream-length rule before any allocation
+      model = _load_lite("decoder", _lite_dir())
+      start = time.perf_counter()
+      image = model.decompress(data, max_pixels=_MAX_PIXELS.value)
+    else:  # the stream-length rule too, before the model is loaded
+      bitstream.check_declared_size_for_export(_MODEL.value or _bundled("model"), header,
+                                               _MAX_PIXELS.value)
+      model = _load_model(_MODEL.value)
+      start = time.perf_counter()
+      image = model.decompress(data)
+  except _ModelError:
+    raise
   except errors.TflicError as e:
     raise _about(src, e) from None
   image_io.write_png(dst, image, _OVERWRITE.value)
@@ -239,8 +303,9 @@ def _summary(src, dst, width, height, tflic_bytes, seconds):
 
 
 def _codec_module():
-  """tflic.codec, imported on first use: it imports TensorFlow, which `info` must not wait for."""
-  # tflic.cli imports TensorFlow before absl's app.run for every subcommand but `info`.
+  """tflic.codec, imported on first use: it imports TensorFlow, which only the SavedModel
+  path needs."""
+  # tflic.cli imports TensorFlow before absl's app.run when `needs_tensorflow`.
   from tflic import codec  # pylint: disable=g-import-not-at-top
   return codec
 
@@ -251,6 +316,17 @@ def _load_model(path):
   codec = _codec_module()
   try:
     return codec.load(path or codec.default_model_path())
+  except errors.TflicError as e:
+    raise _ModelError(str(e)) from None
+
+
+@functools.cache
+def _load_lite(kind, model_dir):
+  """The fast path's Encoder or Decoder (`kind`) of a LiteRT export, loaded once."""
+  from tflic.lite import decoder  # pylint: disable=g-import-not-at-top
+  from tflic.lite import encoder  # pylint: disable=g-import-not-at-top
+  try:
+    return (encoder.Encoder if kind == "encoder" else decoder.Decoder)(model_dir)
   except errors.TflicError as e:
     raise _ModelError(str(e)) from None
 

@@ -1,6 +1,7 @@
-"""Decoding without TensorFlow: LiteRT networks and the portable C entropy core (the
+"""Coding without TensorFlow: LiteRT networks and the portable C entropy core (the
 integer entropy model, coding loop and range coder, `tflic.rangecoder.entropy_core`).
 
 Nothing in this package imports TensorFlow: it is what a server or an app that only
-decodes installs (ai-edge-litert, numpy, Pillow and the C coder).
+decodes installs (ai-edge-litert, numpy, Pillow and the C coder), and the fast path of
+`tflic compress` and `tflic decompress` (`encoder`, `decoder`).
 """

@@ -25,7 +25,8 @@ from tflic.rangecoder import entropy_core
 MANIFEST = "manifest.json"
 
 
-def _read_manifest(model_dir):
+def read_manifest(model_dir):
+  """The manifest of an export; TflicError if it is missing or for another format."""
   path = os.path.join(model_dir, MANIFEST)
   if not os.path.isdir(model_dir):
     raise errors.TflicError(f"model not found: {model_dir}")
@@ -61,6 +62,27 @@ def _checked_file(model_dir, entry):
   return path
 
 
+def load_core(model_dir, paths):
+  """The C entropy core of an export (`paths` from `checked_files`)."""
+  try:
+    with np.load(paths["entropy_model"]) as data:
+      return entropy_core.Core({key: data[key] for key in data.files})
+  except (OSError, ValueError, KeyError) as e:
+    raise errors.TflicError(f"cannot load the entropy model of {model_dir}: {e}") from None
+
+
+def checked_files(model_dir, manifest, roles):
+  """role -> path of the files of an export that a coder needs, each checked against its
+  SHA-256 (only those: the others are not read)."""
+  files = manifest.get("files", {})
+  for role in roles:
+    if role not in files:
+      raise errors.TflicError(
+          f"{model_dir} has no {role} (exported without it; re-export the model with "
+          "`python -m export.tflite`)")
+  return {role: _checked_file(model_dir, files[role]) for role in roles}
+
+
 class Decoder:
   """Decodes .tflic files of one exported model.
 
@@ -70,18 +92,13 @@ class Decoder:
   """
 
   def __init__(self, model_dir, num_threads=None):
-    manifest = _read_manifest(model_dir)
+    manifest = read_manifest(model_dir)
     self.fingerprint = bytes.fromhex(manifest["fingerprint"])
     self.mode = manifest["context_mode"]
-    paths = {role: _checked_file(model_dir, entry) for role, entry in manifest["files"].items()}
-    try:
-      with np.load(paths["entropy_model"]) as data:
-        self.core = entropy_core.Core({key: data[key] for key in data.files})
-    except (OSError, ValueError, KeyError) as e:
-      raise errors.TflicError(f"cannot load the entropy model of {model_dir}: {e}") from None
+    paths = checked_files(model_dir, manifest, ("entropy_model", "synthesis"))
+    self.core = load_core(model_dir, paths)
     self.synthesis = synthesis_lib.Synthesis(paths["synthesis"], num_threads=num_threads)
     self._costs = (tuple(self.core.y_cost), tuple(self.core.z_cost))
-
   def decode_latent(self, data, max_pixels=image_io.DEFAULT_MAX_PIXELS):
     """(Header, integer latent y_hat [1, h, w, M] float64) of a file's bytes.
 
