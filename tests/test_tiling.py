@@ -144,3 +144,16 @@ def test_tiled_codec_writes_the_files_and_pixels_of_the_one_piece_codec(tiny_cod
   assert stages[-1] == ("synthesis", 12, 12)
   assert np.abs(decoded.astype(int) - tiny_codec.decompress(one_piece)).max() <= 1
   assert np.abs(tiled.decompress(data).astype(int) - tiny_codec.decompress(data)).max() <= 1
+
+
+def test_lite_decoder_tiles_its_synthesis_alike(tiny_lite_dir, tiny_codec):
+  from tflic.lite import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(4)
+  image = rng.integers(0, 256, [100, 140, 3], dtype=np.uint8)
+  data = tiny_codec.compress(image, 1.0)
+  lite = decoder_lib.Decoder(str(tiny_lite_dir))
+  header, y_hat = lite.decode_latent(data)
+  whole = lite.synthesize(header, y_hat)
+  tiled = lite.synthesize(header, y_hat, tile_kept=4)
+  assert np.abs(tiled.astype(int) - whole).max() <= 1
+  assert np.abs(tiled.astype(int) - tiny_codec.decompress(data)).max() <= 1

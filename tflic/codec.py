@@ -486,20 +486,10 @@ class Codec:
 
   def _compress_tiled(self, image, quality, tiles, report):
     height, width = image.shape[:2]
-    latent_height, latent_width = bitstream_format.latent_grid(height, width)
-    channels = int(self._model_config["latent_channels"])
-    y = np.empty([1, latent_height, latent_width, channels], np.float32)
     quality = tf.constant(quality, tf.float32)
-    for i, tile in enumerate(tiles):
-      report("analysis", i, len(tiles))
-      pixels = tile.scaled(tiling.LATENT_STRIDE)
-      # Edge replication up to the multiple of 16, as the one-piece analysis pads.
-      rows = np.minimum(np.arange(pixels.top, pixels.bottom), height - 1)
-      cols = np.minimum(np.arange(pixels.left, pixels.right), width - 1)
-      piece = image[rows[:, None], cols[None, :]]
-      latent = self.module.analyse_tile(tf.constant(piece), quality).numpy()
-      y[(0, *tile.kept_absolute)] = latent[(0, *tile.kept)]
-    report("analysis", len(tiles), len(tiles))
+    y = tiling.analyse_tiles(
+        lambda pixels: self.module.analyse_tile(tf.constant(pixels), quality).numpy(),
+        image, tiles, int(self._model_config["latent_channels"]), report)
     report("coding", 0, 1)
     y = tf.constant(y)
     return self.module.compress_latent(y, tf.constant(height, tf.int32),
@@ -524,32 +514,13 @@ class Codec:
         return image
       y_hat = self.module.decode_latent(tf.constant(data))["y_hat"].numpy()
       report("coding", 1, 1)
-      return synthesize_tiles(
-          lambda tile: self.module.synthesize_tile(
-              tf.constant(y_hat[:, tile.top:tile.bottom, tile.left:tile.right]),
-              tf.constant(header.quality_code, tf.int32)).numpy(),
-          tiles, header.height, header.width, report)
+      quality_code = tf.constant(header.quality_code, tf.int32)
+      return tiling.synthesize_tiles(
+          lambda latent: self.module.synthesize_tile(tf.constant(latent),
+                                                     quality_code).numpy(),
+          y_hat, tiles, header.height, header.width, report)
     except tf.errors.OpError as e:
       raise errors.TflicError(f"decoding failed: {_first_line(e)}") from None
-
-
-def synthesize_tiles(synthesize, tiles, height, width, report=None):
-  """The uint8 image [height, width, 3] put together from the kept parts of the tiles;
-  synthesize(tile) gives a tile's uint8 pixels [16 rows, 16 columns, 3] (latent units
-  as in `tflic.tiling.Tile.computed`)."""
-  image = np.empty([height, width, 3], np.uint8)
-  for i, tile in enumerate(tiles):
-    if report:
-      report("synthesis", i, len(tiles))
-    pixels = synthesize(tile)
-    kept = tile.scaled(tiling.LATENT_STRIDE)
-    rows = slice(kept.keep_top, min(kept.keep_bottom, height))
-    cols = slice(kept.keep_left, min(kept.keep_right, width))
-    image[rows, cols] = pixels[rows.start - kept.top:rows.stop - kept.top,
-                               cols.start - kept.left:cols.stop - kept.left]
-  if report:
-    report("synthesis", len(tiles), len(tiles))
-  return image
 
 
 def _checks_in_order(checks):

@@ -1,4 +1,4 @@
-"""Where the tiles of a tiled analysis or synthesis go (pure Python: no TensorFlow).
+"""Where the tiles of a tiled analysis or synthesis go, and their assembly (numpy only).
 
 The analysis g_a and the synthesis g_s run on overlapping tiles so that their
 activations stay bounded on any image; the latent and the coding loop stay whole, so the
@@ -21,6 +21,8 @@ only, so it is the same on every machine, and so are the files.
 
 import dataclasses
 import math
+
+import numpy as np
 
 LATENT_STRIDE = 16
 # Activation memory of the transforms a tile may take, unless the caller says otherwise.
@@ -288,3 +290,53 @@ def plan(height, width, config, budget_bytes=DEFAULT_BUDGET_BYTES, kept=None):
   return [Tile(top, bottom, left, right, keep_top, keep_bottom, keep_left, keep_right)
           for top, bottom, keep_top, keep_bottom in rows
           for left, right, keep_left, keep_right in cols]
+
+
+def tile_pixels(image, tile):
+  """The uint8 pixels [16 rows, 16 columns, 3] a tile's analysis reads from an image
+  [H, W, 3]: beyond the image's bottom and right, its edge replicated, as the one-piece
+  analysis pads to multiples of 16."""
+  height, width = image.shape[:2]
+  rows = np.minimum(np.arange(LATENT_STRIDE * tile.top, LATENT_STRIDE * tile.bottom),
+                    height - 1)
+  cols = np.minimum(np.arange(LATENT_STRIDE * tile.left, LATENT_STRIDE * tile.right),
+                    width - 1)
+  return image[rows[:, None], cols[None, :]]
+
+
+def analyse_tiles(analyse, image, tiles, channels, report=None):
+  """The latent [1, h, w, channels] (float32) of an image [H, W, 3] put together from the
+  kept parts of its tiles; analyse(pixels) gives a tile's latent [1, rows, columns,
+  channels] from its pixels (`tile_pixels`). report(stage, done, total), if given, hears
+  of each tile ("analysis")."""
+  height, width = image.shape[:2]
+  y = np.empty([1, -(-height // LATENT_STRIDE), -(-width // LATENT_STRIDE), channels],
+               np.float32)
+  for i, tile in enumerate(tiles):
+    if report:
+      report("analysis", i, len(tiles))
+    latent = analyse(tile_pixels(image, tile))
+    y[(0, *tile.kept_absolute)] = latent[(0, *tile.kept)]
+  if report:
+    report("analysis", len(tiles), len(tiles))
+  return y
+
+
+def synthesize_tiles(synthesize, latent, tiles, height, width, report=None):
+  """The uint8 image [height, width, 3] put together from the kept parts of its tiles;
+  synthesize(piece) gives the uint8 pixels [16 rows, 16 columns, 3] of a piece [1, rows,
+  columns, M] of the latent [1, h, w, M]. report as in `analyse_tiles` ("synthesis")."""
+  image = np.empty([height, width, 3], np.uint8)
+  for i, tile in enumerate(tiles):
+    if report:
+      report("synthesis", i, len(tiles))
+    rows, cols = tile.computed
+    pixels = synthesize(latent[:, rows, cols])
+    top, left = LATENT_STRIDE * tile.top, LATENT_STRIDE * tile.left
+    rows = slice(LATENT_STRIDE * tile.keep_top, min(LATENT_STRIDE * tile.keep_bottom, height))
+    cols = slice(LATENT_STRIDE * tile.keep_left, min(LATENT_STRIDE * tile.keep_right, width))
+    image[rows, cols] = pixels[rows.start - top:rows.stop - top,
+                               cols.start - left:cols.stop - left]
+  if report:
+    report("synthesis", len(tiles), len(tiles))
+  return image

@@ -18,6 +18,7 @@ import numpy as np
 from tflic import bitstream
 from tflic import errors
 from tflic import image_io
+from tflic import tiling
 from tflic.deterministic import entropy_model
 from tflic.lite import synthesis as synthesis_lib
 from tflic.rangecoder import entropy_core
@@ -67,10 +68,14 @@ class Decoder:
   Args:
     model_dir: a directory written by `python -m export.tflite`.
     num_threads: LiteRT threads for the synthesis (None: this process's CPUs).
+    tile_budget: bytes of synthesis activations a tile may take (`tflic.tiling`).
   """
 
-  def __init__(self, model_dir, num_threads=None):
+  def __init__(self, model_dir, num_threads=None, tile_budget=tiling.DEFAULT_BUDGET_BYTES):
     manifest = _read_manifest(model_dir)
+    # The synthesis runs in tiles (tflic.tiling), as the SavedModel codec's does.
+    self.model_config = manifest["config"]["model"]
+    self.tile_budget = tile_budget
     self.fingerprint = bytes.fromhex(manifest["fingerprint"])
     self.mode = manifest["context_mode"]
     paths = {role: _checked_file(model_dir, entry) for role, entry in manifest["files"].items()}
@@ -102,9 +107,15 @@ class Decoder:
     """.tflic file bytes -> uint8 [H, W, 3], as the SavedModel's `decompress`."""
     return self.synthesize(*self.decode_latent(data, max_pixels))
 
-  def synthesize(self, header, y_hat):
-    """The uint8 image [H, W, 3] of a decoded latent (`decode_latent`)."""
+  def synthesize(self, header, y_hat, tile_kept=None):
+    """The uint8 image [H, W, 3] of a decoded latent (`decode_latent`), tile by tile
+    (`tile_kept`: for tests, the kept side of a tile in latents)."""
     quality = np.float32(header.quality_code) / np.float32(bitstream.QUALITY_STEPS)
-    image = self.synthesis((y_hat / entropy_model.ONE).astype(np.float32), quality)
-    image = image[0, :header.height, :header.width]
-    return np.round(np.clip(image * np.float32(255), 0, 255)).astype(np.uint8)
+
+    def synthesize(piece):
+      image = self.synthesis((piece / entropy_model.ONE).astype(np.float32), quality)[0]
+      return np.round(np.clip(image * np.float32(255), 0, 255)).astype(np.uint8)
+
+    tiles = tiling.plan(header.height, header.width, self.model_config, self.tile_budget,
+                        tile_kept)
+    return tiling.synthesize_tiles(synthesize, y_hat, tiles, header.height, header.width)
