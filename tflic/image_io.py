@@ -23,6 +23,8 @@ import threading
 
 import numpy as np
 from PIL import Image
+from PIL import ImageCms
+from PIL import ImageOps
 
 from tflic import errors
 
@@ -32,10 +34,12 @@ _LOG = logging.getLogger(__name__)
 
 # What fits this 24 GiB machine: compress and decompress peak at about 1.3 GiB + 450
 # bytes per pixel (benchmarks/memory.py, reports/memory/), 18 GiB at 40 MP.
-DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_PIXELS = 400_000_000
 # Only formats we mean to accept: Pillow's other plugins (EPS runs Ghostscript, for
 # one) are more attack surface than a codec's input needs.
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+_EXIF_ORIENTATION = 0x0112
+_SRGB = ImageCms.createProfile("sRGB")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 _DESCRIPTIONS = {
@@ -63,7 +67,9 @@ def read_bytes(path):
 def read_image(path, max_pixels=DEFAULT_MAX_PIXELS):
   """Reads an image file as uint8 [H, W, 3] RGB.
 
-  Grayscale, palette, alpha and 16-bit images are converted, with a one-line warning.
+  Grayscale, palette, alpha and 16-bit images are converted, with a one-line warning;
+  so are pixels in a colour space other than sRGB (an embedded ICC profile), to sRGB.
+  A camera's EXIF orientation is applied: the pixels are upright, as viewers show them.
 
   Args:
     path: the image file (PNG, JPEG, WebP, BMP or TIFF).
@@ -95,6 +101,8 @@ def read_image(path, max_pixels=DEFAULT_MAX_PIXELS):
       image.load()
       if sixteen_bit_rgb:
         _LOG.warning("%s: converted 16-bit RGB to 8-bit RGB", path)
+      image = _upright(image)
+      image = _to_srgb(image, path)
       return _to_rgb8(image, path)
   except Image.UnidentifiedImageError:
     raise errors.TflicError(
@@ -118,6 +126,46 @@ def _pillow_size_limit_disabled():
     yield
   finally:
     Image.MAX_IMAGE_PIXELS = saved
+
+
+def _upright(image):
+  """The image turned as its EXIF orientation says (cameras store the sensor's rows and
+  a tag; viewers turn them), without the tag; the image itself if it has none."""
+  try:
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+  except (ValueError, OSError, SyntaxError):  # an unreadable EXIF block: as stored
+    return image
+  if orientation in (None, 1) or orientation not in range(2, 9):
+    return image
+  return ImageOps.exif_transpose(image)
+
+
+def _to_srgb(image, path):
+  """The image in sRGB if it embeds an ICC profile of another RGB or CMYK colour space
+  (with a one-line note); as it is otherwise, or with a note if its profile is unusable."""
+  icc = image.info.get("icc_profile")
+  if not icc:
+    return image
+  try:
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    name = (ImageCms.getProfileDescription(profile) or "unnamed").strip()
+  except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+    _LOG.warning("%s: unreadable ICC profile ignored (pixels taken as sRGB)", path)
+    return image
+  if "srgb" in name.lower().replace(" ", ""):
+    return image
+  if image.mode not in ("RGB", "CMYK"):
+    _LOG.warning("%s: ICC profile %r of a %s image ignored (pixels taken as sRGB)", path,
+                 name, _DESCRIPTIONS.get(image.mode, f"mode {image.mode}"))
+    return image
+  try:
+    converted = ImageCms.profileToProfile(image, profile, _SRGB, outputMode="RGB")
+  except (ImageCms.PyCMSError, OSError, ValueError) as e:
+    _LOG.warning("%s: ICC profile %r ignored, pixels taken as sRGB (%s)", path, name,
+                 _reason(e))
+    return image
+  _LOG.warning("%s: converted from its ICC profile %r to sRGB", path, name)
+  return converted
 
 
 def _to_rgb8(image, path):
