@@ -24,7 +24,9 @@ from tflic import bitstream
 from tflic import common_flags
 from tflic import errors
 from tflic import image_io
+from tflic import progress as progress_lib
 from tflic import rate_control
+from tflic import tiling
 
 _MODEL = common_flags.MODEL
 _OVERWRITE = common_flags.OVERWRITE
@@ -44,6 +46,11 @@ _MAX_PIXELS = flags.DEFINE_integer(
     "max_pixels", image_io.DEFAULT_MAX_PIXELS,
     "Refuse images with more pixels than this (protects against decompression bombs).",
     lower_bound=1)
+_TILE_MEMORY = flags.DEFINE_integer(
+    "tile_memory_mib", tiling.DEFAULT_BUDGET_BYTES >> 20,
+    "Memory for the transforms' activations, in MiB: larger images are analysed and "
+    "synthesized in overlapping tiles of this size (the same on any machine; the files "
+    "do not depend on it beyond float rounding).", lower_bound=16)
 common_flags.declare_key_flags(__name__, "model", "overwrite", "refine_steps")
 
 
@@ -140,7 +147,9 @@ def _convert_all(argv, usage, out_suffix, convert_one):
       try:
         if os.path.abspath(dst) in done:
           raise errors.TflicError(f"{src}: output {dst} was written by an earlier input")
-        line = convert_one(src, dst)
+        # One bar: with several files the current one's stage goes beside theirs.
+        with progress_lib.Bar(src, files=progress if len(jobs) > 1 else None) as report:
+          line = convert_one(src, dst, report)
         done.add(os.path.abspath(dst))
         tqdm.tqdm.write(image_io.printable(line), file=sys.stdout)
       except _ModelError:
@@ -159,8 +168,9 @@ def _convert_all(argv, usage, out_suffix, convert_one):
   return 2 if failed else 0
 
 
-def _compress_one(src, dst):
-  """Compresses one image file; returns the line to print."""
+def _compress_one(src, dst, report=None):
+  """Compresses one image file; returns the line to print. report: a progress callback
+  (`tflic.progress`)."""
   image_io.check_output(dst, _OVERWRITE.value)  # before the slow part
   image = image_io.read_image(src, _MAX_PIXELS.value)
   height, width = image.shape[:2]
@@ -170,7 +180,8 @@ def _compress_one(src, dst):
                             f"of {codec.MIN_SIDE} pixels per side")
   model = _load_model(_MODEL.value)
   start = time.perf_counter()
-  compress = functools.partial(model.compress, image, refine_steps=_REFINE_STEPS.value)
+  compress = functools.partial(model.compress, image, refine_steps=_REFINE_STEPS.value,
+                               progress=report)
   budget = _budget_bytes(height, width)
   try:
     if budget is None:
@@ -194,8 +205,9 @@ def _budget_bytes(height, width):
   return None
 
 
-def _decompress_one(src, dst):
-  """Decompresses one .tflic file; returns the line to print."""
+def _decompress_one(src, dst, report=None):
+  """Decompresses one .tflic file; returns the line to print. report: as in
+  `_compress_one`."""
   image_io.check_output(dst, _OVERWRITE.value)
   data, header = _read_tflic(src)  # clear errors before any TensorFlow work
   if header.height * header.width > _MAX_PIXELS.value:
@@ -213,7 +225,7 @@ def _decompress_one(src, dst):
   model = _load_model(_MODEL.value)
   start = time.perf_counter()
   try:
-    image = model.decompress(data)
+    image = model.decompress(data, progress=report)
   except errors.TflicError as e:
     raise _about(src, e) from None
   image_io.write_png(dst, image, _OVERWRITE.value)
@@ -250,7 +262,8 @@ def _load_model(path):
   """The Codec for --model (None: the bundled one), loaded once, on first use."""
   codec = _codec_module()
   try:
-    return codec.load(path or codec.default_model_path())
+    return codec.load(path or codec.default_model_path(),
+                      tile_budget=_TILE_MEMORY.value << 20)
   except errors.TflicError as e:
     raise _ModelError(str(e)) from None
 
