@@ -436,7 +436,13 @@ class Codec:
         "analyse_tile", "compress_latent", "decode_latent", "synthesize_tile"))
     self._model_config = None
     if self._tiled:
-      self._model_config = json.loads(module.config_json.numpy().decode())["model"]
+      stored = module.config_json.numpy().decode()
+      if stored:
+        self._model_config = json.loads(stored)["model"]
+      elif hasattr(module, "model"):  # a CodecModule made without its config's JSON
+        self._model_config = module.model.config
+      else:
+        self._tiled = False
 
   def plan(self, height, width):
     """The tiles (`tflic.tiling.Tile`, latent units) of an image; one for an image that
@@ -489,7 +495,8 @@ class Codec:
     quality = tf.constant(quality, tf.float32)
     y = tiling.analyse_tiles(
         lambda pixels: self.module.analyse_tile(tf.constant(pixels), quality).numpy(),
-        image, tiles, int(self._model_config["latent_channels"]), report)
+        image, tiles, int(tiling.config_value(self._model_config, "latent_channels")),
+        report)
     report("coding", 0, 1)
     y = tf.constant(y)
     return self.module.compress_latent(y, tf.constant(height, tf.int32),

@@ -262,8 +262,9 @@ def _load_model(path):
   """The Codec for --model (None: the bundled one), loaded once, on first use."""
   codec = _codec_module()
   try:
-    return codec.load(path or codec.default_model_path(),
-                      tile_budget=_TILE_MEMORY.value << 20)
+    # Flags are unparsed when a library caller (not the command) loads the model.
+    budget = (_TILE_MEMORY.value if flags.FLAGS.is_parsed() else _TILE_MEMORY.default) << 20
+    return codec.load(path or codec.default_model_path(), tile_budget=budget)
   except errors.TflicError as e:
     raise _ModelError(str(e)) from None
 

@@ -64,7 +64,8 @@ class Tile:
     return Tile(*(factor * v for v in dataclasses.astuple(self)))
 
 
-def _get(config, name, default=None):
+def config_value(config, name, default=None):
+  """A field of a model config given as a dict (its JSON) or a ModelConfig."""
   if isinstance(config, dict):
     return config.get(name, default)
   return getattr(config, name, default)
@@ -80,37 +81,37 @@ def _get(config, name, default=None):
 
 
 def _swin_stage(config, stage):
-  window = int(_get(config, "window_size"))
+  window = int(config_value(config, "window_size"))
   return [("window", window, window // 2 if i % 2 else 0)
-          for i in range(int(_get(config, "depths")[stage]))]
+          for i in range(int(config_value(config, "depths")[stage]))]
 
 
 def analysis_layers(config):
   """g_a's layers (see the table above) for a model config (dict or ModelConfig)."""
-  if _get(config, "transform", "swin") == "cnn":
+  if config_value(config, "transform", "swin") == "cnn":
     # Keras "same" conv of stride 2 on an even input: pad (k - 2) // 2 before.
     return [("down", 5, 1)] * 4
-  kernel = int(_get(config, "resample_kernel", 0) or 0)
+  kernel = int(config_value(config, "resample_kernel", 0) or 0)
   down = ("down", 2, 0) if not kernel else ("down", kernel, (kernel - 2) // 2)
   layers = []
   for stage in range(4):
     layers.append(down)
     layers += _swin_stage(config, stage)
-  window = int(_get(config, "window_size"))
+  window = int(config_value(config, "window_size"))
   layers += [("window", window, window // 2 if i % 2 else 0)
-             for i in range(int(_get(config, "latent_depth", 0) or 0))]
+             for i in range(int(config_value(config, "latent_depth", 0) or 0))]
   return layers
 
 
 def synthesis_layers(config):
   """g_s's layers (see the table above) for a model config (dict or ModelConfig)."""
-  if _get(config, "transform", "swin") == "cnn":
+  if config_value(config, "transform", "swin") == "cnn":
     # Keras "same" transposed conv of stride 2, kernel 5.
     return [("up", 5, 1)] * 4
   # A sub-pixel conv (kernel k, stride 1, then depth-to-space): output j reads the inputs
   # i with |i - floor(j/2)| <= (k-1)/2, i.e. 2i - (k-1) <= j <= 2i - (k-1) + 2k - 1
   # (k = 1: Swin's linear patch split, j reads floor(j/2)).
-  kernel = int(_get(config, "resample_kernel", 0) or 0) or 1
+  kernel = int(config_value(config, "resample_kernel", 0) or 0) or 1
   up = ("up", 2 * kernel, kernel - 1)
   layers = []
   for stage in reversed(range(4)):
@@ -221,13 +222,13 @@ def _periods_up(layers):
 def activation_bytes_per_pixel(config):
   """An upper estimate of the transforms' peak float32 activation bytes per pixel of a
   tile (the widest layer's input, output and temporaries), from the config alone."""
-  if _get(config, "transform", "swin") == "cnn":
-    dims = list(_get(config, "embed_dims"))
+  if config_value(config, "transform", "swin") == "cnn":
+    dims = list(config_value(config, "embed_dims"))
     return 4 * max(d / 4 ** (i + 1) for i, d in enumerate(dims)) * 8 + 64
-  dims = list(_get(config, "embed_dims"))
-  heads = list(_get(config, "num_heads"))
-  window = int(_get(config, "window_size"))
-  mlp = float(_get(config, "mlp_ratio", 2.0))
+  dims = list(config_value(config, "embed_dims"))
+  heads = list(config_value(config, "num_heads"))
+  window = int(config_value(config, "window_size"))
+  mlp = float(config_value(config, "mlp_ratio", 2.0))
   worst = 0.0
   for stage, (dim, head) in enumerate(zip(dims, heads)):
     tokens = 1.0 / 4 ** (stage + 1)  # per pixel
