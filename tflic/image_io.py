@@ -32,8 +32,11 @@ from tflic import errors
 # uses this module without absl.
 _LOG = logging.getLogger(__name__)
 
-# What fits this 24 GiB machine: compress and decompress peak at about 1.3 GiB + 450
-# bytes per pixel (benchmarks/memory.py, reports/memory/), 18 GiB at 40 MP.
+# With the transforms in tiles (tflic/tiling.py) only the image, the latents and the
+# entropy coder grow with the image: compress and decompress peaked at 2.1 and 3.4 GiB
+# at 24 and 100 MP (benchmarks/memory.py, reports/memory_large/), so 400 MP (a 25000 x
+# 16000 panorama) needs about 8 GiB, a 16 GiB laptop's share. The format allows 65535
+# pixels a side; the stream-length rule still bounds what a small file can declare.
 DEFAULT_MAX_PIXELS = 400_000_000
 # Only formats we mean to accept: Pillow's other plugins (EPS runs Ghostscript, for
 # one) are more attack surface than a codec's input needs.
