@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from tflic import config as config_lib
 from tflic import tiling
 
-REPO_CONFIGS = {name: json.load(open(f"configs/{name}.json"))["model"]
+REPO_CONFIGS = {name: json.loads(config_lib.load(name).to_json())["model"]
                 for name in ("tiny", "small", "cnn_small")}
 
 
@@ -96,12 +97,11 @@ def _with_margin(tile, margin, height, width):
 ])
 def test_tiles_compute_what_one_piece_does_and_need_their_margin(changes):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tflic import config  # pylint: disable=g-import-not-at-top
   from tflic import transforms  # pylint: disable=g-import-not-at-top
-  d = json.loads(config.load("tiny").to_json())
+  d = json.loads(config_lib.load("tiny").to_json())
   d["model"].update(embed_dims=[8, 8, 8, 8], num_heads=[1, 1, 1, 1], latent_channels=8,
                     **changes)
-  cfg = config.from_dict(d).model
+  cfg = config_lib.from_dict(d).model
   tf.random.set_seed(1)
   analysis = transforms.analysis_transform(cfg)
   synthesis = transforms.synthesis_transform(cfg)

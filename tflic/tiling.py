@@ -141,11 +141,6 @@ def _depends_on(layers, lo, hi):
   return lo, hi
 
 
-def _scale(layers):
-  """Output units per input unit: 1/2 per down, 2 per up."""
-  return 2 ** (sum(l[0] == "up" for l in layers) - sum(l[0] == "down" for l in layers))
-
-
 def _periods(layers):
   """Every window period and stride of `layers`, in input units of the first layer."""
   periods, unit = [1], 1.0
@@ -166,14 +161,6 @@ class Geometry:
   multiples of `align` and compute `margin` beyond what they keep, each side)."""
   align: int
   margin: int
-
-  @property
-  def align_pixels(self):
-    return self.align * LATENT_STRIDE
-
-  @property
-  def margin_pixels(self):
-    return self.margin * LATENT_STRIDE
 
 
 def _in_latent_units(value, units_per_latent):
