@@ -172,11 +172,11 @@ def test_read_image_errors(images, name, words):
 
 
 def test_max_pixels_is_checked_before_decoding(tmp_path):
-  # The header says 20000x10000 but the pixel data is garbage: only a check made before
-  # decoding reports the size rather than the corruption (or allocating 600 MB).
+  # The header says 40000x20000 but the pixel data is garbage: only a check made before
+  # decoding reports the size rather than the corruption (or allocating 2.4 GB).
   path = tmp_path / "bomb.png"
-  path.write_bytes(_png(20000, 10000, 8, 2, b"garbage"))
-  with pytest.raises(errors.TflicError, match="200000000 pixels, more than the limit"):
+  path.write_bytes(_png(40000, 20000, 8, 2, b"garbage"))
+  with pytest.raises(errors.TflicError, match="800000000 pixels, more than the limit"):
     image_io.read_image(path)
   with pytest.raises(errors.TflicError, match="more than the limit of 1000"):
     image_io.read_image(path, max_pixels=1000)
