@@ -157,3 +157,12 @@ def test_lite_decoder_tiles_its_synthesis_alike(tiny_lite_dir, tiny_codec):
   tiled = lite.synthesize(header, y_hat, tile_kept=4)
   assert np.abs(tiled.astype(int) - whole).max() <= 1
   assert np.abs(tiled.astype(int) - tiny_codec.decompress(data)).max() <= 1
+
+
+def test_refinement_of_an_image_larger_than_a_tile_is_a_one_line_error(tiny_codec):
+  from tflic import codec  # pylint: disable=g-import-not-at-top
+  from tflic import errors  # pylint: disable=g-import-not-at-top
+  tiled = codec.Codec(tiny_codec.module, tile_kept=4)
+  image = np.zeros([100, 70, 3], np.uint8)
+  with pytest.raises(errors.TflicError, match="larger than one tile"):
+    tiled.compress(image, 0.5, refine_steps=2)

@@ -455,7 +455,7 @@ class Codec:
     """uint8 [H, W, 3] and quality in [0, 1] -> .tflic file bytes.
 
     refine_steps > 0 refines the latent for this image first (tflic.refinement), in one
-    piece. progress: None or a callable (stage, done, total) called as the work advances
+    piece: only for images that fit one tile. progress: None or a callable (stage, done, total) called as the work advances
     (stages "analysis", "coding").
     """
     image = np.asarray(image)
@@ -473,6 +473,13 @@ class Codec:
                               "re-export it to use latent refinement")
     report = progress or (lambda stage, done, total: None)
     tiles = self.plan(*image.shape[:2])
+    if refine_steps and len(tiles) > 1:
+      # Refinement back-propagates through both transforms at once: many times a tile's
+      # memory, on the whole image.
+      raise errors.TflicError(
+          f"latent refinement works on the whole image, and {image.shape[1]}x"
+          f"{image.shape[0]} is larger than one tile of the memory budget; compress it "
+          "without --refine_steps (or raise --tile_memory_mib)")
     try:
       if refine_steps:
         report("analysis", 0, 1)
