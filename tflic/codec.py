@@ -19,7 +19,10 @@ decoded latents, so a decoder that drifted anyway stops with an error instead of
 returning a wrong image.
 
 `Codec` wraps a CodecModule (or a loaded SavedModel) for Python callers: numpy in and
-out, bitstream checks with clear messages (`tflic.errors.TflicError`).
+out, bitstream checks with clear messages (`tflic.errors.TflicError`). It codes large
+images with the transforms in overlapping tiles (`tflic.tiling`), through the module's
+`analyse_tile` and `compress_latent`, `decode_latent` and `synthesize_tile`: the latent
+and the coding stay whole, so the files are those of `compress`.
 """
 
 import hashlib
@@ -455,8 +458,8 @@ class Codec:
     """uint8 [H, W, 3] and quality in [0, 1] -> .tflic file bytes.
 
     refine_steps > 0 refines the latent for this image first (tflic.refinement), in one
-    piece: only for images that fit one tile. progress: None or a callable (stage, done, total) called as the work advances
-    (stages "analysis", "coding").
+    piece: only for images that fit one tile. progress: None or a callable (stage, done,
+    total) called as the work advances (stages "analysis", "coding").
     """
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
