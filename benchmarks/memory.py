@@ -1,10 +1,13 @@
 r"""Peak memory (max RSS) of `tflic compress` and `tflic decompress` against image size.
 
   python benchmarks/memory.py --sides=256,512,1024,2048 --out=reports/memory
+  python benchmarks/memory.py --sides=6000x4000,10000x10000 \
+      --mosaic=../shared/data/cid22 --quality=0.5 --out=reports/memory_large
 
 Each image is a Kodak photo resized to a square of the given side (so the content stays
-natural), coded at --quality in a fresh process per command, whose max RSS is read with
-wait4. The report fits bytes per pixel above the fixed cost of a process (TensorFlow and
+natural), or with --mosaic a mosaic of that folder's photos (a large photo's content at
+its own scale); sides WxH give other shapes. It is coded at --quality in a fresh process
+per command, whose max RSS is read with wait4, and seconds per megapixel are reported. The report fits bytes per pixel above the fixed cost of a process (TensorFlow and
 the model) and gives the largest image that fits a memory budget; that is how
 `image_io.DEFAULT_MAX_PIXELS` is chosen.
 """
@@ -27,6 +30,35 @@ _QUALITY = flags.DEFINE_float("quality", 1.0, "Quality (the highest costs the mo
 _MODEL = flags.DEFINE_string("model", None, "Model (default: the bundled one).")
 _BUDGET_GIB = flags.DEFINE_float("budget_gib", 20.0, "Memory budget for the largest image.")
 _OUT = flags.DEFINE_string("out", None, "Report directory (results.json, report.md).")
+_MOSAIC = flags.DEFINE_string("mosaic", None, "Folder of PNGs to tile into each image "
+                              "instead of resizing --image.")
+
+
+def _size(side):
+  """(width, height) of a --sides entry: N (a square) or WxH."""
+  width, _, height = side.partition("x")
+  return int(width), int(height or width)
+
+
+def _mosaic(folder, width, height):
+  """An RGB image of width x height tiled with the folder's PNGs, in name order."""
+  import glob  # pylint: disable=g-import-not-at-top
+  paths = sorted(glob.glob(os.path.join(folder, "*.png")))
+  if not paths:
+    raise ValueError(f"no PNGs in {folder}")
+  canvas = Image.new("RGB", (width, height))
+  top, count = 0, 0
+  while top < height:
+    left, row_height = 0, 0
+    while left < width:
+      with Image.open(paths[count % len(paths)]) as photo:
+        photo = photo.convert("RGB")
+        canvas.paste(photo, (left, top))
+        left += photo.width
+        row_height = max(row_height, photo.height)
+      count += 1
+    top += row_height
+  return canvas
 
 
 def _run(args):
@@ -45,24 +77,30 @@ def main(argv):
   del argv
   model = [f"--model={_MODEL.value}"] if _MODEL.value else []
   tflic = [sys.executable, "-m", "tflic.cli"]
-  source = Image.open(_IMAGE.value).convert("RGB")
+  source = None if _MOSAIC.value else Image.open(_IMAGE.value).convert("RGB")
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
-    for side in map(int, _SIDES.value):
+    for side in _SIDES.value:
+      width, height = _size(side)
       png, coded = os.path.join(tmp, f"{side}.png"), os.path.join(tmp, f"{side}.tflic")
-      source.resize((side, side), Image.BICUBIC).save(png)
+      image = (_mosaic(_MOSAIC.value, width, height) if _MOSAIC.value else
+               source.resize((width, height), Image.BICUBIC))
+      image.save(png, compress_level=1)
+      del image
       encode_s, encode_rss = _run(tflic + ["compress", f"--quality={_QUALITY.value}",
                                            "--max_pixels=2000000000", "--overwrite", *model,
                                            png, coded])
       decode_s, decode_rss = _run(tflic + ["decompress", "--overwrite",
                                            "--max_pixels=2000000000", *model, coded,
                                            os.path.join(tmp, f"{side}.out.png")])
-      row = dict(side=side, pixels=side * side, encode_seconds=encode_s,
+      row = dict(side=side, pixels=width * height, encode_seconds=encode_s,
                  encode_rss=encode_rss, decode_seconds=decode_s, decode_rss=decode_rss,
                  bytes=os.path.getsize(coded))
       rows.append(row)
-      print(f"{side}x{side}: compress {encode_s:.1f} s {encode_rss / 2**30:.2f} GiB, "
-            f"decompress {decode_s:.1f} s {decode_rss / 2**30:.2f} GiB", flush=True)
+      megapixels = width * height / 1e6
+      print(f"{width}x{height}: compress {encode_s:.1f} s ({encode_s / megapixels:.2f} s/MP) "
+            f"{encode_rss / 2**30:.2f} GiB, decompress {decode_s:.1f} s "
+            f"({decode_s / megapixels:.2f} s/MP) {decode_rss / 2**30:.2f} GiB", flush=True)
   pixels = np.array([r["pixels"] for r in rows], np.float64)
   fits = {}
   for what in ("encode", "decode"):
@@ -76,16 +114,20 @@ def main(argv):
   if _OUT.value:
     os.makedirs(_OUT.value, exist_ok=True)
     with open(os.path.join(_OUT.value, "results.json"), "w") as f:
-      json.dump(dict(quality=_QUALITY.value, image=_IMAGE.value, rows=rows, fits=fits,
+      json.dump(dict(quality=_QUALITY.value, image=_MOSAIC.value or _IMAGE.value, rows=rows,
+                     fits=fits,
                      budget_gib=_BUDGET_GIB.value), f, indent=1)
     lines = ["# Peak memory against image size", "",
              f"`python benchmarks/memory.py --sides={','.join(_SIDES.value)} "
-             f"--out={_OUT.value}` (quality {_QUALITY.value}, {_IMAGE.value} resized; one "
-             "fresh process per command; max RSS from wait4).", "",
-             "| image | compress s | compress GiB | decompress s | decompress GiB | bytes |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['side']}x{r['side']} | {r['encode_seconds']:.1f} | "
+             f"--out={_OUT.value}` (quality {_QUALITY.value}, "
+             f"{'a mosaic of ' + _MOSAIC.value if _MOSAIC.value else _IMAGE.value + ' resized'}"
+             "; one fresh process per command; max RSS from wait4).", "",
+             "| image | compress s | s/MP | compress GiB | decompress s | s/MP | "
+             "decompress GiB | bytes |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['side']} | {r['encode_seconds']:.1f} | "
+              f"{r['encode_seconds'] / r['pixels'] * 1e6:.2f} | "
               f"{r['encode_rss'] / 2**30:.2f} | {r['decode_seconds']:.1f} | "
+              f"{r['decode_seconds'] / r['pixels'] * 1e6:.2f} | "
               f"{r['decode_rss'] / 2**30:.2f} | {r['bytes']} |" for r in rows]
     lines += ["", "Linear fit (max RSS = fixed + bytes/pixel x pixels):", ""]
     lines += [f"- {what}: {fit['bytes_per_pixel']:.0f} bytes/pixel + "

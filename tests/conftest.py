@@ -63,6 +63,8 @@ _COSTS = {
     "test_train.py::test_weights_average_follows_its_decay_and_lives_in_the_checkpoints": 6,
     "test_cli.py::test_compress_many": 6,
     "test_codec.py::test_savedmodel_round_trips_in_a_plain_process": 5,
+    "test_export_serving.py::test_split_encoder_tiles_as_the_codec_does": 5,
+    "test_tiling.py::test_tiles_compute_what_one_piece_does_and_need_their_margin": 3,
     "test_evaluation.py::test_cli_visual_sheet_shows_each_codec_at_tflics_file_size": 5,
     "test_widening.py::test_a_widened_model_computes_what_the_narrow_one_did": 5,
     "test_refinement.py::test_default_step_size_is_the_budget_over_the_steps": 5,

@@ -176,11 +176,11 @@ def test_read_image_errors(images, name, words):
 
 
 def test_max_pixels_is_checked_before_decoding(tmp_path):
-  # The header says 20000x10000 but the pixel data is garbage: only a check made before
-  # decoding reports the size rather than the corruption (or allocating 600 MB).
+  # The header says 40000x20000 but the pixel data is garbage: only a check made before
+  # decoding reports the size rather than the corruption (or allocating 2.4 GB).
   path = tmp_path / "bomb.png"
-  path.write_bytes(_png(20000, 10000, 8, 2, b"garbage"))
-  with pytest.raises(errors.TflicError, match="200000000 pixels, more than the limit"):
+  path.write_bytes(_png(40000, 20000, 8, 2, b"garbage"))
+  with pytest.raises(errors.TflicError, match="800000000 pixels, more than the limit"):
     image_io.read_image(path)
   with pytest.raises(errors.TflicError, match="more than the limit of 1000"):
     image_io.read_image(path, max_pixels=1000)
@@ -338,6 +338,30 @@ def test_the_runtime_follows_the_model_and_the_options(tmp_path):
       assert codec_cli.runtime(command) == expected, (values, command)
       assert codec_cli.needs_tensorflow(command) == (expected == "tf")
       assert not codec_cli.needs_tensorflow("info")
+
+
+def test_compressing_an_image_larger_than_one_tile_takes_tensorflow(tmp_path):
+  """The LiteRT analysis runs in one piece: images that need tiles are compressed by the
+  SavedModel (auto), or refused in one line (--runtime=lite); decoding stays on LiteRT."""
+  small, large = tmp_path / "small.png", tmp_path / "large.jpg"
+  Image.new("RGB", (64, 48)).save(small)
+  exif = Image.Exif()
+  exif[0x0112] = 6  # stored turned: upright it is 40 x 64
+  Image.new("RGB", (64, 40)).save(large, exif=exif)
+  with flagsaver.flagsaver():
+    flags.FLAGS(["tflic compress", "--tile_memory_mib=16"])
+    assert codec_cli.runtime("compress", [(48, 64)]) == "lite"
+    assert codec_cli.runtime("compress", [(4000, 6000)]) == "tf"
+    assert codec_cli.runtime("decompress", [(4000, 6000)]) == "lite"
+    assert not codec_cli.needs_tensorflow("compress", [str(small), str(tmp_path / "o")])
+    assert codec_cli.needs_tensorflow(
+        "compress", [str(small), str(tmp_path / "huge.png"), str(tmp_path / "out")]) is False
+  assert image_io.image_size(large) == (64, 40)
+  assert image_io.image_size(tmp_path / "missing.png") is None
+  with flagsaver.flagsaver():
+    flags.FLAGS(["tflic compress", "--runtime=lite", "--tile_memory_mib=16"])
+    with pytest.raises(errors.TflicError, match="larger than one tile"):
+      codec_cli.runtime("compress", [(4000, 6000)])
 
 
 @pytest.mark.parametrize("args, message", [

@@ -338,3 +338,15 @@ def test_cli_errors_are_one_line(base, tiny_model_dir, capfd):
     assert capfd.readouterr().err == f"tflic export.serving: error: {message}\n"
   assert (base[0] / serving.README).is_file()
   assert not pathlib.Path(f"{base[0]}_new").exists()
+
+
+def test_split_encoder_tiles_as_the_codec_does(base, tiny_codec):
+  from tflic import codec  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(5)
+  image = rng.integers(0, 256, [150, 200, 3], dtype=np.uint8)
+  encoder = serving_client.SplitEncoder(str(base[0]), tile_kept=4)
+  tiled_codec = codec.Codec(tiny_codec.module, tile_kept=4)
+  assert len(tiled_codec.plan(150, 200)) == 12
+  data = encoder.compress(image, 0.37)
+  assert data == tiled_codec.compress(image, 0.37)
+  assert data == serving_client.SplitEncoder(str(base[0])).compress(image, 0.37)

@@ -180,13 +180,13 @@ class _Model:
   def __init__(self):
     self.calls = []
 
-  def compress(self, image, quality, refine_steps=0):
+  def compress(self, image, quality, refine_steps=0, progress=None):
     del quality, refine_steps
     self.calls.append("compress")
     return bitstream.pack("wavefront", bytes(8), image.shape[0], image.shape[1], 0,
                           b"z", b"y", 0)
 
-  def decompress(self, data):
+  def decompress(self, data, progress=None):
     header, _, _ = bitstream.unpack(data)
     self.calls.append("decompress")
     return np.zeros((header.height, header.width, 3), np.uint8)
@@ -293,7 +293,7 @@ _SPINNING_COMPRESS = textwrap.dedent("""
     spin(tf.constant(0, tf.int64))  # traced now, so that the call below is all graph
 
     class Model:
-      def compress(self, image, quality, refine_steps=0):
+      def compress(self, image, quality, refine_steps=0, progress=None):
         if image[0, 0, 0] == 1:
           return bitstream.pack("wavefront", bytes(8), 20, 30, 0, b"z", b"y", 0)
         print("coding", file=sys.stderr, flush=True)
@@ -348,7 +348,7 @@ _SPINNING_LITE = textwrap.dedent("""
       def __init__(self, *args, **kwargs):
         pass
 
-      def decompress(self, data, max_pixels=None):
+      def decompress(self, data, max_pixels=None, progress=None):
         print("decoding", file=sys.stderr, flush=True)
         hashlib.pbkdf2_hmac("sha256", b"p", b"s", 10**9)
 
@@ -451,7 +451,7 @@ _FAKE_COMPRESS = textwrap.dedent("""
     from tflic import bitstream, cli, codec_cli
 
     class Model:
-      def compress(self, image, quality, refine_steps=0):
+      def compress(self, image, quality, refine_steps=0, progress=None):
         return bitstream.pack("wavefront", bytes(8), 20, 30, 0, b"z", b"y", 0)
 
     codec_cli._load_model = lambda path: Model()

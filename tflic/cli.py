@@ -66,16 +66,16 @@ def _main(argv):
     print(f"usage: tflic {command} [flags] [args]\n\n" + flags.FLAGS.module_help(module))
     return 0
   try:
-    flags.FLAGS(absl_argv)
+    positional = flags.FLAGS(absl_argv)[1:]
   except flags.Error as e:
     print(f"tflic {command}: error: {e}", file=sys.stderr)
     return 2
   # Only what the command needs: compress and decompress on the fast path, and info, run
   # without TensorFlow (their module says, from the parsed flags).
-  needs_tensorflow = getattr(module, "needs_tensorflow", lambda command: True)
+  needs_tensorflow = getattr(module, "needs_tensorflow", lambda command, paths: True)
   from tflic import errors  # pylint: disable=g-import-not-at-top
   try:
-    if needs_tensorflow(command):
+    if needs_tensorflow(command, positional):
       # TF 2.14 imported after absl's app.run has started runs an absl init callback in
       # the middle of its own import that sets up the eager context too early; tf.functions
       # traced afterwards misbehave (tensor `==` compares identity).

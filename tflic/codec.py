@@ -19,10 +19,14 @@ decoded latents, so a decoder that drifted anyway stops with an error instead of
 returning a wrong image.
 
 `Codec` wraps a CodecModule (or a loaded SavedModel) for Python callers: numpy in and
-out, bitstream checks with clear messages (`tflic.errors.TflicError`).
+out, bitstream checks with clear messages (`tflic.errors.TflicError`). It codes large
+images with the transforms in overlapping tiles (`tflic.tiling`), through the module's
+`analyse_tile` and `compress_latent`, `decode_latent` and `synthesize_tile`: the latent
+and the coding stay whole, so the files are those of `compress`.
 """
 
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -34,6 +38,7 @@ from tflic import errors
 from tflic import image_io
 from tflic import model as model_lib
 from tflic import refinement
+from tflic import tiling
 from tflic.rangecoder import entropy_core
 from tflic.rangecoder import tf_ops as range_coder
 from tflic.deterministic import entropy_model as integer_model
@@ -235,6 +240,42 @@ class CodecModule(tf.Module):
   def _compress(self, image, quality, refine_steps=None):
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     _, y, quality_code, _ = self._analyse(image, quality, refine_steps)
+    return self._write_file(y, height, width, quality_code)
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
+                                tf.TensorSpec([], tf.float32)])
+  def analyse_tile(self, tile, quality):
+    """The gained latent [1, h / 16, w / 16, M] (float32) of one tile of an image padded
+    to multiples of 16 (`tflic.tiling`: uint8 [h, w, 3], h and w multiples of 16), at a
+    quality in [0, 1]; the tiled encoder's first half (`compress_latent` the second)."""
+    return analyse(self.model, tile, quality)[1]
+
+  @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32),
+                                tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
+                                tf.TensorSpec([], tf.float32)])
+  def compress_latent(self, y, height, width, quality):
+    """The .tflic file of an image of height x width pixels from its gained latent y
+    [1, ceil(height / 16), ceil(width / 16), M] (`analyse_tile`'s, assembled) at the
+    quality it was analysed at: what `compress` writes after its analysis."""
+    latent_height, latent_width = self._latent_shape(height, width)
+    shape = tf.shape(y)
+    checks = _checks_in_order([
+        (lambda: (tf.minimum(height, width) >= MIN_SIDE) &
+         (tf.maximum(height, width) <= MAX_SIDE), f"image side outside 1..{MAX_SIDE}"),
+        (lambda: tf.cast(height, tf.int64) * tf.cast(width, tf.int64) <= self.max_pixels,
+         "image exceeds the model's pixel limit (max_pixels at export)"),
+        (lambda: tf.reduce_all(tf.equal(shape[1:], tf.stack([
+            latent_height, latent_width, self.model.config.latent_channels]))),
+         "the latent's shape does not fit the image size"),
+    ])
+    with tf.control_dependencies([checks]):
+      y = tf.identity(y)
+      quality_code = tf.cast(tf.round(tf.clip_by_value(quality, 0.0, 1.0) *
+                                      bitstream_format.QUALITY_STEPS), tf.int32)
+    return self._write_file(y, height, width, quality_code)
+
+  def _write_file(self, y, height, width, quality_code):
+    """The .tflic file of a gained latent y of an image of height x width pixels."""
     z_stream, y_stream, check, _, _ = self._entropy_encode(y)
     head = tf.strings.join([
         tf.constant(bitstream_format.MAGIC),
@@ -269,6 +310,16 @@ class CodecModule(tf.Module):
     """A .tflic file (string) -> uint8 image [H, W, 3]. Fails on any invalid file."""
     _, y_hat, quality, height, width = self._decode(bitstream)
     x_hat = self.synthesize_latent(y_hat, quality)[0, :height, :width]
+    return tf.cast(tf.round(tf.clip_by_value(x_hat * 255.0, 0.0, 255.0)), tf.uint8)
+
+  @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float64),
+                                tf.TensorSpec([], tf.int32)])
+  def synthesize_tile(self, y_hat, quality_code):
+    """The uint8 image [16h, 16w, 3] of one tile [1, h, w, M] of a decoded integer latent
+    (`decode_latent`'s y_hat) at the file's quality code: the tiled decoder's second half,
+    pixel for pixel what `decompress` computes on the tiles it keeps (`tflic.tiling`)."""
+    quality = tf.cast(quality_code, tf.float32) / bitstream_format.QUALITY_STEPS
+    x_hat = self.synthesize_latent(y_hat, quality)[0]
     return tf.cast(tf.round(tf.clip_by_value(x_hat * 255.0, 0.0, 255.0)), tf.uint8)
 
   @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
@@ -361,18 +412,54 @@ class CodecModule(tf.Module):
 
 
 class Codec:
-  """Python face of a codec module: numpy images, bytes, one-line errors."""
+  """Python face of a codec module: numpy images, bytes, one-line errors.
 
-  def __init__(self, module):
+  Images larger than one tile (`tflic.tiling`, sized from `tile_budget` bytes of
+  activations) are analysed and synthesized tile by tile with the module's
+  `analyse_tile` / `compress_latent` and `decode_latent` / `synthesize_tile`; the
+  latent and the coding stay whole, so the files are the ones `compress` would write,
+  up to float rounding in the transforms. Images that fit one tile, and modules exported
+  without those functions, take the one-piece `compress` / `decompress`.
+
+  Args:
+    module: a CodecModule or a loaded SavedModel of one.
+    tile_budget: bytes of transform activations a tile may take.
+    tile_kept: for tests: the kept side of a tile in latents (a multiple of the model's
+      alignment, `tiling.geometry`), instead of the budget's.
+  """
+
+  def __init__(self, module, tile_budget=tiling.DEFAULT_BUDGET_BYTES, tile_kept=None):
     self.module = module
     self.fingerprint = module.fingerprint.numpy()
     flags = {v: k for k, v in bitstream_format.MODE_FLAGS.items()}
     self.mode = flags[int(module.mode_flag.numpy())]
+    self.tile_budget = tile_budget
+    self.tile_kept = tile_kept
+    self._tiled = all(hasattr(module, name) for name in (
+        "analyse_tile", "compress_latent", "decode_latent", "synthesize_tile"))
+    self._model_config = None
+    if self._tiled:
+      stored = module.config_json.numpy().decode()
+      if stored:
+        self._model_config = json.loads(stored)["model"]
+      elif hasattr(module, "model"):  # a CodecModule made without its config's JSON
+        self._model_config = module.model.config
+      else:
+        self._tiled = False
 
-  def compress(self, image, quality, refine_steps=0):
+  def plan(self, height, width):
+    """The tiles (`tflic.tiling.Tile`, latent units) of an image; one for an image that
+    fits the budget, or when the module cannot tile."""
+    if not self._tiled:
+      return [tiling.single(height, width)]
+    return tiling.plan(height, width, self._model_config, self.tile_budget, self.tile_kept)
+
+  def compress(self, image, quality, refine_steps=0, progress=None):
     """uint8 [H, W, 3] and quality in [0, 1] -> .tflic file bytes.
 
-    refine_steps > 0 refines the latent for this image first (tflic.refinement).
+    refine_steps > 0 refines the latent for this image first (tflic.refinement), in one
+    piece: only for images that fit one tile. progress: None or a callable (stage, done,
+    total) called as the work advances (stages "analysis", "coding").
     """
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -387,26 +474,68 @@ class Codec:
     if refine_steps and not hasattr(self.module, "compress_refined"):
       raise errors.TflicError("this model was exported without compress_refined; "
                               "re-export it to use latent refinement")
+    report = progress or (lambda stage, done, total: None)
+    tiles = self.plan(*image.shape[:2])
+    if refine_steps and len(tiles) > 1:
+      # Refinement back-propagates through both transforms at once: many times a tile's
+      # memory, on the whole image.
+      raise errors.TflicError(
+          f"latent refinement works on the whole image, and {image.shape[1]}x"
+          f"{image.shape[0]} is larger than one tile of the memory budget; compress it "
+          "without --refine_steps (or raise --tile_memory_mib)")
     try:
       if refine_steps:
-        return self.module.compress_refined(tf.constant(image),
+        report("analysis", 0, 1)
+        data = self.module.compress_refined(tf.constant(image),
                                             tf.constant(quality, tf.float32),
                                             tf.constant(refine_steps, tf.int32)).numpy()
-      return self.module.compress(tf.constant(image), tf.constant(quality, tf.float32)
-                                  ).numpy()
+      elif len(tiles) == 1:
+        report("analysis", 0, 1)
+        data = self.module.compress(tf.constant(image), tf.constant(quality, tf.float32)
+                                    ).numpy()
+      else:
+        data = self._compress_tiled(image, quality, tiles, report)
     except tf.errors.OpError as e:
       raise errors.TflicError(f"compression failed: {_first_line(e)}") from None
+    report("coding", 1, 1)
+    return data
 
-  def decompress(self, data, max_pixels=None):
+  def _compress_tiled(self, image, quality, tiles, report):
+    height, width = image.shape[:2]
+    quality = tf.constant(quality, tf.float32)
+    y = tiling.analyse_tiles(
+        lambda pixels: self.module.analyse_tile(tf.constant(pixels), quality).numpy(),
+        image, tiles, int(tiling.config_value(self._model_config, "latent_channels")),
+        report)
+    report("coding", 0, 1)
+    y = tf.constant(y)
+    return self.module.compress_latent(y, tf.constant(height, tf.int32),
+                                       tf.constant(width, tf.int32), quality).numpy()
+
+  def decompress(self, data, max_pixels=None, progress=None):
     """.tflic file bytes -> uint8 [H, W, 3]; TflicError for a file declaring more than
-    max_pixels pixels (None: the model's own limit, set at export)."""
+    max_pixels pixels (None: the model's own limit, set at export). progress: as in
+    `compress` (stages "coding", "synthesis")."""
     header, _, _ = bitstream_format.unpack(data)
     bitstream_format.check_model(header, self.fingerprint, self.mode)
     if max_pixels is not None and header.height * header.width > max_pixels:
       raise errors.TflicError(f"image of {header.width}x{header.height} pixels exceeds "
                               f"the limit of {max_pixels} (--max_pixels)")
+    report = progress or (lambda stage, done, total: None)
+    tiles = self.plan(header.height, header.width)
+    report("coding", 0, 1)
     try:
-      return self.module.decompress(tf.constant(data)).numpy()
+      if len(tiles) == 1:
+        image = self.module.decompress(tf.constant(data)).numpy()
+        report("synthesis", 1, 1)
+        return image
+      y_hat = self.module.decode_latent(tf.constant(data))["y_hat"].numpy()
+      report("coding", 1, 1)
+      quality_code = tf.constant(header.quality_code, tf.int32)
+      return tiling.synthesize_tiles(
+          lambda latent: self.module.synthesize_tile(tf.constant(latent),
+                                                     quality_code).numpy(),
+          y_hat, tiles, header.height, header.width, report)
     except tf.errors.OpError as e:
       raise errors.TflicError(f"decoding failed: {_first_line(e)}") from None
 
@@ -455,16 +584,18 @@ def module_from_workdir(workdir, average=False):
   return module, step
 
 
-def load(path):
-  """A Codec from an exported SavedModel directory or a training directory."""
+def load(path, tile_budget=tiling.DEFAULT_BUDGET_BYTES):
+  """A Codec from an exported SavedModel directory or a training directory, tiling
+  images whose transforms would take more than `tile_budget` bytes."""
   if not os.path.isdir(path):
     raise errors.TflicError(f"model not found: {path}")
   if is_saved_model(path):
     try:
-      return Codec(tf.saved_model.load(path))
+      module = tf.saved_model.load(path)
     except (OSError, ValueError, tf.errors.OpError) as e:
       raise errors.TflicError(f"cannot load SavedModel {path}: {_first_line(e)}") from None
-  return Codec(module_from_workdir(path)[0])
+    return Codec(module, tile_budget=tile_budget)
+  return Codec(module_from_workdir(path)[0], tile_budget=tile_budget)
 
 
 def default_model_path():

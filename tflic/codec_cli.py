@@ -33,7 +33,9 @@ from tflic import bitstream
 from tflic import common_flags
 from tflic import errors
 from tflic import image_io
+from tflic import progress as progress_lib
 from tflic import rate_control
+from tflic import tiling
 
 _MODEL = common_flags.MODEL
 _OVERWRITE = common_flags.OVERWRITE
@@ -58,7 +60,13 @@ _RUNTIME = flags.DEFINE_enum(
     "lite: LiteRT networks and the C entropy core, no TensorFlow (the bundled model's "
     "LiteRT files, or a --model written by `python -m export.tflite`); tf: the SavedModel "
     "(or a training directory) in TensorFlow; auto: lite where the model has LiteRT files "
-    "and the options allow it (--refine_steps needs tf). Both write and read the same files.")
+    "and the options allow it (--refine_steps, and compressing an image larger than one "
+    "tile, need tf). Both write and read the same files.")
+_TILE_MEMORY = flags.DEFINE_integer(
+    "tile_memory_mib", tiling.DEFAULT_BUDGET_BYTES >> 20,
+    "Memory for the transforms' activations, in MiB: larger images are analysed and "
+    "synthesized in overlapping tiles of this size (the same on any machine; the files "
+    "do not depend on it beyond float rounding).", lower_bound=16)
 common_flags.declare_key_flags(__name__, "model", "overwrite", "refine_steps")
 
 LITE_MANIFEST = "manifest.json"
@@ -93,9 +101,9 @@ def _lite_dir():
   return path if os.path.isfile(os.path.join(path, LITE_MANIFEST)) else None
 
 
-def runtime(command):
-  """"lite" or "tf": where `command` (compress or decompress) runs with these flags;
-  TflicError for a combination that cannot run."""
+def runtime(command, sizes=()):
+  """"lite" or "tf": where `command` (compress or decompress) runs with these flags, for
+  images of these (height, width) sizes; TflicError for a combination that cannot run."""
   lite_dir = _lite_dir()
   refine = command == "compress" and _REFINE_STEPS.value > 0
   if _RUNTIME.value == "tf":
@@ -114,13 +122,37 @@ def runtime(command):
       raise errors.TflicError("latent refinement (--refine_steps) needs TensorFlow: pass "
                               "--runtime=tf with a SavedModel or training directory")
     return "tf"  # the bundled SavedModel beside the LiteRT files
+  if command == "compress" and not all(_one_tile(lite_dir, *size) for size in sizes):
+    # The LiteRT analysis runs in one piece (its h_a needs the whole latent); the
+    # SavedModel analyses larger images in tiles.
+    if _RUNTIME.value == "lite" or _MODEL.value:
+      raise errors.TflicError("an image larger than one tile (--tile_memory_mib) is "
+                              "compressed in tiles by the SavedModel: pass --runtime=tf with "
+                              "a SavedModel or training directory")
+    return "tf"
   return "lite"
 
 
-def needs_tensorflow(command):
-  """Whether `command` with the parsed flags runs in TensorFlow (tflic.cli imports it
-  first, then, and only then)."""
-  return command in ("compress", "decompress") and runtime(command) == "tf"
+def _tile_budget():
+  # Flags are unparsed when a library caller (not the command) loads a model.
+  return (_TILE_MEMORY.value if flags.FLAGS.is_parsed() else _TILE_MEMORY.default) << 20
+
+
+def _one_tile(lite_dir, height, width):
+  """Whether an image of this size is analysed in one piece (`tflic.tiling.plan`)."""
+  from tflic.lite import decoder  # pylint: disable=g-import-not-at-top
+  config = decoder.read_manifest(lite_dir)["config"]["model"]
+  return len(tiling.plan(height, width, config, _tile_budget())) == 1
+
+
+def needs_tensorflow(command, paths=()):
+  """Whether `command` with the parsed flags and positional `paths` runs in TensorFlow
+  (tflic.cli imports it first, then, and only then). Image sizes come from the files'
+  headers; unreadable inputs are left to the command's own errors."""
+  if command not in ("compress", "decompress"):
+    return False
+  sizes = [image_io.image_size(path) for path in paths[:-1]] if command == "compress" else []
+  return runtime(command, [size for size in sizes if size]) == "tf"
 
 
 @_quiet_on_broken_pipe
@@ -197,7 +229,9 @@ def _convert_all(argv, usage, out_suffix, convert_one):
       try:
         if os.path.abspath(dst) in done:
           raise errors.TflicError(f"{src}: output {dst} was written by an earlier input")
-        line = convert_one(src, dst)
+        # One bar: with several files the current one's stage goes beside theirs.
+        with progress_lib.Bar(src, files=progress if len(jobs) > 1 else None) as report:
+          line = convert_one(src, dst, report)
         done.add(os.path.abspath(dst))
         tqdm.tqdm.write(image_io.printable(line), file=sys.stdout)
       except _ModelError:
@@ -216,22 +250,24 @@ def _convert_all(argv, usage, out_suffix, convert_one):
   return 2 if failed else 0
 
 
-def _compress_one(src, dst):
-  """Compresses one image file; returns the line to print."""
+def _compress_one(src, dst, report=None):
+  """Compresses one image file; returns the line to print. report: a progress callback
+  (`tflic.progress`)."""
   image_io.check_output(dst, _OVERWRITE.value)  # before the slow part
   image = image_io.read_image(src, _MAX_PIXELS.value)
   height, width = image.shape[:2]
   if min(height, width) < bitstream.MIN_SIDE:
     raise errors.TflicError(f"{src}: image is {width}x{height}, smaller than the minimum "
                             f"of {bitstream.MIN_SIDE} pixels per side")
-  if runtime("compress") == "lite":
+  if runtime("compress", [(height, width)]) == "lite":
     encoder = _load_lite("encoder", _lite_dir())
     start = time.perf_counter()
     compress = functools.partial(encoder.compress, image, max_pixels=_MAX_PIXELS.value)
   else:
     model = _load_model(_MODEL.value)
     start = time.perf_counter()
-    compress = functools.partial(model.compress, image, refine_steps=_REFINE_STEPS.value)
+    compress = functools.partial(model.compress, image, refine_steps=_REFINE_STEPS.value,
+                                 progress=report)
   budget = _budget_bytes(height, width)
   try:
     if budget is None:
@@ -255,8 +291,9 @@ def _budget_bytes(height, width):
   return None
 
 
-def _decompress_one(src, dst):
-  """Decompresses one .tflic file; returns the line to print."""
+def _decompress_one(src, dst, report=None):
+  """Decompresses one .tflic file; returns the line to print. report: as in
+  `_compress_one`."""
   image_io.check_output(dst, _OVERWRITE.value)
   data, header = _read_tflic(src)  # clear errors before any TensorFlow work
   if header.height * header.width > _MAX_PIXELS.value:
@@ -269,13 +306,13 @@ def _decompress_one(src, dst):
     if lite:  # the decoder checks the stream-length rule before any allocation
       model = _load_lite("decoder", _lite_dir())
       start = time.perf_counter()
-      image = model.decompress(data, max_pixels=_MAX_PIXELS.value)
+      image = model.decompress(data, max_pixels=_MAX_PIXELS.value, progress=report)
     else:  # the stream-length rule too, before the model is loaded
       bitstream.check_declared_size_for_export(_MODEL.value or _bundled("model"), header,
                                                _MAX_PIXELS.value)
       model = _load_model(_MODEL.value)
       start = time.perf_counter()
-      image = model.decompress(data)
+      image = model.decompress(data, progress=report)
   except _ModelError:
     raise
   except errors.TflicError as e:
@@ -315,7 +352,7 @@ def _load_model(path):
   """The Codec for --model (None: the bundled one), loaded once, on first use."""
   codec = _codec_module()
   try:
-    return codec.load(path or codec.default_model_path())
+    return codec.load(path or codec.default_model_path(), tile_budget=_tile_budget())
   except errors.TflicError as e:
     raise _ModelError(str(e)) from None
 
@@ -326,7 +363,9 @@ def _load_lite(kind, model_dir):
   from tflic.lite import decoder  # pylint: disable=g-import-not-at-top
   from tflic.lite import encoder  # pylint: disable=g-import-not-at-top
   try:
-    return (encoder.Encoder if kind == "encoder" else decoder.Decoder)(model_dir)
+    if kind == "encoder":
+      return encoder.Encoder(model_dir)
+    return decoder.Decoder(model_dir, tile_budget=_tile_budget())
   except errors.TflicError as e:
     raise _ModelError(str(e)) from None
 

@@ -23,6 +23,8 @@ import threading
 
 import numpy as np
 from PIL import Image
+from PIL import ImageCms
+from PIL import ImageOps
 
 from tflic import errors
 
@@ -30,12 +32,17 @@ from tflic import errors
 # uses this module without absl.
 _LOG = logging.getLogger(__name__)
 
-# What fits this 24 GiB machine: compress and decompress peak at about 1.3 GiB + 450
-# bytes per pixel (benchmarks/memory.py, reports/memory/), 18 GiB at 40 MP.
-DEFAULT_MAX_PIXELS = 40_000_000
+# With the transforms in tiles (tflic/tiling.py) only the image, the latents and the
+# entropy coder grow with the image: compress and decompress peaked at 2.1 and 3.4 GiB
+# at 24 and 100 MP (benchmarks/memory.py, reports/memory_large/), so 400 MP (a 25000 x
+# 16000 panorama) needs about 8 GiB, a 16 GiB laptop's share. The format allows 65535
+# pixels a side; the stream-length rule still bounds what a small file can declare.
+DEFAULT_MAX_PIXELS = 400_000_000
 # Only formats we mean to accept: Pillow's other plugins (EPS runs Ghostscript, for
 # one) are more attack surface than a codec's input needs.
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+_EXIF_ORIENTATION = 0x0112
+_SRGB = ImageCms.createProfile("sRGB")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 _DESCRIPTIONS = {
@@ -63,7 +70,9 @@ def read_bytes(path):
 def read_image(path, max_pixels=DEFAULT_MAX_PIXELS):
   """Reads an image file as uint8 [H, W, 3] RGB.
 
-  Grayscale, palette, alpha and 16-bit images are converted, with a one-line warning.
+  Grayscale, palette, alpha and 16-bit images are converted, with a one-line warning;
+  so are pixels in a colour space other than sRGB (an embedded ICC profile), to sRGB.
+  A camera's EXIF orientation is applied: the pixels are upright, as viewers show them.
 
   Args:
     path: the image file (PNG, JPEG, WebP, BMP or TIFF).
@@ -95,6 +104,8 @@ def read_image(path, max_pixels=DEFAULT_MAX_PIXELS):
       image.load()
       if sixteen_bit_rgb:
         _LOG.warning("%s: converted 16-bit RGB to 8-bit RGB", path)
+      image = _upright(image)
+      image = _to_srgb(image, path)
       return _to_rgb8(image, path)
   except Image.UnidentifiedImageError:
     raise errors.TflicError(
@@ -105,6 +116,19 @@ def read_image(path, max_pixels=DEFAULT_MAX_PIXELS):
     if isinstance(e, OSError) and e.errno is not None:
       raise errors.TflicError(f"cannot read {path}: {_reason(e)}") from None
     raise errors.TflicError(f"{path}: corrupt or unsupported image ({_reason(e)})") from None
+
+
+def image_size(path):
+  """(height, width) of an image file as `read_image` returns it (EXIF orientation
+  applied), from its header alone; None if it cannot be read (`read_image` says why)."""
+  try:
+    with _pillow_size_limit_disabled():
+      with Image.open(os.fspath(path), formats=FORMATS) as image:
+        width, height = image.size
+        turned = image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+  except (OSError, SyntaxError, ValueError, EOFError, Image.UnidentifiedImageError):
+    return None
+  return (width, height) if turned else (height, width)
 
 
 @contextlib.contextmanager
@@ -118,6 +142,46 @@ def _pillow_size_limit_disabled():
     yield
   finally:
     Image.MAX_IMAGE_PIXELS = saved
+
+
+def _upright(image):
+  """The image turned as its EXIF orientation says (cameras store the sensor's rows and
+  a tag; viewers turn them), without the tag; the image itself if it has none."""
+  try:
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+  except (ValueError, OSError, SyntaxError):  # an unreadable EXIF block: as stored
+    return image
+  if orientation in (None, 1) or orientation not in range(2, 9):
+    return image
+  return ImageOps.exif_transpose(image)
+
+
+def _to_srgb(image, path):
+  """The image in sRGB if it embeds an ICC profile of another RGB or CMYK colour space
+  (with a one-line note); as it is otherwise, or with a note if its profile is unusable."""
+  icc = image.info.get("icc_profile")
+  if not icc:
+    return image
+  try:
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    name = (ImageCms.getProfileDescription(profile) or "unnamed").strip()
+  except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+    _LOG.warning("%s: unreadable ICC profile ignored (pixels taken as sRGB)", path)
+    return image
+  if "srgb" in name.lower().replace(" ", ""):
+    return image
+  if image.mode not in ("RGB", "CMYK"):
+    _LOG.warning("%s: ICC profile %r of a %s image ignored (pixels taken as sRGB)", path,
+                 name, _DESCRIPTIONS.get(image.mode, f"mode {image.mode}"))
+    return image
+  try:
+    converted = ImageCms.profileToProfile(image, profile, _SRGB, outputMode="RGB")
+  except (ImageCms.PyCMSError, OSError, ValueError) as e:
+    _LOG.warning("%s: ICC profile %r ignored, pixels taken as sRGB (%s)", path, name,
+                 _reason(e))
+    return image
+  _LOG.warning("%s: converted from its ICC profile %r to sRGB", path, name)
+  return converted
 
 
 def _to_rgb8(image, path):

@@ -4,7 +4,9 @@ The SavedModel has the signatures `compress(image: uint8[H, W, 3], quality: floa
 {"bitstream": string[]}`, `compress_refined(image, quality, refine_steps: int32[])` (the
 same, with encoder-side latent refinement) and `decompress(bitstream: string[]) ->
 {"image": uint8[H, W, 3]}`, and the tf.functions `compress`, `compress_refined`,
-`decompress` and `decode_latent` as attributes, and `assets/integer_entropy_model.npz`,
+`decompress` and `decode_latent` as attributes (with `analyse_tile`, `compress_latent`
+and `synthesize_tile`, the halves `tflic.codec.Codec` codes large images with, in
+tiles), and `assets/integer_entropy_model.npz`,
 the integer entropy model and coding tables for decoders without TensorFlow
 (`tflic.deterministic.reference`). Its graph range-codes with tflic's ops
 (`tflic.rangecoder.tf_ops`, built by `pip install -e .` into `tflic/rangecoder/_tf_ops.so`),

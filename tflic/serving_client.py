@@ -24,6 +24,7 @@ import numpy as np
 
 from tflic import bitstream
 from tflic import errors
+from tflic import tiling
 from tflic.deterministic import reference as reference_lib
 from tflic.rangecoder import entropy_core
 
@@ -181,9 +182,12 @@ class SplitEncoder:
     assets: the directory with the servable's manifest.json and integer_entropy_model.npz
       (its assets/); required for a URL, by default the local servable's own.
     timeout: seconds to wait for a REST reply.
+    tile_budget, tile_kept: as in `tflic.codec.Codec`: images larger than one tile are
+      analysed tile by tile (`tflic.tiling`), their latent's z by `hyper_analysis`.
   """
 
-  def __init__(self, servable, assets=None, timeout=600.0):
+  def __init__(self, servable, assets=None, timeout=600.0,
+               tile_budget=tiling.DEFAULT_BUDGET_BYTES, tile_kept=None):
     if servable.startswith(("http://", "https://")):
       if assets is None:
         raise errors.TflicError("a remote servable needs assets=DIR: a local copy of its "
@@ -206,6 +210,8 @@ class SplitEncoder:
                               f"{bitstream.VERSION}")
     self.mode = manifest["mode"]
     self.fingerprint = bytes.fromhex(manifest["fingerprint"])
+    self.model_config = manifest["config"]["model"]
+    self.tile_budget, self.tile_kept = tile_budget, tile_kept
 
   def compress(self, image, quality):
     """uint8 image [H, W, 3] and quality in [0, 1] -> .tflic file bytes."""
@@ -219,10 +225,23 @@ class SplitEncoder:
     bitstream.quantize_quality(quality)  # validates the range
     # float32 as the in-graph codec takes it; the servable computes the stored quality code
     # with the codec's float32 ops, which Python's rounding of the double could miss.
-    out = self.servable.run("analysis", {"image": image, "quality": np.float32(quality)})
-    if out["fingerprint"] != self.fingerprint.hex():
-      raise errors.TflicError(f"the servable's model ({out['fingerprint']}) is not the one "
-                              f"of the assets ({self.fingerprint.hex()})")
+    tiles = tiling.plan(height, width, self.model_config, self.tile_budget, self.tile_kept)
+    if len(tiles) == 1:
+      out = self._analysis(image, quality)
+    else:
+      # The tiles' latents put together, then z of the whole latent (each tile's own z
+      # is left unused: the hyper analysis is cheap next to the analysis).
+      codes = []
+
+      def analyse(pixels):
+        tile_out = self._analysis(pixels, quality)
+        codes.append(int(tile_out["quality_code"]))
+        return tile_out["y"]
+
+      y = tiling.analyse_tiles(analyse, image, tiles,
+                               int(tiling.config_value(self.model_config, "latent_channels")))
+      out = {"y": y, "z": self.servable.run("hyper_analysis", {"y": y})["z"],
+             "quality_code": codes[0]}
     expected = (1,) + bitstream.latent_grid(height, width)
     if out["y"].shape[:3] != expected:
       raise errors.TflicError(f"the servable returned a latent of shape {out['y'].shape} for "
@@ -233,3 +252,10 @@ class SplitEncoder:
       raise errors.TflicError(f"cannot encode the servable's latents: {e}") from None
     return bitstream.pack(self.mode, self.fingerprint, height, width, int(out["quality_code"]),
                           z_stream, y_stream, check)
+
+  def _analysis(self, image, quality):
+    out = self.servable.run("analysis", {"image": image, "quality": np.float32(quality)})
+    if out["fingerprint"] != self.fingerprint.hex():
+      raise errors.TflicError(f"the servable's model ({out['fingerprint']}) is not the one "
+                              f"of the assets ({self.fingerprint.hex()})")
+    return out

@@ -18,6 +18,7 @@ import numpy as np
 from tflic import bitstream
 from tflic import errors
 from tflic import image_io
+from tflic import tiling
 from tflic.deterministic import entropy_model
 from tflic.lite import synthesis as synthesis_lib
 from tflic.rangecoder import entropy_core
@@ -89,16 +90,21 @@ class Decoder:
   Args:
     model_dir: a directory written by `python -m export.tflite`.
     num_threads: LiteRT threads for the synthesis (None: this process's CPUs).
+    tile_budget: bytes of synthesis activations a tile may take (`tflic.tiling`).
   """
 
-  def __init__(self, model_dir, num_threads=None):
+  def __init__(self, model_dir, num_threads=None, tile_budget=tiling.DEFAULT_BUDGET_BYTES):
     manifest = read_manifest(model_dir)
+    # The synthesis runs in tiles (tflic.tiling), as the SavedModel codec's does.
+    self.model_config = manifest["config"]["model"]
+    self.tile_budget = tile_budget
     self.fingerprint = bytes.fromhex(manifest["fingerprint"])
     self.mode = manifest["context_mode"]
     paths = checked_files(model_dir, manifest, ("entropy_model", "synthesis"))
     self.core = load_core(model_dir, paths)
     self.synthesis = synthesis_lib.Synthesis(paths["synthesis"], num_threads=num_threads)
     self._costs = (tuple(self.core.y_cost), tuple(self.core.z_cost))
+
   def decode_latent(self, data, max_pixels=image_io.DEFAULT_MAX_PIXELS):
     """(Header, integer latent y_hat [1, h, w, M] float64) of a file's bytes.
 
@@ -115,13 +121,26 @@ class Decoder:
       raise errors.TflicError(f"decoding failed: {e}") from None
     return header, y_hat
 
-  def decompress(self, data, max_pixels=image_io.DEFAULT_MAX_PIXELS):
-    """.tflic file bytes -> uint8 [H, W, 3], as the SavedModel's `decompress`."""
-    return self.synthesize(*self.decode_latent(data, max_pixels))
+  def decompress(self, data, max_pixels=image_io.DEFAULT_MAX_PIXELS, progress=None):
+    """.tflic file bytes -> uint8 [H, W, 3], as the SavedModel's `decompress`.
+    progress(stage, done, total), if given, hears of the stages (`tflic.progress`)."""
+    if progress:
+      progress("coding", 0, 1)
+    header, y_hat = self.decode_latent(data, max_pixels)
+    if progress:
+      progress("coding", 1, 1)
+    return self.synthesize(header, y_hat, progress=progress)
 
-  def synthesize(self, header, y_hat):
-    """The uint8 image [H, W, 3] of a decoded latent (`decode_latent`)."""
+  def synthesize(self, header, y_hat, tile_kept=None, progress=None):
+    """The uint8 image [H, W, 3] of a decoded latent (`decode_latent`), tile by tile
+    (`tile_kept`: for tests, the kept side of a tile in latents)."""
     quality = np.float32(header.quality_code) / np.float32(bitstream.QUALITY_STEPS)
-    image = self.synthesis((y_hat / entropy_model.ONE).astype(np.float32), quality)
-    image = image[0, :header.height, :header.width]
-    return np.round(np.clip(image * np.float32(255), 0, 255)).astype(np.uint8)
+
+    def synthesize(piece):
+      image = self.synthesis((piece / entropy_model.ONE).astype(np.float32), quality)[0]
+      return np.round(np.clip(image * np.float32(255), 0, 255)).astype(np.uint8)
+
+    tiles = tiling.plan(header.height, header.width, self.model_config, self.tile_budget,
+                        tile_kept)
+    return tiling.synthesize_tiles(synthesize, y_hat, tiles, header.height, header.width,
+                                   progress)
