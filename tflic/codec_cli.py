@@ -138,11 +138,16 @@ def _tile_budget():
   return (_TILE_MEMORY.value if flags.FLAGS.is_parsed() else _TILE_MEMORY.default) << 20
 
 
+@functools.cache
+def _lite_model_config(lite_dir):
+  """The model config in a LiteRT export's manifest, read once per export."""
+  from tflic.lite import decoder  # pylint: disable=g-import-not-at-top
+  return decoder.read_manifest(lite_dir)["config"]["model"]
+
+
 def _one_tile(lite_dir, height, width):
   """Whether an image of this size is analysed in one piece (`tflic.tiling.plan`)."""
-  from tflic.lite import decoder  # pylint: disable=g-import-not-at-top
-  config = decoder.read_manifest(lite_dir)["config"]["model"]
-  return len(tiling.plan(height, width, config, _tile_budget())) == 1
+  return len(tiling.plan(height, width, _lite_model_config(lite_dir), _tile_budget())) == 1
 
 
 def needs_tensorflow(command, paths=()):
