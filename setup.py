@@ -8,9 +8,9 @@ import sys
 import setuptools
 from setuptools.command import build_ext
 
-# The C range coder as TensorFlow ops (tflic/rangecoder/tf_ops.py): a plain shared
+# The C range coder as TensorFlow ops (tflic/codec/rangecoder/tf_ops.py): a plain shared
 # library for tf.load_op_library, not a Python module.
-TF_OPS = "tflic.rangecoder._tf_ops"
+TF_OPS = "tflic.codec.rangecoder._tf_ops"
 
 
 def _tensorflow_flags():
@@ -48,7 +48,7 @@ class BuildExt(build_ext.build_ext):
     tf_flags = _tensorflow_flags() if wanted else None
     if wanted and tf_flags is None:
       self.warn("TensorFlow is not importable: skipping the range coder's TensorFlow ops "
-                "(tflic/rangecoder/tf_ops.py)")
+                "(tflic/codec/rangecoder/tf_ops.py)")
       self.extensions = [e for e in self.extensions if e.name != TF_OPS]
     self._tf_flags = tf_flags
     super().build_extensions()
@@ -100,7 +100,7 @@ setuptools.setup(
     package_dir={"tflic.configs": "configs"},
     package_data={"tflic.configs": ["*.json"], "tflic": ["bundled/**/*", "evaluation/*.json"],
                   # The portable C range coder and entropy core ship as source for apps.
-                  "tflic.rangecoder": ["*.h", "*.c"]},
+                  "tflic.codec.rangecoder": ["*.h", "*.c"]},
     include_package_data=True,
     install_requires=[
         "tensorflow==2.14.1",
@@ -123,9 +123,9 @@ setuptools.setup(
     extras_require={"keras-cv": ["keras-cv"]},
     ext_modules=[
         setuptools.Extension(
-            "tflic.rangecoder._binding",
-            ["tflic/rangecoder/_binding.c", "tflic/rangecoder/range_coder.c"],
-            depends=["tflic/rangecoder/range_coder.h"],
+            "tflic.codec.rangecoder._binding",
+            ["tflic/codec/rangecoder/_binding.c", "tflic/codec/rangecoder/range_coder.c"],
+            depends=["tflic/codec/rangecoder/range_coder.h"],
             extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra"],
         ),
         # The integer entropy model and coding loop (entropy_core.c) for Python callers.
@@ -133,19 +133,19 @@ setuptools.setup(
         # integer below 2^53); no -ffast-math, which could change other values;
         # -fno-trapping-math lets GCC vectorise the clamps (no value changes).
         setuptools.Extension(
-            "tflic.rangecoder._core",
-            ["tflic/rangecoder/_core_binding.c", "tflic/rangecoder/entropy_core.c",
-             "tflic/rangecoder/range_coder.c"],
-            depends=["tflic/rangecoder/entropy_core.h", "tflic/rangecoder/range_coder.h"],
+            "tflic.codec.rangecoder._core",
+            ["tflic/codec/rangecoder/_core_binding.c", "tflic/codec/rangecoder/entropy_core.c",
+             "tflic/codec/rangecoder/range_coder.c"],
+            depends=["tflic/codec/rangecoder/entropy_core.h", "tflic/codec/rangecoder/range_coder.h"],
             extra_compile_args=["-std=c99", "-O3", "-fno-trapping-math", "-Wall", "-Wextra"],
             libraries=["m"],
         ),
         # Compiled by BuildExt with TensorFlow's flags, or skipped without TensorFlow.
         setuptools.Extension(
             TF_OPS,
-            ["tflic/rangecoder/_tf_ops.cc", "tflic/rangecoder/entropy_core.c",
-             "tflic/rangecoder/range_coder.c"],
-            depends=["tflic/rangecoder/entropy_core.h", "tflic/rangecoder/range_coder.h"],
+            ["tflic/codec/rangecoder/_tf_ops.cc", "tflic/codec/rangecoder/entropy_core.c",
+             "tflic/codec/rangecoder/range_coder.c"],
+            depends=["tflic/codec/rangecoder/entropy_core.h", "tflic/codec/rangecoder/range_coder.h"],
         ),
     ],
     cmdclass={"build_ext": BuildExt},

@@ -5,11 +5,11 @@ r"""Training input path: tf.image crop + flip against keras-cv's layers (images/
 
 Needs keras-cv, an optional extra of tflic: pip install -e '.[keras-cv]'.
 
-Every pipeline starts as tflic.data.train_dataset does (decoded images cached in memory,
+Every pipeline starts as tflic.training.data.train_dataset does (decoded images cached in memory,
 shuffled, repeated) and ends in batches of float32 [batch, patch, patch, 3] in [0, 1];
 they differ in the augmentation between:
 
-  tf_image              tflic.data.train_dataset itself: tf.image.random_crop +
+  tf_image              tflic.training.data.train_dataset itself: tf.image.random_crop +
                         random_flip_left_right per image (what training runs)
   keras_cv              keras_cv.layers.RandomCrop + RandomFlip("horizontal") per image
   keras_cv_batched      the same two layers on ragged batches (keras-cv's batched API;
@@ -41,7 +41,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from tflic import data
+from tflic.training import data
 
 PIPELINES = ["tf_image", "keras_cv", "keras_cv_batched", "tf_image_scale",
              "keras_cv_crop_resize", "tf_image_jitter"]
@@ -76,7 +76,7 @@ def _num_images():
 
 
 def _cached_images(patch):
-  """tflic.data.train_dataset's images before the crop: decoded, cached (not those of a
+  """tflic.training.data.train_dataset's images before the crop: decoded, cached (not those of a
   tfds dataset, as in training), shuffled, repeated."""
   if _DATASET.value.startswith("tfds:"):
     from tflic import datasets  # pylint: disable=g-import-not-at-top

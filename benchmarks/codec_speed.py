@@ -55,13 +55,16 @@ class _Measurer:
 
   def __init__(self, model):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from tflic import codec  # pylint: disable=g-import-not-at-top
+    from tflic import codec  # pylint: disable=g-import-not-at-top  (any checkout's API)
     self.tf = tf
     self.codec = codec.load(model or codec.default_model_path())
     self.warm = set()
 
   def measure(self, path, quality, repeats):
-    from tflic import image_io  # pylint: disable=g-import-not-at-top
+    try:
+      from tflic.codec import image_io  # pylint: disable=g-import-not-at-top
+    except ImportError:  # a checkout from before tflic/codec/ (e.g. 005fbc2)
+      from tflic import image_io  # pylint: disable=g-import-not-at-top
     image = image_io.read_image(path)
     height, width = image.shape[:2]
     module = self.codec.module
@@ -153,7 +156,7 @@ def main(argv):
   if _WORKER.value:
     _worker()
     return
-  from tflic import data  # pylint: disable=g-import-not-at-top
+  from tflic.training import data  # pylint: disable=g-import-not-at-top
   paths = list(data.image_files(_IMAGES.value))
   if _BASELINE.value:
     _side_by_side(paths)

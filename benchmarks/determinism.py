@@ -9,7 +9,7 @@ quality, plus crops of kodim01 of sizes 1x1, 17x300, 300x17 and 97x131:
 - one process per thread count decodes the first encoder's files (the same bytes as every
   encoder's, when they match) and records whether each decoded, the image's hash, PSNR
   and the decode seconds;
-- the numpy implementation (`tflic.deterministic.reference`, no TensorFlow) recomputes
+- the numpy implementation (`tflic.codec.deterministic.reference`, no TensorFlow) recomputes
   every chunk's mean from the decoded latent and checks the file's latent check;
 - the RD cost against --v1_results (the float entropy model's Kodak results): BD-rate
   and BD-PSNR of the mean curves, and decode seconds against theirs.
@@ -44,7 +44,7 @@ ODD_SIZES = [(1, 1), (17, 300), (300, 17), (97, 131)]
 
 def _items():
   """(name, image) of every test image: Kodak, then the odd-size crops of kodim01."""
-  from tflic import image_io  # pylint: disable=g-import-not-at-top
+  from tflic.codec import image_io  # pylint: disable=g-import-not-at-top
   paths = sorted(pathlib.Path(_IMAGES.value).glob("*.png"))
   items = [(p.stem, image_io.read_image(p)) for p in paths]
   first = items[0][1]
@@ -55,12 +55,12 @@ def _items():
 def _worker():
   """Encodes or decodes every (image, quality) in this process; writes a JSON of results."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tflic import bitstream  # pylint: disable=g-import-not-at-top
-  from tflic import codec  # pylint: disable=g-import-not-at-top
+  from tflic.codec import bitstream  # pylint: disable=g-import-not-at-top
+  from tflic.codec.deterministic import reference  # pylint: disable=g-import-not-at-top
+  from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top
   from tflic import errors  # pylint: disable=g-import-not-at-top
-  from tflic.deterministic import reference  # pylint: disable=g-import-not-at-top
-  model = _MODEL.value or codec.default_model_path()
-  the_codec = codec.load(model)
+  model = _MODEL.value or tf_codec.default_model_path()
+  the_codec = tf_codec.load(model)
   files = pathlib.Path(_FILES.value)
   numpy_model = reference.load(os.path.join(model, "assets", reference.FILENAME))
   items = _items()

@@ -41,13 +41,14 @@ def main(argv):
   del argv
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from tflic import codec  # pylint: disable=g-import-not-at-top
-  from tflic import image_io  # pylint: disable=g-import-not-at-top
+  import tflic  # pylint: disable=g-import-not-at-top
+  from tflic.codec import image_io  # pylint: disable=g-import-not-at-top
+  from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top
   from tflic.lite import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
   from tflic.lite import encoder as encoder_lib  # pylint: disable=g-import-not-at-top
 
-  lite_dir = os.path.join(os.path.dirname(codec.__file__), "bundled", "lite")
-  saved = codec.load(codec.default_model_path())
+  lite_dir = os.path.join(tflic.BUNDLED_DIR, "lite")
+  saved = tf_codec.load(tf_codec.default_model_path())
   encoder, decoder = encoder_lib.Encoder(lite_dir), decoder_lib.Decoder(lite_dir)
   paths = sorted(pathlib.Path(_IMAGES.value).glob("*.png"))
   items = [(p.stem, image_io.read_image(p)) for p in paths]

@@ -43,7 +43,7 @@ ODD_SIZES = [(1, 1), (17, 300), (300, 17), (97, 131)]
 
 def _items():
   """(name, image) of every test image: Kodak, then the odd-size crops of kodim01."""
-  from tflic import image_io  # pylint: disable=g-import-not-at-top
+  from tflic.codec import image_io  # pylint: disable=g-import-not-at-top
   paths = sorted(pathlib.Path(_IMAGES.value).glob("*.png"))[:_LIMIT.value]
   items = [(p.stem, image_io.read_image(p)) for p in paths]
   first = items[0][1]
@@ -72,13 +72,13 @@ def _median(values):
 def main(argv):
   del argv
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tflic import codec  # pylint: disable=g-import-not-at-top
+  from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top
   from tflic.lite import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
-  the_codec = codec.load(_MODEL.value or codec.default_model_path())
+  the_codec = tf_codec.load(_MODEL.value or tf_codec.default_model_path())
   lite = decoder_lib.Decoder(_LITE.value)
   split = None
   if _SERVING.value:
-    from tflic import serving_client  # pylint: disable=g-import-not-at-top
+    from tflic.deploy import serving_client  # pylint: disable=g-import-not-at-top
     split = serving_client.SplitEncoder(_SERVING.value)
   items = _items()
   warm_up = the_codec.compress(items[0][1][:64, :64], 0.5)  # traces the tf.functions
@@ -136,7 +136,7 @@ def _write(results, with_split):
               "lite_synthesis_seconds")},
       "tflite_bytes": {role: f["bytes"] for role, f in manifest["files"].items()},
       "install_bytes": _install_size(["ai_edge_litert", "numpy", "PIL", "tflic.lite",
-                                      "tflic.rangecoder", "tflic.deterministic"]),
+                                      "tflic.codec.rangecoder", "tflic.codec.deterministic"]),
       "tensorflow_install_bytes": _install_size(["tensorflow", "tensorflow_compression"]),
   }
   if with_split:

@@ -4,7 +4,7 @@ r"""Tiled against one-piece coding on Kodak: PSNR, file sizes and pixels at tile
 
 Every Kodak image is compressed by the SavedModel codec in one piece and in tiles of
 --kept latents (16: 256x256 pixels kept, each tile computing its margin beyond; see
-tflic/tiling.py), and each file is decoded both ways. Reports per image and quality the
+tflic/codec/tiling.py), and each file is decoded both ways. Reports per image and quality the
 PSNR and size of each, and the largest pixel difference between the tiled and one-piece
 decodes of the same file, at tile borders (within 2 pixels of a kept region's edge) and
 elsewhere: the tiles are exact, so both must be float noise alike.
@@ -45,11 +45,11 @@ def _border_mask(tiles, height, width, reach=2):
 
 def main(argv):
   del argv
-  from tflic import codec  # pylint: disable=g-import-not-at-top
-  from tflic import image_io  # pylint: disable=g-import-not-at-top
-  path = _MODEL.value or codec.default_model_path()
-  whole = codec.load(path)
-  tiled = codec.Codec(whole.module, tile_kept=_KEPT.value)
+  from tflic.codec import image_io  # pylint: disable=g-import-not-at-top
+  from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top
+  path = _MODEL.value or tf_codec.default_model_path()
+  whole = tf_codec.load(path)
+  tiled = tf_codec.Codec(whole.module, tile_kept=_KEPT.value)
   rows = []
   for image_path in sorted(pathlib.Path(_IMAGES.value).glob("*.png")):
     image = image_io.read_image(image_path)

@@ -42,8 +42,14 @@ def _worker(spec):
   import dataclasses  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from tflic import config as config_lib  # pylint: disable=import-outside-toplevel
-  from tflic import data  # pylint: disable=import-outside-toplevel
-  from tflic import training  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  try:
+    from tflic.training import data
+    from tflic.training import trainer as trainer_lib
+  except ImportError:  # a checkout from before tflic/training/ (e.g. 005fbc2)
+    from tflic import data
+    from tflic import training as trainer_lib
+  # pylint: enable=import-outside-toplevel
 
   cfg = config_lib.load(spec["config"])
   fields = {f.name for f in dataclasses.fields(cfg.train)}
@@ -52,7 +58,7 @@ def _worker(spec):
   train_cfg = cfg.train
   batches = iter(data.train_dataset(spec["dataset"], train_cfg.patch_size,
                                     train_cfg.batch_size, seed=0))
-  trainer = training.Trainer(cfg, "/tmp/tflic_speed_unused", tf.distribute.get_strategy(),
+  trainer = trainer_lib.Trainer(cfg, "/tmp/tflic_speed_unused", tf.distribute.get_strategy(),
                              jit_compile=spec["jit"])
   for _ in range(spec["warmup"]):
     trainer.train_step(next(batches))

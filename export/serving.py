@@ -7,10 +7,10 @@ MODEL is an export or a training directory (default: the bundled model). BASE ge
   tflic_networks/1/  a SavedModel of stock TensorFlow ops only, which a stock
                      tensorflow_model_server serves: the float networks, as the signatures
                      `analysis`, `hyper_analysis` and `synthesis`; the client entropy-codes
-                     (`tflic.serving_client.SplitEncoder`). assets/ holds manifest.json
+                     (`tflic.deploy.serving_client.SplitEncoder`). assets/ holds manifest.json
                      and integer_entropy_model.npz, what the client codes with.
-  tflic_codec/1/     the full codec (`tflic.savedmodel.export`: compress / decompress with
-                     tflic's range coder ops, tflic/rangecoder/_tf_ops.cc), for a model
+  tflic_codec/1/     the full codec (`tflic.deploy.savedmodel.export`: compress / decompress with
+                     tflic's range coder ops, tflic/codec/rangecoder/_tf_ops.cc), for a model
                      server with those ops linked in (export/serving_with_ops/).
   models.config      TF Serving's --model_config_file for both, with base paths under
                      --serving_root (/models: where the tensorflow/serving Docker image
@@ -38,17 +38,17 @@ from absl import flags
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from tflic import bitstream
 from tflic import cli
-from tflic import codec
+from tflic.codec import bitstream
+from tflic.codec.deterministic import entropy_model as integer_model
+from tflic.codec.deterministic import reference
+from tflic.codec import tf_codec
 from tflic import common_flags
+from tflic.deploy import savedmodel
 from tflic import errors
-from tflic import model as model_lib
-from tflic import savedmodel
-from tflic.deterministic import entropy_model as integer_model
-from tflic.deterministic import reference
+from tflic.model import tflic_model as model_lib
 
-# Names the client (tflic.serving_client) reads too.
+# Names the client (tflic.deploy.serving_client) reads too.
 NETWORKS = "tflic_networks"
 MANIFEST = "manifest.json"
 CODEC = "tflic_codec"
@@ -56,7 +56,7 @@ CONFIG_FILE = "models.config"
 README = "README.md"
 # The release the recipe in export/serving_with_ops/ builds; the servables need its ops.
 TF_SERVING_VERSION = "2.14.1"
-# The ops of tflic/rangecoder/_tf_ops.cc, the only ones of tflic_codec's graph that stock
+# The ops of tflic/codec/rangecoder/_tf_ops.cc, the only ones of tflic_codec's graph that stock
 # TensorFlow lacks: what export/serving_with_ops/ links into the model server. (Codecs
 # exported since the C entropy core use the TflicCore ones; earlier exports the others.)
 RANGE_CODER_OPS = ("TflicRangeEncode", "TflicRangeDecoderStart", "TflicRangeDecode",
@@ -99,7 +99,7 @@ class NetworksModule(tf.Module):
     """uint8 image [H, W, 3] and quality in [0, 1] -> y (gained latent, float32
     [1, h, w, M]), z (clipped hyper latent, float32 [1, hz, wz, C]), quality_code (int32,
     the file's quality field) and fingerprint (hex string of the model's)."""
-    _, y, quality_code, _ = codec.analyse(self.model, image, quality)
+    _, y, quality_code, _ = tf_codec.analyse(self.model, image, quality)
     y = tf.debugging.assert_all_finite(y, "the model produced non-finite latents")
     z = self._hyper_latent(y)
     return {"y": y, "z": z, "quality_code": quality_code,
@@ -111,7 +111,7 @@ class NetworksModule(tf.Module):
     return {"z": self._hyper_latent(y)}
 
   def _hyper_latent(self, y):
-    z = tf.clip_by_value(self.model.hyper_latent(y), -codec.SYMBOL_LIMIT, codec.SYMBOL_LIMIT)
+    z = tf.clip_by_value(self.model.hyper_latent(y), -tf_codec.SYMBOL_LIMIT, tf_codec.SYMBOL_LIMIT)
     return tf.debugging.assert_all_finite(z, "the model produced non-finite hyper-latents")
 
   @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.int32, name="y_hat"),
@@ -167,7 +167,7 @@ def unregistered_op_types(op_types):
   stock tensorflow_model_server lacks.
 
   This process cannot ask its op registry: it has loaded op libraries (tflic's and,
-  through tflic.model, tensorflow-compression's), and the registry does not tell which
+  through tflic.model.tflic_model, tensorflow-compression's), and the registry does not tell which
   library registered an op. So: an op of `tf.raw_ops` is stock (that module is generated
   with TensorFlow, and op libraries loaded later do not add to it), RANGE_CODER_OPS are
   not, and any other op is looked up in a fresh Python process that imports TensorFlow
@@ -270,7 +270,7 @@ def export_base(model_path, out, serving_root="/models", version=1, overwrite=Fa
   with savedmodel.staged_directory(out, overwrite) as staging:
     codec_dir = os.path.join(staging, CODEC, str(version))
     os.makedirs(os.path.dirname(codec_dir))
-    if codec.is_saved_model(model_path):
+    if tf_codec.is_saved_model(model_path):
       shutil.copytree(model_path, codec_dir)
     else:
       savedmodel.export_checkpoint(model_path, codec_dir)
@@ -359,7 +359,7 @@ A .tflic file from Python, identical to the in-graph codec's (tflic installed; n
 TensorFlow needed for the REST client):
 
 ```python
-from tflic.serving_client import SplitEncoder
+from tflic.deploy.serving_client import SplitEncoder
 encoder = SplitEncoder("http://localhost:8501/v1/models/{NETWORKS}",
                        assets="{NETWORKS}/{version}/assets")
 data = encoder.compress(image, 0.5)  # image: uint8 numpy [H, W, 3]
@@ -393,7 +393,7 @@ y = tf.make_ndarray(response.outputs["y"])  # float32 [1, h, w, M]
 ## Serving the full codec
 
 `{CODEC}` codes files in the graph with tflic's range coder ops
-(`tflic/rangecoder/_tf_ops.cc` in the tflic repository):
+(`tflic/codec/rangecoder/_tf_ops.cc` in the tflic repository):
 `{'`, `'.join(RANGE_CODER_OPS)}`.
 `tensorflow_model_server` does not ship them. Build a model server with them linked in
 from `export/serving_with_ops/` in the tflic repository (a Bazel build of TF Serving
@@ -416,14 +416,14 @@ tflic code) once the ops are registered. Load the op library that tflic's
 `pip install -e .` builds for the installed TensorFlow, whose path this prints:
 
 ```sh
-python -c "from tflic.rangecoder import tf_ops; print(tf_ops.LIBRARY)"
+python -c "from tflic.codec.rangecoder import tf_ops; print(tf_ops.LIBRARY)"
 ```
 
-(Where tflic is installed, `import tflic.rangecoder.tf_ops` loads it too.)
+(Where tflic is installed, `import tflic.codec.rangecoder.tf_ops` loads it too.)
 
 ```python
 import tensorflow as tf
-tf.load_op_library("/path/to/tflic/rangecoder/_tf_ops.so")  # before loading
+tf.load_op_library("/path/to/tflic/codec/rangecoder/_tf_ops.so")  # before loading
 codec = tf.saved_model.load("{CODEC}/{version}")
 data = codec.compress(image, 0.5)  # the .tflic file (scalar string)
 image = codec.decompress(data)

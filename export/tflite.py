@@ -19,12 +19,12 @@ The output directory holds:
                              caller crops it and rounds clip(255 x, 0, 255)). The log-gain
                              interpolation runs inside.
   integer_entropy_model.npz  the integer entropy model and coding tables
-                             (`tflic.deterministic.reference` reads it).
+                             (`tflic.codec.deterministic.reference` reads it).
   manifest.json              what a decoder needs to check and wire them (`manifest`).
 `tflic.lite.synthesis` runs both without TensorFlow; `tflic compress` and `tflic
 decompress` use the export of the bundled model in tflic/bundled/lite.
 
-The networks convert from the model's own layers (tflic/layers/ use only ops LiteRT has
+The networks convert from the model's own layers (tflic/model/layers/ use only ops LiteRT has
 as builtins); the export checks that the converted graphs hold builtin ops only and
 compute what TensorFlow does, to float noise.
 """
@@ -44,15 +44,15 @@ from tensorflow.lite.python import schema_util
 from tensorflow.lite.python.convert_phase import ConverterError
 
 import tflic
-from tflic import bitstream
 from tflic import cli
+from tflic.codec import bitstream
+from tflic.codec.deterministic import entropy_model as integer_model
+from tflic.codec.deterministic import reference
 from tflic import common_flags
+from tflic.deploy import savedmodel
 from tflic import errors
-from tflic import model as model_lib
-from tflic import savedmodel
-from tflic.deterministic import entropy_model as integer_model
-from tflic.deterministic import reference
 from tflic.lite import synthesis as lite
+from tflic.model import tflic_model as model_lib
 
 _OUT = common_flags.OUT
 _OVERWRITE = common_flags.OVERWRITE
@@ -88,7 +88,7 @@ def synthesize(model, latent, quality):
 
 
 def analyze(model, image, quality):
-  """What the codec's encoder computes from a padded image (`tflic.codec.analyse` and
+  """What the codec's encoder computes from a padded image (`tflic.codec.tf_codec.analyse` and
   `CodecModule._entropy_encode`): the gained latent y and z = h_a(y)."""
   y = model.analysis(image) * tf.exp(model.log_gain(quality))
   return y, model.hyper_latent(y)

@@ -217,9 +217,9 @@ def _random_tiny_workdir(path, mode):
   tables (made here, so that no test writes them into the shared directory)."""
   import json  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tflic import checkpoint  # pylint: disable=g-import-not-at-top
+  from tflic.codec.deterministic import tables  # pylint: disable=g-import-not-at-top
   from tflic import config  # pylint: disable=g-import-not-at-top
-  from tflic.deterministic import tables  # pylint: disable=g-import-not-at-top
+  from tflic.model import checkpoint  # pylint: disable=g-import-not-at-top
   d = json.loads(config.load("tiny").to_json())
   d["model"]["context_mode"] = mode
   cfg = config.from_dict(d)
@@ -251,7 +251,7 @@ def tiny_serial_workdir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_workdir, tmp_path_factory):
   """Exported SavedModel of the tiny wavefront model (usable as --model)."""
-  from tflic import savedmodel  # pylint: disable=g-import-not-at-top
+  from tflic.deploy import savedmodel  # pylint: disable=g-import-not-at-top
   return _built_once(tmp_path_factory, "tiny_export",
                      lambda path: savedmodel.export_checkpoint(str(tiny_workdir), str(path)))
 
@@ -264,7 +264,7 @@ def tiny_lite_dir(tiny_workdir, tmp_path_factory):
   if str(REPO) not in sys.path:  # export/ is not installed with tflic
     sys.path.append(str(REPO))
   from export import tflite  # pylint: disable=g-import-not-at-top
-  from tflic import savedmodel  # pylint: disable=g-import-not-at-top
+  from tflic.deploy import savedmodel  # pylint: disable=g-import-not-at-top
   return _built_once(
       tmp_path_factory, "tiny_lite",
       lambda path: tflite.export(savedmodel.restore_model(str(tiny_workdir)), str(path)))
@@ -272,30 +272,30 @@ def tiny_lite_dir(tiny_workdir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_codec(tiny_model_dir):
-  """codec.load of the tiny SavedModel (tiny_model_dir), loaded once per process: the
+  """tf_codec.load of the tiny SavedModel (tiny_model_dir), loaded once per process: the
   Codec that `tflic compress/decompress --model=<tiny_model_dir>` run in this process
   (run_main) load and keep (codec_cli._load_model), so the one load serves both.
   Tests must not change it."""
-  from tflic import codec  # pylint: disable=g-import-not-at-top
+  from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top
   from tflic import codec_cli  # pylint: disable=g-import-not-at-top
   loaded = codec_cli._load_model(str(tiny_model_dir))  # pylint: disable=protected-access
-  assert isinstance(loaded, codec.Codec)
+  assert isinstance(loaded, tf_codec.Codec)
   return loaded
 
 
 @pytest.fixture(scope="session")
 def tiny_module(tiny_workdir):
-  """The CodecModule of the tiny wavefront training directory (codec.module_from_workdir),
+  """The CodecModule of the tiny wavefront training directory (tf_codec.module_from_workdir),
   traced once per process. Tests must not change it or its model."""
-  from tflic import codec  # pylint: disable=g-import-not-at-top
-  return codec.module_from_workdir(str(tiny_workdir))[0]
+  from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top
+  return tf_codec.module_from_workdir(str(tiny_workdir))[0]
 
 
 @pytest.fixture(scope="session")
 def tiny_serial_module(tiny_serial_workdir):
   """As tiny_module, of the tiny serial-mask model."""
-  from tflic import codec  # pylint: disable=g-import-not-at-top
-  return codec.module_from_workdir(str(tiny_serial_workdir))[0]
+  from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top
+  return tf_codec.module_from_workdir(str(tiny_serial_workdir))[0]
 
 
 @pytest.fixture

@@ -23,11 +23,11 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from tflic import bitstream
+from tflic.codec import bitstream
 # Defines the flags, which must exist before run_main's flagsaver saves them.
+from tflic.codec import image_io
 from tflic import codec_cli  # pylint: disable=unused-import
 from tflic import errors
-from tflic import image_io
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")

@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflic import backends
-from tflic import bitstream
-from tflic import checkpoint
-from tflic import codec
+from tflic.codec import bitstream
+from tflic.codec.deterministic import coding_loop
+from tflic.codec.deterministic import entropy_model
+from tflic.codec.deterministic import quantize
+from tflic.codec.deterministic import reference
+from tflic.codec import tf_codec
 from tflic import config
-from tflic import data
 from tflic import errors
-from tflic import training
-from tflic.deterministic import coding_loop
-from tflic.deterministic import entropy_model
-from tflic.deterministic import quantize
-from tflic.deterministic import reference
+from tflic.model import backends
+from tflic.model import checkpoint
+from tflic.training import data
+from tflic.training import trainer as trainer_lib
 
 SMALL_PARAMETERS = 1_389_980  # configs/small.json, the bundled model's config
 
@@ -123,15 +123,15 @@ def test_trained_tiny_cnn_codes_files_that_decode_exactly(train_dir, tmp_path):
   encoder's (the file's latent check, verified by the TF decoder and by the TF-free numpy
   one) and the image is their synthesis."""
   cfg = config.from_dict(_tiny_cnn_dict())
-  trainer = training.Trainer(cfg, str(tmp_path), tf.distribute.get_strategy(), seed=0)
+  trainer = trainer_lib.Trainer(cfg, str(tmp_path), tf.distribute.get_strategy(), seed=0)
   # Eager steps: the same computation without the 20 s trace of the step's graph.
   trainer._train_step = trainer._distributed_step  # pylint: disable=protected-access
   batches = iter(data.train_dataset(str(train_dir), 32, 2, seed=1))
   losses = [trainer.train_step(next(batches))[1]["loss"] for _ in range(2)]
   assert int(trainer.step.numpy()) == 2 and np.all(np.isfinite(losses))
   model = trainer.model.as_float32()  # the codec's arithmetic (training may be bfloat16)
-  module = codec.CodecModule(model, cfg.to_json())
-  the_codec = codec.Codec(module)
+  module = tf_codec.CodecModule(model, cfg.to_json())
+  the_codec = tf_codec.Codec(module)
   height, width = 37, 53
   rng = np.random.default_rng(3)
   image = np.clip(rng.normal(128, 40, (height, width, 3)), 0, 255).astype(np.uint8)

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflic import bitstream
-from tflic import codec
+from tflic.codec import bitstream
+from tflic.codec.rangecoder import tf_ops as range_coder
+from tflic.codec import tf_codec
+from tflic.deploy import savedmodel
 from tflic import errors
-from tflic import savedmodel
-from tflic.rangecoder import tf_ops as range_coder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZES = [(97, 131), (16, 200), (200, 16), (1, 1), (37, 53)]
@@ -29,7 +29,7 @@ SIZES = [(97, 131), (16, 200), (200, 16), (1, 1), (37, 53)]
 @pytest.fixture(scope="module")
 def codecs(tiny_module, tiny_serial_module):
   """Codec, its module and model for each decoding mode (the session's modules)."""
-  return {module.model.context.mode: (codec.Codec(module), module, module.model)
+  return {module.model.context.mode: (tf_codec.Codec(module), module, module.model)
           for module in (tiny_module, tiny_serial_module)}
 
 
@@ -100,7 +100,7 @@ def test_refinement_optimizes_the_distortion_the_model_was_trained_for(
   stored = json.loads((workdir / "config.json").read_text())
   stored["train"]["distortion"] = "ms-ssim"
   (workdir / "config.json").write_text(json.dumps(stored))
-  ms_ssim_codec, mse_codec = codec.load(str(workdir)), codecs["wavefront"][0]
+  ms_ssim_codec, mse_codec = tf_codec.load(str(workdir)), codecs["wavefront"][0]
   assert ms_ssim_codec.module.distortion == "ms-ssim"
   image = _image(48, 56)
   assert ms_ssim_codec.compress(image, 0.6) == mse_codec.compress(image, 0.6)
@@ -115,13 +115,13 @@ def test_refinement_optimizes_the_distortion_the_model_was_trained_for(
   savedmodel.export_checkpoint(str(workdir), str(tmp_path / "export"))
   assert exported[0].distortion == "ms-ssim"
   with pytest.raises(errors.TflicError, match="unknown distortion 'psnr'"):
-    codec.CodecModule(codecs["wavefront"][2], distortion="psnr")
+    tf_codec.CodecModule(codecs["wavefront"][2], distortion="psnr")
 
 
 def test_mode_mismatch_is_refused(codecs):
   _, _, model = codecs["wavefront"]
   with pytest.raises(errors.TflicError, match="trained with the wavefront"):
-    codec.CodecModule(model, mode="serial")
+    tf_codec.CodecModule(model, mode="serial")
 
 
 def test_another_models_file_is_rejected(codecs):
@@ -141,7 +141,7 @@ def test_header_layout_matches_python_reader(codecs):
   assert bitstream.HEADER_SIZE == offset + 4 == 40
   assert header.checksum == zlib.adler32(data[:offset] + data[offset + 4:])
   assert header.quality_code == round(0.25 * 65535)
-  assert float(codec.adler32(tf.constant(b"Wikipedia"))) == 0x11E60398
+  assert float(tf_codec.adler32(tf.constant(b"Wikipedia"))) == 0x11E60398
 
 
 @contextlib.contextmanager
@@ -190,9 +190,10 @@ def _mutations(data, rng, count):
 
 _FUZZ_PROCESS = textwrap.dedent("""
     import hashlib, json, sys, time
-    from tflic import codec, errors
+    from tflic.codec import tf_codec
+    from tflic import errors
     model_dir, original, damaged_list, out = sys.argv[1:]
-    the_codec = codec.load(model_dir)
+    the_codec = tf_codec.load(model_dir)
     results = []
     for path in open(damaged_list).read().split():
       data = open(path, "rb").read()
@@ -293,6 +294,6 @@ def test_savedmodel_holds_each_graph_once(tiny_model_dir):
 
 def test_load_rejects_what_is_not_a_model(tmp_path):
   with pytest.raises(errors.TflicError, match="model not found"):
-    codec.load(str(tmp_path / "nothing"))
+    tf_codec.load(str(tmp_path / "nothing"))
   with pytest.raises(errors.TflicError, match="no trained model"):
-    codec.load(str(tmp_path))
+    tf_codec.load(str(tmp_path))

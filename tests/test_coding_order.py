@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflic import backends
-from tflic import coding_order
-from tflic.deterministic import reference
+from tflic.codec.deterministic import reference
+from tflic.model import backends
+from tflic.model import coding_order
 
 SHAPES = [(1, 1), (1, 7), (6, 1), (3, 5), (5, 3), (4, 4), (7, 9)]
 

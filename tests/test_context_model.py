@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflic import coding_order
-from tflic import context_model
+from tflic.model import coding_order
+from tflic.model import context_model
 
 
 def _stepwise(context, y_hat, hyper):

@@ -1,11 +1,11 @@
-"""Tests of the training data pipeline's sources (tflic.data)."""
+"""Tests of the training data pipeline's sources (tflic.training.data)."""
 
 import numpy as np
 from PIL import Image
 import pytest
 
-from tflic import data
 from tflic import errors
+from tflic.training import data
 
 
 def _folder(path, colour, count, size=(40, 32)):

@@ -14,16 +14,17 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tflic import backends
-from tflic import bitstream
-from tflic import codec
-from tflic import coding_order
+from tflic.codec import bitstream
+from tflic.codec.deterministic import entropy_model
+from tflic.codec.deterministic import latent_check
+from tflic.codec.deterministic import layers
+from tflic.codec.deterministic import reference
+from tflic.codec.deterministic import tables as tables_lib
+from tflic.codec import tf_codec
 from tflic import errors
-from tflic.deterministic import entropy_model
-from tflic.deterministic import latent_check
-from tflic.deterministic import layers
-from tflic.deterministic import reference
-from tflic.deterministic import tables as tables_lib
+from tflic.model import backends
+from tflic.model import checkpoint
+from tflic.model import coding_order
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ODD_SIZES = [(1, 1), (17, 300), (300, 17), (97, 131)]
@@ -57,7 +58,7 @@ def test_integer_layer_norm_and_attention_track_the_float_layers():
   ln.build([None, 96])
   ln.gamma.assign(rng.normal(1, 0.2, 96))
   ln.beta.assign(rng.normal(0, 0.2, 96))
-  from tflic.deterministic import quantize  # pylint: disable=g-import-not-at-top
+  from tflic.codec.deterministic import quantize  # pylint: disable=g-import-not-at-top
   one = 2.0**layers.ACT_BITS
   got = layers.layer_norm(backends.NUMPY, quantize.layer_norm(ln), np.round(x * one)) / one
   np.testing.assert_allclose(got, ln(x.astype(np.float32)).numpy(), atol=4e-3)
@@ -78,7 +79,7 @@ def test_decoded_latent_agrees_with_the_numpy_parameters(tiny_module):
   """The codec's step-by-step decoder (the C core) and numpy's teacher-forced pass agree:
   every decoded value is its chunk's mean + a whole symbol, and the check matches."""
   image = np.asarray(np.random.default_rng(2).integers(0, 256, (90, 140, 3)), np.uint8)
-  data = codec.Codec(tiny_module).compress(image, 0.6)
+  data = tf_codec.Codec(tiny_module).compress(image, 0.6)
   latent = tiny_module.decode_latent(tf.constant(data))
   z_symbols, y_hat = latent["z_symbols"].numpy(), latent["y_hat"].numpy()
   arrays = tiny_module.reference_arrays()
@@ -94,7 +95,7 @@ _NO_TENSORFLOW = textwrap.dedent("""
     import sys
     sys.modules["tensorflow"] = None  # import tensorflow now raises ImportError
     import numpy as np
-    from tflic.deterministic import reference
+    from tflic.codec.deterministic import reference
     npz, latents, check = sys.argv[1:]
     model = reference.load(npz)
     with np.load(latents) as data:
@@ -111,9 +112,10 @@ _THREADS_PROCESS = textwrap.dedent("""
     import hashlib, json, sys
     import numpy as np
     import tensorflow as tf
-    from tflic import bitstream, codec
+    from tflic.codec import bitstream
+    from tflic.codec import tf_codec
     images, out = sys.argv[1:]
-    the_codec = codec.load(codec.default_model_path())
+    the_codec = tf_codec.load(tf_codec.default_model_path())
     results, decoded = {}, {}
     with np.load(images) as data:
       for name in data.files:
@@ -174,7 +176,7 @@ def test_bundled_model_is_identical_across_thread_counts_and_without_tensorflow(
     check = int(data["check"])
   script = tmp_path / "no_tf.py"
   script.write_text(_NO_TENSORFLOW)
-  npz = pathlib.Path(codec.default_model_path()) / "assets" / reference.FILENAME
+  npz = pathlib.Path(tf_codec.default_model_path()) / "assets" / reference.FILENAME
   result = subprocess.run([sys.executable, str(script), str(npz), str(latents), str(check)],
                           cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -184,14 +186,14 @@ def test_bundled_model_is_identical_across_thread_counts_and_without_tensorflow(
 @pytest.mark.parametrize("step", [0, 9, -1])
 def test_a_flipped_table_index_is_a_desync_error(tiny_workdir, tiny_module, step):
   image = np.asarray(np.random.default_rng(4).integers(0, 256, (40, 72, 3)), np.uint8)
-  data = codec.Codec(tiny_module).compress(image, 0.5)
+  data = tf_codec.Codec(tiny_module).compress(image, 0.5)
   cfg = tiny_module.model.config
   steps = coding_order.num_steps(3, 5, cfg.num_groups, cfg.context_mode)
   tables = tables_lib.load(tables_lib.path_for(
-      __import__("tflic.checkpoint").checkpoint.latest_checkpoint(str(tiny_workdir))))
-  drifted = codec.Codec(codec.CodecModule(tiny_module.model, tables=tables,
+      checkpoint.latest_checkpoint(str(tiny_workdir))))
+  drifted = tf_codec.Codec(tf_codec.CodecModule(tiny_module.model, tables=tables,
                                           flip_index_at_step=step % steps))
-  assert drifted.fingerprint == codec.Codec(tiny_module).fingerprint
+  assert drifted.fingerprint == tf_codec.Codec(tiny_module).fingerprint
   with pytest.raises(errors.TflicError, match="desync"):
     drifted.decompress(data)
 
@@ -202,13 +204,13 @@ def test_coding_tables_are_stored_beside_the_checkpoint_and_reused(tiny_workdir,
   shutil.copytree(tiny_workdir, workdir)
   for stored in workdir.glob("checkpoints/*" + tables_lib.SUFFIX):
     stored.unlink()
-  first = codec.load(str(workdir))
+  first = tf_codec.load(str(workdir))
   assert len(list(workdir.glob("checkpoints/*" + tables_lib.SUFFIX))) == 1
 
   def recompute(model):
     raise AssertionError("tables recomputed")
   monkeypatch.setattr(tables_lib, "compute", recompute)
-  second = codec.load(str(workdir))
+  second = tf_codec.load(str(workdir))
   assert first.fingerprint == second.fingerprint
   # (A training directory and its export code the same bytes: test_codec's
   # test_refined_files_decode_with_the_same_decoder.)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflic import distortion
+from tflic.model import distortion
 
 TF_MS_SSIM = lambda a, b: tf.image.ssim_multiscale(
     a, b, 1.0, power_factors=distortion.MS_SSIM_POWER_FACTORS)

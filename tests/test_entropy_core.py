@@ -1,6 +1,6 @@
-"""The C entropy core (tflic/rangecoder/entropy_core.c) against the numpy reference.
+"""The C entropy core (tflic/codec/rangecoder/entropy_core.c) against the numpy reference.
 
-The numpy implementation (`tflic.deterministic`, `tflic.deterministic.coding_loop`) is the
+The numpy implementation (`tflic.codec.deterministic`, `tflic.codec.deterministic.coding_loop`) is the
 readable specification: the C core must give the same integers, streams and checks, on
 the Swin and the CNN hyper synthesis, in wavefront and serial order, and refuse
 malformed models and streams with one-line errors.
@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflic import bitstream
-from tflic import checkpoint
-from tflic import codec
+from tflic.codec import bitstream
+from tflic.codec.deterministic import coding_loop
+from tflic.codec.deterministic import entropy_model
+from tflic.codec.deterministic import reference
+from tflic.codec.deterministic import tables as tables_lib
+from tflic.codec import image_io
+from tflic.codec.rangecoder import entropy_core
+from tflic.codec import tf_codec
 from tflic import config
-from tflic import image_io
-from tflic.deterministic import coding_loop
-from tflic.deterministic import entropy_model
-from tflic.deterministic import reference
-from tflic.deterministic import tables as tables_lib
-from tflic.rangecoder import entropy_core
+from tflic.model import checkpoint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # (height, width) crops: whole hyper cells, ragged ones, a single latent row.
@@ -40,7 +40,7 @@ def photo(kodak_dir):
 
 def _latents(module):
   """(image, quality) -> (y, z) as the codec's analysis computes them (float32)."""
-  analyse = tf.function(lambda image, quality: codec.analyse(module.model, image, quality)[1])
+  analyse = tf.function(lambda image, quality: tf_codec.analyse(module.model, image, quality)[1])
 
   def latents(image, quality):
     y = analyse(tf.constant(image), tf.constant(quality, tf.float32))
@@ -88,7 +88,7 @@ def test_c_core_codes_the_numpy_streams_cnn_hyper_synthesis(photo):
   tf.random.set_seed(0)
   model = checkpoint.build_model(cfg)
   tables = tables_lib.compute(model)
-  module = codec.CodecModule(model, cfg.to_json(), tables=tables)
+  module = tf_codec.CodecModule(model, cfg.to_json(), tables=tables)
   assert "hyper_synthesis/layers/0/w" in module.reference_arrays()
   _check_against_numpy(module.reference_arrays(), _latents(module), photo)
 
@@ -96,10 +96,10 @@ def test_c_core_codes_the_numpy_streams_cnn_hyper_synthesis(photo):
 def test_bundled_model_decodes_its_own_files_as_numpy_does(photo):
   """The bundled model's file of a Kodak crop: the C core decodes the latents the numpy
   reference decodes, and its encoder writes the same streams from the same latents."""
-  path = codec.default_model_path()
+  path = tf_codec.default_model_path()
   with np.load(f"{path}/assets/{reference.FILENAME}") as data:
     arrays = {key: data[key] for key in data.files}
-  the_codec = codec.load(path)
+  the_codec = tf_codec.load(path)
   image = photo[:48, :80]
   data = the_codec.compress(image, 0.5)
   header, z_stream, y_stream = bitstream.unpack(data)

@@ -25,11 +25,11 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
 
 from export import serving
-from tflic import bitstream
 from tflic import cli
+from tflic.codec import bitstream
+from tflic.codec.rangecoder import tf_ops
+from tflic.deploy import serving_client
 from tflic import errors
-from tflic import serving_client
-from tflic.rangecoder import tf_ops
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -170,7 +170,7 @@ _STOCK_PROCESS = textwrap.dedent("""
       pass
     import tensorflow as tf
     from tensorflow.python.framework import op_def_registry
-    from tflic import serving_client
+    from tflic.deploy import serving_client
     base, inputs_npz, op_types, library, out_npz = sys.argv[1:]
     unregistered = [op for op in json.loads(op_types) if op_def_registry.get(op) is None]
     inputs = np.load(inputs_npz)
@@ -194,7 +194,7 @@ _STOCK_PROCESS = textwrap.dedent("""
     decompress = the_codec.signatures["decompress"]  # as TF Serving runs it
     codec_image = decompress(bitstream=tf.constant(codec_file))["image"].numpy()
     assert not [m for m in sys.modules if m.startswith(("tensorflow_compression",
-                                                        "tflic.rangecoder.tf_ops"))]
+                                                        "tflic.codec.rangecoder.tf_ops"))]
     np.savez(out_npz, image=image, unregistered=np.array(unregistered, str),
              codec_file=np.frombuffer(codec_file, np.uint8), codec_image=codec_image, **files)
 """)
@@ -341,11 +341,11 @@ def test_cli_errors_are_one_line(base, tiny_model_dir, capfd):
 
 
 def test_split_encoder_tiles_as_the_codec_does(base, tiny_codec):
-  from tflic import codec  # pylint: disable=g-import-not-at-top
+  from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(5)
   image = rng.integers(0, 256, [150, 200, 3], dtype=np.uint8)
   encoder = serving_client.SplitEncoder(str(base[0]), tile_kept=4)
-  tiled_codec = codec.Codec(tiny_codec.module, tile_kept=4)
+  tiled_codec = tf_codec.Codec(tiny_codec.module, tile_kept=4)
   assert len(tiled_codec.plan(150, 200)) == 12
   data = encoder.compress(image, 0.37)
   assert data == tiled_codec.compress(image, 0.37)

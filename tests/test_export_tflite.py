@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflic import bitstream
 from tflic import cli
+from tflic.codec import bitstream
+from tflic.deploy import savedmodel
 from tflic import errors
-from tflic import savedmodel
-from tflic.layers import swin_block
 from tflic.lite import synthesis as lite
+from tflic.model.layers import swin_block
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # export/ is a package of the repository, not installed with tflic: plain `pytest` does

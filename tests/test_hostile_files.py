@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tflic import bitstream
-from tflic import codec
+from tflic.codec import bitstream
+from tflic.codec import tf_codec
 from tflic import errors
 from tflic.lite import decoder as decoder_lib
 
@@ -47,7 +47,7 @@ def _graph_error(module, data):
   """The one-line error of the SavedModel's own decompress graph (no Python checks)."""
   with pytest.raises(tf.errors.OpError) as info:
     module.decompress(tf.constant(data))
-  return codec._first_line(info.value)  # pylint: disable=protected-access
+  return tf_codec._first_line(info.value)  # pylint: disable=protected-access
 
 
 def test_declared_size_is_bounded_by_the_streams(saved_codec, seeds):

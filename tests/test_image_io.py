@@ -1,4 +1,4 @@
-"""Camera photos as people have them: EXIF orientation, ICC profiles (tflic.image_io)."""
+"""Camera photos as people have them: EXIF orientation, ICC profiles (tflic.codec.image_io)."""
 
 import logging
 import struct
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from PIL import ImageCms
 
-from tflic import image_io
+from tflic.codec import image_io
 
 # What each EXIF orientation (2..8) does to the upright picture, as stored.
 _STORED = {1: lambda a: a, 2: np.fliplr, 3: lambda a: np.rot90(a, 2), 4: np.flipud,
@@ -49,7 +49,7 @@ def test_srgb_profiles_are_silent_and_other_profiles_are_one_line(tmp_path, capl
   picture = _upright_picture()
   srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
   lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
-  with caplog.at_level(logging.WARNING, logger="tflic.image_io"):
+  with caplog.at_level(logging.WARNING, logger="tflic.codec.image_io"):
     Image.fromarray(picture).save(tmp_path / "srgb.png", icc_profile=srgb)
     np.testing.assert_array_equal(image_io.read_image(tmp_path / "srgb.png"), picture)
     assert not caplog.records
@@ -104,7 +104,7 @@ def test_other_rgb_profiles_are_converted_to_srgb_with_one_line(tmp_path, caplog
   picture = np.zeros([4, 6, 3], np.uint8)
   picture[..., 0] = 255
   Image.fromarray(picture).save(tmp_path / "swapped.png", icc_profile=profile)
-  with caplog.at_level(logging.WARNING, logger="tflic.image_io"):
+  with caplog.at_level(logging.WARNING, logger="tflic.codec.image_io"):
     image = image_io.read_image(tmp_path / "swapped.png")
   assert np.abs(image.astype(int) - [0, 255, 0]).max() <= 3, image[0, 0]
   [message] = [r.getMessage() for r in caplog.records]

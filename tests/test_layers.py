@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflic import layers
-import tflic.layers.swin_block  # pylint: disable=unused-import
-import tflic.layers.window_attention  # pylint: disable=unused-import
+from tflic.model import layers
+import tflic.model.layers.swin_block  # pylint: disable=unused-import
+import tflic.model.layers.window_attention  # pylint: disable=unused-import
 
 
 def _reference_block(block, x):

@@ -12,12 +12,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tflic import bitstream
-from tflic import codec
+from tflic.codec import bitstream
+from tflic.codec.deterministic import coding_loop
+from tflic.codec.deterministic import entropy_model
+from tflic.codec.deterministic import reference
+from tflic.codec import tf_codec
 from tflic import errors
-from tflic.deterministic import coding_loop
-from tflic.deterministic import entropy_model
-from tflic.deterministic import reference
 from tflic.lite import decoder as decoder_lib
 from tflic.lite import encoder as encoder_lib
 
@@ -51,7 +51,7 @@ def files(saved_codec, photo):
 def _encoder_like(module):
   """The numpy coder's streams for an image, from the analysis' floats (in a graph, as
   in the codec's, traced once for any size)."""
-  analyse = tf.function(lambda image, quality: codec.analyse(module.model, image, quality)[1],
+  analyse = tf.function(lambda image, quality: tf_codec.analyse(module.model, image, quality)[1],
                         input_signature=module.compress.input_signature)
   hyper_latent = tf.function(module.model.hyper_latent, input_signature=[
       tf.TensorSpec([1, None, None, module.model.config.latent_channels], tf.float32)])
@@ -67,7 +67,7 @@ def _encoder_like(module):
 def test_numpy_coder_writes_the_savedmodels_streams_in_serial_order(tiny_serial_module,
                                                                      photo):
   """(The wavefront order: tests/test_export_serving.py's split encoder files.)"""
-  the_codec, encode_like = codec.Codec(tiny_serial_module), _encoder_like(tiny_serial_module)
+  the_codec, encode_like = tf_codec.Codec(tiny_serial_module), _encoder_like(tiny_serial_module)
   for (h, w), quality in zip(SIZES, (0.0, 0.5, 1.0)):
     image = photo[200:200 + h, 300:300 + w]
     header, z_stream, y_stream = bitstream.unpack(the_codec.compress(image, quality))
@@ -109,7 +109,7 @@ def test_lite_encoder_files_decode_with_both_decoders(lite_dir, saved_codec, fil
 def test_the_bundled_lite_files_are_the_bundled_models(photo):
   """tflic/bundled/lite (what `tflic compress` and `decompress` run by default) codes the
   bundled SavedModel's files: the same fingerprint, and files read by both."""
-  saved = codec.load(codec.default_model_path())
+  saved = tf_codec.load(tf_codec.default_model_path())
   lite_dir = REPO / "tflic" / "bundled" / "lite"
   encoder, lite = encoder_lib.Encoder(str(lite_dir)), decoder_lib.Decoder(str(lite_dir))
   assert encoder.fingerprint == lite.fingerprint == saved.fingerprint
@@ -231,7 +231,7 @@ def test_missing_or_stale_exports_are_one_line_errors(lite_dir, tmp_path):
 
 
 def test_coding_steps_match_the_graphs_order():
-  from tflic import coding_order  # pylint: disable=g-import-not-at-top
+  from tflic.model import coding_order  # pylint: disable=g-import-not-at-top
   for mode in ("wavefront", "serial"):
     steps = coding_loop.coding_steps(3, 5, 2, mode)
     assert len(steps) == coding_order.num_steps(3, 5, 2, mode)
@@ -242,10 +242,10 @@ def test_coding_steps_match_the_graphs_order():
 
 
 def test_decode_step_contexts_match_the_teacher_forced_pass(tiny_module, photo):
-  """The coder's cached contexts (tflic.deterministic.coding_loop) give the means and tables of
+  """The coder's cached contexts (tflic.codec.deterministic.coding_loop) give the means and tables of
   the teacher-forced numpy pass, chunk for chunk."""
   module = tiny_module
-  the_codec = codec.Codec(module)
+  the_codec = tf_codec.Codec(module)
   data = the_codec.compress(photo[:70, :90], 0.5)
   ref = reference.Reference(module.reference_arrays())
   latent = module.decode_latent(tf.constant(data))

@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tflic import checkpoint
 from tflic import config
 from tflic import errors
-from tflic import model as model_lib
+from tflic.model import checkpoint
+from tflic.model import tflic_model as model_lib
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tflic import checkpoint
 from tflic import config
-from tflic import training
+from tflic.model import checkpoint
+from tflic.training import trainer as trainer_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -113,7 +113,7 @@ def _seeded_workdir(workdir, step):
   written here by a Trainer without a strategy (no training step, so no trace); returns
   the model."""
   cfg = config.load("tiny")
-  trainer = training.Trainer(cfg, str(workdir), tf.distribute.get_strategy())
+  trainer = trainer_lib.Trainer(cfg, str(workdir), tf.distribute.get_strategy())
   trainer._build_optimizer()  # pylint: disable=protected-access  (as a train step does)
   trainer.step.assign(step)
   checkpoint.save_config(str(workdir), cfg)
@@ -150,7 +150,7 @@ def test_two_workers_resume_train_alike_and_finish_together(train_dir, tmp_path)
   assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], run.output()
   assert _latest_step(workdir) == target
   _, model, step = checkpoint.restore_model(str(workdir))
-  assert step == target and training.weights_digest(model) == digests["0"]
+  assert step == target and trainer_lib.weights_digest(model) == digests["0"]
   # A convex combination of the weights of steps 4-7, half of it step 7's: nearer to
   # them than step 4's were (a fresh model's weights would be far from both).
   average = checkpoint.restore_model(str(workdir), average=True)[1]
@@ -174,7 +174,7 @@ def test_a_killed_worker_stops_the_other_and_the_checkpoint_is_kept(train_dir, t
   chief's checkpoint is as it was. (Killed before a training step, so that no step is
   traced: test_train.py's kill -9 test kills a run mid-training.)"""
   workdir = tmp_path / "killed"
-  digest = training.weights_digest(_seeded_workdir(workdir, 4))
+  digest = trainer_lib.weights_digest(_seeded_workdir(workdir, 4))
   run = _Launch("--workers=2", "--grace=2", "--", *_train_flags(workdir, train_dir),
                 "--steps=100000")
   try:
@@ -194,7 +194,7 @@ def test_a_killed_worker_stops_the_other_and_the_checkpoint_is_kept(train_dir, t
   assert stopped_after < 20, stopped_after
   _assert_all_gone(str(workdir))
   _, model, step = checkpoint.restore_model(str(workdir))
-  assert step == 4 and training.weights_digest(model) == digest
+  assert step == 4 and trainer_lib.weights_digest(model) == digest
 
 
 def test_a_worker_that_does_not_join_stops_them_all(train_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""Progress of long work (tflic.progress): a bar on a terminal only, after a delay."""
+"""Progress of long work (tflic.codec.progress): a bar on a terminal only, after a delay."""
 
 import io
 
@@ -6,8 +6,8 @@ import numpy as np
 from PIL import Image
 import tqdm
 
+from tflic.codec import progress
 from tflic import codec_cli  # pylint: disable=unused-import  (defines the flags)
-from tflic import progress
 
 
 class _Terminal(io.StringIO):

@@ -1,4 +1,4 @@
-"""tflic.rangecoder writes tfc's exact bytes, reads tfc's streams, and fails fast on hostile ones.
+"""tflic.codec.rangecoder writes tfc's exact bytes, reads tfc's streams, and fails fast on hostile ones.
 
 tfc's decoder is only ever run here on streams tfc's own encoder wrote: on
 hostile streams it can spin forever (see test_tfc_hang_streams_are_errors).
@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_compression as tfc
 
-from tflic import rangecoder
-from tflic.rangecoder import RangeCoderError
+from tflic.codec import rangecoder
+from tflic.codec.rangecoder import RangeCoderError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The bundled checkpoint's coding tables (one file, named after its step).
@@ -97,7 +97,7 @@ def _tfc_encode(table, calls):
 
 
 def _our_encode(table, calls):
-  """tflic.rangecoder's stream of `calls` (as for _tfc_encode)."""
+  """tflic.codec.rangecoder's stream of `calls` (as for _tfc_encode)."""
   encoder = rangecoder.Encoder(table)
   for call in calls:
     if call[0] == "index":
@@ -377,7 +377,7 @@ def test_damaged_streams_end_quickly():
 
 
 def test_imports_without_tensorflow(tmp_path):
-  code = ("import sys; from tflic import rangecoder; "
+  code = ("import sys; from tflic.codec import rangecoder; "
           "assert 'tensorflow' not in sys.modules; print(rangecoder.SOURCE_DIR)")
   result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True,
                           capture_output=True, text=True, timeout=60)

@@ -1,10 +1,11 @@
-"""tflic.rangecoder.tf_ops: tfc's exact streams from pure TF ops, bounded decoding, SavedModels.
+"""tflic.codec.rangecoder.tf_ops: tfc's exact streams from pure TF ops, bounded decoding, SavedModels.
 
 tfc's decoder is only run here on streams tfc's own encoder wrote (it can spin
 forever on hostile ones; see test_range_coder.py).
 """
 
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -16,8 +17,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_compression as tfc
 
+from tflic.codec.rangecoder import tf_ops
 from tflic import errors
-from tflic.rangecoder import tf_ops
 # The random tables and values (escapes up to 2^20, negatives) of the C coder's tests.
 from test_range_coder import REPO, TABLES, _row, _rows, _table, _values  # pylint: disable=g-bad-import-order
 
@@ -293,17 +294,20 @@ def test_missing_library_is_one_line(tmp_path):
     tf_ops._load(tmp_path / "broken.so")  # pylint: disable=protected-access
 
 
+_SOURCES = pathlib.Path("tflic/codec/rangecoder")  # the range coder's sources in a checkout
+
+
 def _source_tree(root, **replaced):
   """A copy of what setup.py's build_ext needs, with some sources' text replaced."""
-  (root / "tflic" / "rangecoder").mkdir(parents=True)
+  (root / _SOURCES).mkdir(parents=True)
   for name in ("setup.py", "README.md"):
     shutil.copy(REPO / name, root / name)
-  for source in (REPO / "tflic" / "rangecoder").iterdir():
+  for source in (REPO / _SOURCES).iterdir():
     if source.suffix not in (".c", ".cc", ".h"):
       continue
     text = replaced.get(source.name, source.read_text())
-    (root / "tflic" / "rangecoder" / source.name).write_text(text)
-  return root / "tflic" / "rangecoder" / "_tf_ops.so"
+    (root / _SOURCES / source.name).write_text(text)
+  return root / _SOURCES / "_tf_ops.so"
 
 
 def test_an_editable_install_without_the_library_builds_it_on_first_load(tmp_path, capfd):
@@ -319,7 +323,7 @@ def test_an_editable_install_without_the_library_builds_it_on_first_load(tmp_pat
                      match=r"^cannot build tflic's range coder ops \(_tf_ops.so\): .*; run "):
     tf_ops._build_in_place(broken)  # pylint: disable=protected-access
   assert not broken.exists()
-  tf_ops._build_in_place(tmp_path / "wheel" / "tflic" / "rangecoder" / "_tf_ops.so")  # pylint: disable=protected-access
+  tf_ops._build_in_place(tmp_path / "wheel" / _SOURCES / "_tf_ops.so")  # pylint: disable=protected-access
   assert not (tmp_path / "wheel").exists()  # No setup.py: nothing to build with.
 
 
@@ -352,7 +356,7 @@ def test_saved_model_loads_in_a_fresh_process(tmp_path, model_tables):
            stream=np.frombuffer(_tfc_stream(table, indexes, values), np.uint8))
   code = textwrap.dedent(f"""
       import numpy as np, tensorflow as tf
-      import tflic.rangecoder.tf_ops  # Registers the ops before loading.
+      import tflic.codec.rangecoder.tf_ops  # Registers the ops before loading.
       data = np.load({str(tmp_path / "data.npz")!r})
       coder = tf.saved_model.load({str(tmp_path / "coder")!r})
       stream = data["stream"].tobytes()

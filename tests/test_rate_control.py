@@ -1,11 +1,11 @@
-"""Tests of the size-budget search (tflic/rate_control.py), on stand-in encoders."""
+"""Tests of the size-budget search (tflic/codec/rate_control.py), on stand-in encoders."""
 
 import math
 
 import pytest
 
+from tflic.codec import rate_control
 from tflic import errors
-from tflic import rate_control
 
 
 class _Encoder:

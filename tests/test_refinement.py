@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflic import checkpoint
+from tflic.codec import refinement
 from tflic import config
-from tflic import model as model_lib
-from tflic import refinement
+from tflic.model import checkpoint
+from tflic.model import tflic_model as model_lib
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from tflic import bitstream
+from tflic.codec import bitstream
+from tflic.codec import image_io
 from tflic import codec_cli
 from tflic import errors
-from tflic import image_io
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
@@ -83,7 +83,7 @@ def test_temp_names_fit_in_a_file_name(tmp_path):
 # A writer that stops with its temporary file written but not renamed: a slow disk.
 _STUCK_WRITER = textwrap.dedent("""
     import os, sys, time
-    from tflic import image_io
+    from tflic.codec import image_io
 
     def stuck(fd):
       print("writing", flush=True)
@@ -284,7 +284,9 @@ def test_each_job_checks_its_own_output_before_its_work(tmp_path, run_codec_cli)
 _SPINNING_COMPRESS = textwrap.dedent("""
     import sys
     import tensorflow as tf
-    from tflic import bitstream, cli, codec_cli
+    from tflic import cli
+    from tflic.codec import bitstream
+    from tflic import codec_cli
 
     @tf.function
     def spin(n):
@@ -386,8 +388,8 @@ def test_signals_stop_tflic_lite_inside_a_long_call(tmp_path, signum, status, wo
 
 def test_stale_checkpoint_temps_are_removed_when_training_starts(tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tflic import checkpoint  # pylint: disable=g-import-not-at-top
   from tflic import config  # pylint: disable=g-import-not-at-top
+  from tflic.model import checkpoint  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "workdir"
   directory = workdir / checkpoint.CHECKPOINT_SUBDIR
   manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(3.0)),
@@ -448,7 +450,9 @@ def test_result_lines_show_undecodable_file_names(tmp_path, run_codec_cli):
 _FAKE_COMPRESS = textwrap.dedent("""
     import sys, types
     from absl import app, flags
-    from tflic import bitstream, cli, codec_cli
+    from tflic import cli
+    from tflic.codec import bitstream
+    from tflic import codec_cli
 
     class Model:
       def compress(self, image, quality, refine_steps=0, progress=None):

@@ -16,9 +16,9 @@ from PIL import Image
 import pytest
 
 # Define the flags of the commands run_main runs (they must exist before its flagsaver).
-from tflic import train  # pylint: disable=unused-import
 from tflic.datasets import main as datasets_main  # pylint: disable=unused-import
 from tflic.evaluation import main as eval_main  # pylint: disable=unused-import
+from tflic import train  # pylint: disable=unused-import
 
 NAME = "tiny_photos"
 

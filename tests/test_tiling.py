@@ -1,12 +1,12 @@
-"""Tiled analysis and synthesis (tflic.tiling): where tiles go, and that they are exact."""
+"""Tiled analysis and synthesis (tflic.codec.tiling): where tiles go, and that they are exact."""
 
 import json
 
 import numpy as np
 import pytest
 
+from tflic.codec import tiling
 from tflic import config as config_lib
-from tflic import tiling
 
 REPO_CONFIGS = {name: json.loads(config_lib.load(name).to_json())["model"]
                 for name in ("tiny", "small", "cnn_small")}
@@ -97,7 +97,7 @@ def _with_margin(tile, margin, height, width):
 ])
 def test_tiles_compute_what_one_piece_does_and_need_their_margin(changes):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tflic import transforms  # pylint: disable=g-import-not-at-top
+  from tflic.model import transforms  # pylint: disable=g-import-not-at-top
   d = json.loads(config_lib.load("tiny").to_json())
   d["model"].update(embed_dims=[8, 8, 8, 8], num_heads=[1, 1, 1, 1], latent_channels=8,
                     **changes)
@@ -127,8 +127,8 @@ def test_tiles_compute_what_one_piece_does_and_need_their_margin(changes):
 
 
 def test_tiled_codec_writes_the_files_and_pixels_of_the_one_piece_codec(tiny_codec):
-  from tflic import codec  # pylint: disable=g-import-not-at-top
-  tiled = codec.Codec(tiny_codec.module, tile_kept=4)
+  from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top
+  tiled = tf_codec.Codec(tiny_codec.module, tile_kept=4)
   rng = np.random.default_rng(3)
   image = (rng.uniform(0, 1, [150, 200, 1]) * np.linspace(0, 255, 200)[None, :, None] *
            np.ones(3)).astype(np.uint8)
@@ -160,9 +160,9 @@ def test_lite_decoder_tiles_its_synthesis_alike(tiny_lite_dir, tiny_codec):
 
 
 def test_refinement_of_an_image_larger_than_a_tile_is_a_one_line_error(tiny_codec):
-  from tflic import codec  # pylint: disable=g-import-not-at-top
+  from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top
   from tflic import errors  # pylint: disable=g-import-not-at-top
-  tiled = codec.Codec(tiny_codec.module, tile_kept=4)
+  tiled = tf_codec.Codec(tiny_codec.module, tile_kept=4)
   image = np.zeros([100, 70, 3], np.uint8)
   with pytest.raises(errors.TflicError, match="larger than one tile"):
     tiled.compress(image, 0.5, refine_steps=2)

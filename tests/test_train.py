@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflic import checkpoint
 from tflic import config
-from tflic import data
-from tflic import distortion
 from tflic import errors
-from tflic import precision
+from tflic.model import checkpoint
+from tflic.model import distortion
+from tflic.model import precision
 from tflic import train  # pylint: disable=unused-import  (defines the flags run_main parses)
-from tflic import training
+from tflic.training import data
+from tflic.training import trainer as trainer_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,13 +39,13 @@ def _checkpoint_steps(workdir):
 
 def test_training_tiny_lowers_the_loss(train_dir, tmp_path):
   cfg = config.load("tiny")
-  trainer = training.Trainer(cfg, str(tmp_path), tf.distribute.get_strategy(), seed=0)
+  trainer = trainer_lib.Trainer(cfg, str(tmp_path), tf.distribute.get_strategy(), seed=0)
   batches = iter(data.train_dataset(str(train_dir), 64, 4, seed=1))
   fixed = next(batches)
 
   def evaluate():
     # Rounded latents (no noise) and every lambda: a deterministic loss.
-    return np.mean([float(training.rate_distortion(trainer.model, fixed, i, cfg.train,
+    return np.mean([float(trainer_lib.rate_distortion(trainer.model, fixed, i, cfg.train,
                                                    training=False)["loss"])
                     for i in range(trainer.model.num_lambdas)])
 
@@ -65,7 +65,7 @@ def test_mixed_precision_training_steps_and_restores_as_float32(dtype, train_dir
   AMX, `auto` is bfloat16: test_training_tiny_lowers_the_loss trains with it.)"""
   cfg = config.load("tiny")
   cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=dtype))
-  trainer = training.Trainer(cfg, str(tmp_path), tf.distribute.get_strategy(), seed=0)
+  trainer = trainer_lib.Trainer(cfg, str(tmp_path), tf.distribute.get_strategy(), seed=0)
   # Eager steps: the same computation without the trace of the step's graph.
   trainer._train_step = trainer._distributed_step  # pylint: disable=protected-access
   assert trainer.model.synthesis.layers[1].compute_dtype == dtype
@@ -76,19 +76,19 @@ def test_mixed_precision_training_steps_and_restores_as_float32(dtype, train_dir
   assert {v.dtype for v in trainer.model.variables} == {tf.float32}
   assert (trainer._loss_scale is not None) == (dtype == "float16")  # pylint: disable=protected-access
   batches = iter(data.train_dataset(str(train_dir), 64, 2, seed=1))
-  before = training.weights_digest(trainer.model)
+  before = trainer_lib.weights_digest(trainer.model)
   # float16's loss scale starts high and halves at each step whose gradients overflow,
   # which it skips: a few steps until one applies.
   for _ in range(12):
     _, metrics = trainer.train_step(next(batches))
     assert all(math.isfinite(v) for v in metrics.values())
-    if training.weights_digest(trainer.model) != before:
+    if trainer_lib.weights_digest(trainer.model) != before:
       break
-  assert training.weights_digest(trainer.model) != before
+  assert trainer_lib.weights_digest(trainer.model) != before
   checkpoint.save_model(str(tmp_path / "saved"), cfg, trainer.model, step=2)
   _, restored, step = checkpoint.restore_model(str(tmp_path / "saved"))
   assert step == 2 and restored.synthesis.layers[1].compute_dtype == "float32"
-  assert training.weights_digest(restored) == training.weights_digest(trainer.model)
+  assert trainer_lib.weights_digest(restored) == trainer_lib.weights_digest(trainer.model)
   assert trainer.model.as_float32().networks_dtype == "float32"
 
 
@@ -109,7 +109,7 @@ def test_ms_ssim_loss_is_its_rate_plus_weighted_distortion_with_finite_gradients
   model = checkpoint.build_model(cfg)
   x = next(iter(data.train_dataset(str(train_dir), 64, 2, seed=1)))
   with tf.GradientTape() as tape:
-    metrics = training.rate_distortion(model, x, 1, train_config, training=False)
+    metrics = trainer_lib.rate_distortion(model, x, 1, train_config, training=False)
   # training=False rounds without noise, so a second pass reproduces the reconstruction.
   out = model(x, model.quality_of(1), training=False)
   score = tf.reduce_mean(distortion.ms_ssim(tf.clip_by_value(out["x_hat"], 0, 1), x))
@@ -132,10 +132,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(train_dir, tmp_path, monk
     loss = float("nan") if int(self.step.numpy()) == 14 else 1.0
     return 0, {"loss": loss, "bpp": 0.5, "psnr": 20.0}
 
-  monkeypatch.setattr(training.Trainer, "train_step", poisoned)
+  monkeypatch.setattr(trainer_lib.Trainer, "train_step", poisoned)
   handler = signal.getsignal(signal.SIGTERM)
   with pytest.raises(errors.TflicError, match="loss became nan at step 14.*step 10"):
-    training.train(cfg, str(tmp_path), 30, str(train_dir), tf.distribute.get_strategy(),
+    trainer_lib.train(cfg, str(tmp_path), 30, str(train_dir), tf.distribute.get_strategy(),
                    progress=False)
   assert _checkpoint_steps(tmp_path) == [10]
   assert signal.getsignal(signal.SIGTERM) is handler  # left as it was, error or not
@@ -161,7 +161,7 @@ def test_train_only_the_encoder_keeps_the_decoder(train_dir, tmp_path):
   cfg = config.load("tiny")
   cfg = dataclasses.replace(cfg, train=dataclasses.replace(
       cfg.train, train_only=("analysis", "hyper_analysis"), warmup_steps=1))
-  trainer = training.Trainer(cfg, str(tmp_path), tf.distribute.get_strategy(), seed=0)
+  trainer = trainer_lib.Trainer(cfg, str(tmp_path), tf.distribute.get_strategy(), seed=0)
   model = trainer.model
   encoder = model.analysis.variables + model.hyper_analysis.variables
   frozen = [v for v in model.variables if all(v is not e for e in encoder)]
@@ -181,12 +181,12 @@ def test_lambda_weights_set_how_often_each_lambda_is_drawn(tmp_path):
   cfg = config.load("tiny")
   weighted = dataclasses.replace(cfg, train=dataclasses.replace(
       cfg.train, lambda_weights=(0, 3, 0, 1)))
-  trainer = training.Trainer(weighted, str(tmp_path / "w"), tf.distribute.get_strategy(),
+  trainer = trainer_lib.Trainer(weighted, str(tmp_path / "w"), tf.distribute.get_strategy(),
                              seed=0)
   draws = np.array([trainer.draw_lambda() for _ in range(4000)])
   assert set(draws) == {1, 3}
   assert abs(np.mean(draws == 1) - 0.75) < 0.03
-  uniform = training.Trainer(cfg, str(tmp_path / "u"), tf.distribute.get_strategy(), seed=0)
+  uniform = trainer_lib.Trainer(cfg, str(tmp_path / "u"), tf.distribute.get_strategy(), seed=0)
   counts = np.bincount([uniform.draw_lambda() for _ in range(4000)], minlength=4)
   assert counts.min() > 900 and counts.max() < 1100, counts
 
@@ -215,7 +215,7 @@ def test_init_from_grows_a_trained_model_without_changing_it(tmp_path):
   blocks are the identity and the step carries over. (`tflic train --init_from` grows a
   model and trains on: test_grow_train_kill_9_then_resume_with_fine_tuning_flags.)"""
   source, model, config_path = _grown(tmp_path)
-  trainer = training.Trainer(config.load(str(config_path)), str(tmp_path / "probe"),
+  trainer = trainer_lib.Trainer(config.load(str(config_path)), str(tmp_path / "probe"),
                              tf.distribute.get_strategy())
   assert trainer.warm_start(str(source)) == 1
   assert int(trainer.step.numpy()) == 7
@@ -238,7 +238,7 @@ def test_init_from_maps_the_gains_onto_other_lambdas(tmp_path):
   d = json.loads(cfg.to_json())
   d["model"]["lambdas"] = [old[0] / 4, old[0], math.sqrt(old[0] * old[1])] + old[1:]
   d["train"]["precision"] = "float32"  # compared with the float32 source
-  trainer = training.Trainer(config.from_dict(d), str(tmp_path / "probe"),
+  trainer = trainer_lib.Trainer(config.from_dict(d), str(tmp_path / "probe"),
                              tf.distribute.get_strategy())
   trainer.warm_start(str(source))
   regained = trainer.model.log_gains.numpy()
@@ -351,7 +351,7 @@ def test_weights_average_follows_its_decay_and_lives_in_the_checkpoints(tmp_path
   from its weights, and a codec of the average stores its coding tables apart."""
   cfg = config.load("tiny")
   cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, average_decay=0.75))
-  plain = training.Trainer(dataclasses.replace(cfg, train=dataclasses.replace(
+  plain = trainer_lib.Trainer(dataclasses.replace(cfg, train=dataclasses.replace(
       cfg.train, average_decay=0.0)), str(tmp_path / "plain"), tf.distribute.get_strategy())
   plain._build_optimizer()  # pylint: disable=protected-access  (as a train step does)
   checkpoint.save_config(str(tmp_path / "plain"), plain.cfg)
@@ -364,10 +364,10 @@ def test_weights_average_follows_its_decay_and_lives_in_the_checkpoints(tmp_path
   for path in (tmp_path / "plain" / "checkpoints").iterdir():  # a run without an average
     (workdir / "checkpoints" / path.name).write_bytes(path.read_bytes())
   checkpoint.save_config(str(workdir), cfg)
-  trainer = training.Trainer(cfg, str(workdir), tf.distribute.get_strategy())
+  trainer = trainer_lib.Trainer(cfg, str(workdir), tf.distribute.get_strategy())
   trainer.restore()
   trainer.start_average()
-  assert training.weights_digest(trainer.average) == training.weights_digest(plain.model)
+  assert trainer_lib.weights_digest(trainer.average) == trainer_lib.weights_digest(plain.model)
   rng = np.random.default_rng(0)
   floats = [v.dtype.is_floating for v in trainer.model.variables]
   expected = [v.numpy() for v in trainer.model.variables]
@@ -386,30 +386,30 @@ def test_weights_average_follows_its_decay_and_lives_in_the_checkpoints(tmp_path
   _, weights, step = checkpoint.restore_model(str(workdir))
   _, average, average_step = checkpoint.restore_model(str(workdir), average=True)
   assert step == average_step == 3
-  assert training.weights_digest(weights) == training.weights_digest(trainer.model)
-  assert training.weights_digest(average) == training.weights_digest(trainer.average)
-  assert training.weights_digest(average) != training.weights_digest(weights)
-  resumed = training.Trainer(cfg, str(workdir), tf.distribute.get_strategy())
+  assert trainer_lib.weights_digest(weights) == trainer_lib.weights_digest(trainer.model)
+  assert trainer_lib.weights_digest(average) == trainer_lib.weights_digest(trainer.average)
+  assert trainer_lib.weights_digest(average) != trainer_lib.weights_digest(weights)
+  resumed = trainer_lib.Trainer(cfg, str(workdir), tf.distribute.get_strategy())
   resumed.restore()
   resumed.start_average()  # restored: kept as it was
-  assert training.weights_digest(resumed.average) == training.weights_digest(average)
+  assert trainer_lib.weights_digest(resumed.average) == trainer_lib.weights_digest(average)
   resumed.start_average(reset=True)
-  assert training.weights_digest(resumed.average) == training.weights_digest(weights)
+  assert trainer_lib.weights_digest(resumed.average) == trainer_lib.weights_digest(weights)
 
-  from tflic import codec  # pylint: disable=g-import-not-at-top
-  from tflic.deterministic import tables  # pylint: disable=g-import-not-at-top
+  from tflic.codec.deterministic import tables  # pylint: disable=g-import-not-at-top
+  from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top
   prefixes = []
 
   def load_or_create(prefix, model):  # (making the tiny model's tables takes 25 s)
-    prefixes.append((prefix, training.weights_digest(model)))
+    prefixes.append((prefix, trainer_lib.weights_digest(model)))
     raise errors.TflicError("stop here")
   monkeypatch.setattr(tables, "load_or_create", load_or_create)
   for average_flag in (False, True):
     with pytest.raises(errors.TflicError, match="stop here"):
-      codec.module_from_workdir(str(workdir), average=average_flag)
+      tf_codec.module_from_workdir(str(workdir), average=average_flag)
   latest = checkpoint.latest_checkpoint(str(workdir))
-  assert prefixes == [(latest, training.weights_digest(weights)),
-                      (latest + ".average", training.weights_digest(average))]
+  assert prefixes == [(latest, trainer_lib.weights_digest(weights)),
+                      (latest + ".average", trainer_lib.weights_digest(average))]
 
 
 def test_resume_point_is_the_average_and_seeds_a_new_run(tmp_path):
@@ -419,7 +419,7 @@ def test_resume_point_is_the_average_and_seeds_a_new_run(tmp_path):
   cfg = config.load("tiny")
   cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, average_decay=0.5))
   workdir, out = tmp_path / "run", tmp_path / "models" / "tiny"
-  trainer = training.Trainer(cfg, str(workdir), tf.distribute.get_strategy())
+  trainer = trainer_lib.Trainer(cfg, str(workdir), tf.distribute.get_strategy())
   trainer._build_optimizer()  # pylint: disable=protected-access  (as a train step does)
   trainer.start_average()
   for v in trainer.average.variables:  # an average that differs from the weights
@@ -438,12 +438,12 @@ def test_resume_point_is_the_average_and_seeds_a_new_run(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]  # nothing staged left
     _, restored, step = checkpoint.restore_model(str(out))
     assert step == 12
-    return training.weights_digest(restored)
+    return trainer_lib.weights_digest(restored)
 
-  assert resume_point("--source=weights") == training.weights_digest(trainer.model)
+  assert resume_point("--source=weights") == trainer_lib.weights_digest(trainer.model)
   # The next call replaces it.
-  assert resume_point() == training.weights_digest(trainer.average)
-  seeded = training.Trainer(cfg, str(tmp_path / "new"), tf.distribute.get_strategy())
+  assert resume_point() == trainer_lib.weights_digest(trainer.average)
+  seeded = trainer_lib.Trainer(cfg, str(tmp_path / "new"), tf.distribute.get_strategy())
   seeded.warm_start(str(out))
   assert int(seeded.step.numpy()) == 12
-  assert training.weights_digest(seeded.model) == training.weights_digest(trainer.average)
+  assert trainer_lib.weights_digest(seeded.model) == trainer_lib.weights_digest(trainer.average)

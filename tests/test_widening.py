@@ -1,4 +1,4 @@
-"""Widening a trained model's transforms (tflic.widening, through Trainer.warm_start)."""
+"""Widening a trained model's transforms (tflic.training.widening, through Trainer.warm_start)."""
 
 import json
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflic import checkpoint
 from tflic import config
 from tflic import errors
-from tflic import training
-from tflic.layers import SwinBlock
+from tflic.model import checkpoint
+from tflic.model.layers import SwinBlock
+from tflic.training import trainer as trainer_lib
 
 
 def _config(embed_dims, num_heads, **changes):
@@ -36,7 +36,7 @@ def fixture_source(tmp_path_factory):
 
 
 def _widened(source, tmp_path, cfg):
-  trainer = training.Trainer(cfg, str(tmp_path / "wide"), tf.distribute.get_strategy())
+  trainer = trainer_lib.Trainer(cfg, str(tmp_path / "wide"), tf.distribute.get_strategy())
   trainer.warm_start(str(source))
   return trainer
 
@@ -87,6 +87,6 @@ def test_a_widening_that_does_not_fit_is_refused(source, tmp_path, embed_dims, n
                                                  message):
   workdir, _ = source
   cfg = _config(embed_dims, num_heads)
-  trainer = training.Trainer(cfg, str(tmp_path / "w"), tf.distribute.get_strategy())
+  trainer = trainer_lib.Trainer(cfg, str(tmp_path / "w"), tf.distribute.get_strategy())
   with pytest.raises(errors.TflicError, match=message):
     trainer.warm_start(str(workdir))

@@ -1,11 +1,11 @@
-"""Swin windows (tflic.windows): one definition, the same on numpy and TensorFlow."""
+"""Swin windows (tflic.model.windows): one definition, the same on numpy and TensorFlow."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflic import backends
-from tflic import windows
+from tflic.model import backends
+from tflic.model import windows
 
 CASES = [(5, 7, 4, 0), (5, 7, 4, 2), (8, 8, 4, 2), (1, 1, 4, 2), (9, 3, 2, 1)]
 

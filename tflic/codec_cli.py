@@ -29,13 +29,14 @@ import time
 from absl import flags
 import tqdm
 
-from tflic import bitstream
+import tflic
+from tflic.codec import bitstream
+from tflic.codec import image_io
+from tflic.codec import progress as progress_lib
+from tflic.codec import rate_control
+from tflic.codec import tiling
 from tflic import common_flags
 from tflic import errors
-from tflic import image_io
-from tflic import progress as progress_lib
-from tflic import rate_control
-from tflic import tiling
 
 _MODEL = common_flags.MODEL
 _OVERWRITE = common_flags.OVERWRITE
@@ -92,7 +93,7 @@ def _quiet_on_broken_pipe(main):
 
 
 def _bundled(name):
-  return os.path.join(os.path.dirname(os.path.abspath(bitstream.__file__)), "bundled", name)
+  return os.path.join(tflic.BUNDLED_DIR, name)
 
 
 def _lite_dir():
@@ -146,7 +147,7 @@ def _lite_model_config(lite_dir):
 
 
 def _one_tile(lite_dir, height, width):
-  """Whether an image of this size is analysed in one piece (`tflic.tiling.plan`)."""
+  """Whether an image of this size is analysed in one piece (`tflic.codec.tiling.plan`)."""
   return len(tiling.plan(height, width, _lite_model_config(lite_dir), _tile_budget())) == 1
 
 
@@ -257,7 +258,7 @@ def _convert_all(argv, usage, out_suffix, convert_one):
 
 def _compress_one(src, dst, report=None):
   """Compresses one image file; returns the line to print. report: a progress callback
-  (`tflic.progress`)."""
+  (`tflic.codec.progress`)."""
   image_io.check_output(dst, _OVERWRITE.value)  # before the slow part
   image = image_io.read_image(src, _MAX_PIXELS.value)
   height, width = image.shape[:2]
@@ -345,19 +346,19 @@ def _summary(src, dst, width, height, tflic_bytes, seconds):
 
 
 def _codec_module():
-  """tflic.codec, imported on first use: it imports TensorFlow, which only the SavedModel
-  path needs."""
+  """tflic.codec.tf_codec, imported on first use: it imports TensorFlow, which only the
+  SavedModel path needs."""
   # tflic.cli imports TensorFlow before absl's app.run when `needs_tensorflow`.
-  from tflic import codec  # pylint: disable=g-import-not-at-top
-  return codec
+  from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top
+  return tf_codec
 
 
 @functools.cache
 def _load_model(path):
   """The Codec for --model (None: the bundled one), loaded once, on first use."""
-  codec = _codec_module()
+  tf_codec = _codec_module()
   try:
-    return codec.load(path or codec.default_model_path(), tile_budget=_tile_budget())
+    return tf_codec.load(path or tf_codec.default_model_path(), tile_budget=_tile_budget())
   except errors.TflicError as e:
     raise _ModelError(str(e)) from None
 

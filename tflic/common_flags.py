@@ -45,5 +45,5 @@ def export_model_and_out(argv):
     raise errors.TflicError("--out is required")
   if MODEL.value:
     return MODEL.value, OUT.value
-  from tflic import codec  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-  return codec.default_model_path(), OUT.value
+  from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  return tf_codec.default_model_path(), OUT.value

@@ -19,7 +19,7 @@ class ModelConfig:
 
   With `transform="cnn"` the Swin-only fields (depths, num_heads, window_size,
   hyper_depth, hyper_heads, hyper_window, mlp_ratio of the transforms) are unused; see
-  `tflic.cnn_transforms`.
+  `tflic.model.cnn_transforms`.
   """
   latent_channels: int  # M
   num_groups: int  # K; M must be divisible by K
@@ -58,13 +58,13 @@ TRANSFORMS = ("swin", "cnn")
 # What training may feed a part of the model in place of the codec's rounding: the latent
 # plus uniform noise, or the latent rounded as the codec does (straight-through gradient).
 TRAINING_INPUTS = ("noise", "rounded")
-# The networks' arithmetic in training (tflic.precision; kept here as data, since the
+# The networks' arithmetic in training (tflic.model.precision; kept here as data, since the
 # config must not import TensorFlow).
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 # The parts of a TflicModel (its attributes) that `train_only` may name.
 MODEL_PARTS = ("analysis", "hyper_analysis", "synthesis", "hyper_synthesis", "context",
                "hyperprior", "log_gains")
-# The distortions a model can be trained for (tflic.distortion).
+# The distortions a model can be trained for (tflic.model.distortion).
 DISTORTIONS = ("mse", "ms-ssim")
 
 
@@ -93,7 +93,7 @@ class TrainConfig:
   # tools/crop_check can use the average (`checkpoint.restore_model(average=True)`).
   average_decay: float = 0.0
   # The networks' arithmetic in training (`PRECISIONS`): "auto" picks the fastest for
-  # the machine (`tflic.precision`); variables, rates and the loss stay float32, and
+  # the machine (`tflic.model.precision`); variables, rates and the loss stay float32, and
   # exports are float32 whatever trained them.
   precision: str = "auto"
   checkpoint_every: int = 500

@@ -7,9 +7,9 @@ r"""Exports a trained model as a SavedModel codec.
 The SavedModel has the signatures `compress(image: uint8[H, W, 3], quality: float32[])
 -> string[]`, `compress_refined` (the same, with latent refinement) and
 `decompress(bitstream: string[]) -> uint8[H, W, 3]`, with tflic's range coder ops inside
-(`tflic/rangecoder/_tf_ops.cc`). It loads in any process that has run
-`tf.load_op_library` on `tflic/rangecoder/_tf_ops.so` (which `pip install -e .` builds;
-importing `tflic.rangecoder.tf_ops` does the same); neither tflic's Python code nor
+(`tflic/codec/rangecoder/_tf_ops.cc`). It loads in any process that has run
+`tf.load_op_library` on `tflic/codec/rangecoder/_tf_ops.so` (which `pip install -e .` builds;
+importing `tflic.codec.rangecoder.tf_ops` does the same); neither tflic's Python code nor
 tensorflow-compression is needed. It is also what `tflic compress --model=...` takes.
 Rebuilding an export (second line) gives one written with tensorflow-compression's range
 coder ops tflic's instead, with the same weights, tables and fingerprint.
@@ -21,8 +21,8 @@ from absl import flags
 
 from tflic import cli
 from tflic import common_flags
+from tflic.deploy import savedmodel
 from tflic import errors
-from tflic import savedmodel
 
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Training directory (--workdir), or an export to rebuild with this "

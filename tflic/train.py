@@ -22,13 +22,13 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
-from tflic import checkpoint as checkpoint_lib
 from tflic import cli
 from tflic import common_flags
 from tflic import config as config_lib
-from tflic import data
 from tflic import errors
-from tflic import training
+from tflic.model import checkpoint as checkpoint_lib
+from tflic.training import data
+from tflic.training import trainer as trainer_lib
 
 _CONFIG = flags.DEFINE_string(
     "config", "small",
@@ -159,7 +159,7 @@ def _exit_at_once_in_a_cluster(cluster):
   try:
     yield
   # Exits inside the except clauses: leaving them would free the traceback, and with it
-  # training's objects (see training.train's _kept_until_exit).
+  # training's objects (see trainer_lib.train's _kept_until_exit).
   except errors.TflicError as e:
     print(f"tflic train: error: {e}", file=sys.stderr)
     _exit_now(2)
@@ -219,15 +219,15 @@ def main(argv):
     # The strategy's constructor waits (for ever) until every worker of TF_CONFIG has
     # started; tflic.launch watches for these two lines (JOINING, JOINED there).
     print(f"{cluster}: joining the cluster", flush=True)
-  strategy = training.make_strategy(_STRATEGY.value, _TPU.value)
+  strategy = trainer_lib.make_strategy(_STRATEGY.value, _TPU.value)
   if cluster:
     print(f"{cluster}: joined the cluster", flush=True)
-    training.stop_all_workers_on_signals()
+    trainer_lib.stop_all_workers_on_signals()
   print(f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
-  if training.is_chief(strategy):
+  if trainer_lib.is_chief(strategy):
     checkpoint_lib.save_config(_WORKDIR.value, cfg)
   with _exit_at_once_in_a_cluster(cluster):
-    training.train(cfg, _WORKDIR.value, _STEPS.value, dataset, strategy,
+    trainer_lib.train(cfg, _WORKDIR.value, _STEPS.value, dataset, strategy,
           jit_compile=_JIT.value, seed=_SEED.value, tfds_data_dir=_TFDS_DATA_DIR.value,
           progress=_PROGRESS.value, respread_gains=_RESPREAD_GAINS.value,
           init_from=_INIT_FROM.value)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds the C entropy core (tflic/rangecoder/entropy_core.c) with the mutation driver of
+# Builds the C entropy core (tflic/codec/rangecoder/entropy_core.c) with the mutation driver of
 # tools/entropy_core_fuzz.c under AddressSanitizer and UndefinedBehaviorSanitizer (gcc,
 # no libFuzzer needed) and runs it on MODEL_BLOB and .tflic FILES; any sanitizer report
 # or broken contract makes the script exit non-zero. tools/fuzz_entropy_core.sh is the
@@ -14,8 +14,8 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "${CC:-gcc}" -std=c99 -O1 -g -Wall -Wextra -Werror -fno-omit-frame-pointer \
   -fsanitize=address,undefined -fno-sanitize-recover=all -DTFLIC_FUZZ_MAIN \
-  -I "$root/tflic/rangecoder" \
-  "$root/tflic/rangecoder/entropy_core.c" "$root/tflic/rangecoder/range_coder.c" \
+  -I "$root/tflic/codec/rangecoder" \
+  "$root/tflic/codec/rangecoder/entropy_core.c" "$root/tflic/codec/rangecoder/range_coder.c" \
   "$root/tools/entropy_core_fuzz.c" -lm -o "$out/entropy_core_fuzz"
 TFLIC_FUZZ_MODEL="$blob" ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   "$out/entropy_core_fuzz" "$@"

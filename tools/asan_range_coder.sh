@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds the C range coder (tflic/rangecoder/range_coder.c) with the randomised
+# Builds the C range coder (tflic/codec/rangecoder/range_coder.c) with the randomised
 # self-check tools/range_coder_fuzz.c under AddressSanitizer and
 # UndefinedBehaviorSanitizer, and runs it; any sanitizer report or broken
 # contract makes the script exit non-zero.
@@ -11,8 +11,8 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "${CC:-gcc}" -std=c99 -O1 -g -Wall -Wextra -Werror -fno-omit-frame-pointer \
   -fsanitize=address,undefined -fno-sanitize-recover=all \
-  -I "$root/tflic/rangecoder" \
-  "$root/tflic/rangecoder/range_coder.c" "$root/tools/range_coder_fuzz.c" \
+  -I "$root/tflic/codec/rangecoder" \
+  "$root/tflic/codec/rangecoder/range_coder.c" "$root/tools/range_coder_fuzz.c" \
   -o "$out/range_coder_fuzz"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   "$out/range_coder_fuzz" "${1:-10000}" "${2:-1}"

@@ -24,12 +24,12 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from tflic import checkpoint
 from tflic import cli
+from tflic.codec import image_io
 from tflic import errors
-from tflic import image_io
 from tflic.evaluation import bdrate
 from tflic.evaluation import codecs
+from tflic.model import checkpoint
 
 _WORKDIRS = flags.DEFINE_multi_string("workdir", None, "Training directories to check.")
 _KODAK = flags.DEFINE_string("kodak", "../shared/data/kodak", "The Kodak images.")

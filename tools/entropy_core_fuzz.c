@@ -1,4 +1,4 @@
-/* Coverage-guided fuzz target of the C decoder core (tflic/rangecoder/entropy_core.c)
+/* Coverage-guided fuzz target of the C decoder core (tflic/codec/rangecoder/entropy_core.c)
  * for clang's libFuzzer; see tools/fuzz_entropy_core.sh, which builds it with
  * AddressSanitizer and UndefinedBehaviorSanitizer and seeds it with real files.
  *

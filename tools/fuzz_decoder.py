@@ -89,8 +89,8 @@ def _worker(connection, decoder_kind, model, lite_model, max_pixels):
     decode = lambda data: lite.decompress(data, max_pixels=max_pixels)
     compress = None
   else:
-    from tflic import codec  # pylint: disable=g-import-not-at-top
-    the_codec = codec.load(model or codec.default_model_path())
+    from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top
+    the_codec = tf_codec.load(model or tf_codec.default_model_path())
     decode = lambda data: the_codec.decompress(data, max_pixels=max_pixels)
     compress = the_codec.compress
   connection.send("ready")

@@ -14,12 +14,12 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 "${CC:-clang}" -std=c99 -O1 -g -Wall -Wextra -fno-omit-frame-pointer \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-  -I "$root/tflic/rangecoder" \
-  "$root/tflic/rangecoder/entropy_core.c" "$root/tflic/rangecoder/range_coder.c" \
+  -I "$root/tflic/codec/rangecoder" \
+  "$root/tflic/codec/rangecoder/entropy_core.c" "$root/tflic/codec/rangecoder/range_coder.c" \
   "$root/tools/entropy_core_fuzz.c" -lm -o "$out/entropy_core_fuzz"
 PYTHONPATH="$root" python3 -c "
 import sys, numpy as np
-from tflic.rangecoder import entropy_core
+from tflic.codec.rangecoder import entropy_core
 with np.load(sys.argv[1]) as d:
   open(sys.argv[2], 'wb').write(entropy_core.model_blob({k: d[k] for k in d.files}))
 " "$npz" "$out/model.tfec"

@@ -9,7 +9,7 @@ streams, spliced files and random bytes. No TensorFlow, no flags: importable any
 import struct
 import zlib
 
-HEADER = struct.Struct("<4sBB8sHHHIIQI")  # tflic.bitstream.HEADER_FORMAT
+HEADER = struct.Struct("<4sBB8sHHHIIQI")  # tflic.codec.bitstream.HEADER_FORMAT
 # Kinds whose decoded image may legitimately differ from the clean one: a consistent
 # header edit (size or quality, checksum recomputed) is a valid file.
 HEADER_EDITS = ("header_fields", "declared_size", "splice")

@@ -1,4 +1,4 @@
-/* Randomised self-check of tflic/rangecoder/range_coder.c, meant to run under
+/* Randomised self-check of tflic/codec/rangecoder/range_coder.c, meant to run under
  * -fsanitize=address,undefined (see tools/asan_range_coder.sh).
  *
  * Usage: range_coder_fuzz ITERATIONS SEED.  Exits 1 on the first broken

@@ -20,8 +20,8 @@ import sys
 from absl import app
 from absl import flags
 
-from tflic import checkpoint
 from tflic import errors
+from tflic.model import checkpoint
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's training directory.",
                                required=True)

@@ -24,10 +24,10 @@ from etils import epath
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants
 
-from tflic import errors
 from tflic.datasets import folder
 from tflic.datasets import kodak
 from tflic.datasets import train_photos
+from tflic import errors
 
 # Builders by name, with the folder `prepare` reads when --manual_dir is not given
 # (relative to the working directory, as training's default dataset is).

@@ -15,8 +15,8 @@ import re
 
 import tensorflow_datasets as tfds
 
-from tflic import errors
 from tflic.datasets import images
+from tflic import errors
 
 BUILDER_NAME = "tflic_folder"
 # A tfds config name, and a directory name under data_dir/tflic_folder/.

@@ -5,7 +5,7 @@ image's file name, which `tflic eval` names its results by). 8-bit RGB PNG and J
 files are stored as they are, byte for byte, so that a dataset holds exactly the pixels
 of its folder (and JPEG photos are not inflated into PNGs); any other image (grayscale,
 palette, alpha, 16-bit, CMYK, WebP, BMP, TIFF) is converted to 8-bit RGB as `tflic
-compress` reads it (tflic.image_io) and stored as PNG. Both are lossless from what
+compress` reads it (tflic.codec.image_io) and stored as PNG. Both are lossless from what
 `tflic eval --dataset=FOLDER` would read.
 """
 
@@ -18,10 +18,10 @@ from etils import epath
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from tflic.codec import image_io
 from tflic import errors
-from tflic import image_io
 
-# Suffixes of the formats tflic.image_io reads (its FORMATS); other files are ignored.
+# Suffixes of the formats tflic.codec.image_io reads (its FORMATS); other files are ignored.
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 _STORED_AS_IS = ("PNG", "JPEG")
 _LOG = logging.getLogger(__name__)

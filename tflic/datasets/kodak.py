@@ -7,8 +7,8 @@
 import os
 import re
 
-from tflic import errors
 from tflic.datasets import images
+from tflic import errors
 
 DEFAULT_MANUAL_DIR = "../shared/data/kodak"
 _NAME = re.compile(r"kodim\d\d\.png")

@@ -12,9 +12,9 @@ import argparse
 import sys
 import time
 
-from tflic import bitstream
+from tflic.codec import bitstream
+from tflic.codec import image_io
 from tflic import errors
-from tflic import image_io
 
 _USAGE = "IN.tflic [IN2 ...] OUT.png|OUTDIR"
 

@@ -2,8 +2,8 @@
 
 `Decoder(model_dir)` reads what `python -m export.tflite` writes (manifest.json,
 integer_entropy_model.npz, synthesis.tflite) and decodes files of the model it was
-exported from: the header and checksum (`tflic.bitstream`), the streams with the
-portable C core (`tflic.rangecoder.entropy_core`: the exact integer entropy model, the
+exported from: the header and checksum (`tflic.codec.bitstream`), the streams with the
+portable C core (`tflic.codec.rangecoder.entropy_core`: the exact integer entropy model, the
 coding loop and the range coder), then the synthesis in LiteRT. The decoded latents are the SavedModel's, integer for integer, and
 checked against the file's latent check; only the float synthesis may differ from
 TensorFlow's in the last bits of a pixel.
@@ -15,13 +15,13 @@ import os
 
 import numpy as np
 
-from tflic import bitstream
+from tflic.codec import bitstream
+from tflic.codec.deterministic import entropy_model
+from tflic.codec import image_io
+from tflic.codec.rangecoder import entropy_core
+from tflic.codec import tiling
 from tflic import errors
-from tflic import image_io
-from tflic import tiling
-from tflic.deterministic import entropy_model
 from tflic.lite import synthesis as synthesis_lib
-from tflic.rangecoder import entropy_core
 
 MANIFEST = "manifest.json"
 
@@ -90,12 +90,12 @@ class Decoder:
   Args:
     model_dir: a directory written by `python -m export.tflite`.
     num_threads: LiteRT threads for the synthesis (None: this process's CPUs).
-    tile_budget: bytes of synthesis activations a tile may take (`tflic.tiling`).
+    tile_budget: bytes of synthesis activations a tile may take (`tflic.codec.tiling`).
   """
 
   def __init__(self, model_dir, num_threads=None, tile_budget=tiling.DEFAULT_BUDGET_BYTES):
     manifest = read_manifest(model_dir)
-    # The synthesis runs in tiles (tflic.tiling), as the SavedModel codec's does.
+    # The synthesis runs in tiles (tflic.codec.tiling), as the SavedModel codec's does.
     self.model_config = manifest["config"]["model"]
     self.tile_budget = tile_budget
     self.fingerprint = bytes.fromhex(manifest["fingerprint"])
@@ -123,7 +123,7 @@ class Decoder:
 
   def decompress(self, data, max_pixels=image_io.DEFAULT_MAX_PIXELS, progress=None):
     """.tflic file bytes -> uint8 [H, W, 3], as the SavedModel's `decompress`.
-    progress(stage, done, total), if given, hears of the stages (`tflic.progress`)."""
+    progress(stage, done, total), if given, hears of the stages (`tflic.codec.progress`)."""
     if progress:
       progress("coding", 0, 1)
     header, y_hat = self.decode_latent(data, max_pixels)

@@ -4,7 +4,7 @@
 networks (analysis.tflite) and writes the files the SavedModel's `compress` writes: the
 same steps (quality code, pixels / 255 padded by edge replication, y = g_a(x) times the
 quality's gains, z = h_a(y), then quantization, the integer entropy model and range
-coding in the C core, `tflic.rangecoder.entropy_core`). Every decoder reads its files.
+coding in the C core, `tflic.codec.rangecoder.entropy_core`). Every decoder reads its files.
 Only the float networks run on another runtime: where LiteRT's y or z differ from
 TensorFlow's by float noise across a rounding boundary, a symbol differs and the file is
 another valid file of the same image (README: the sizes and PSNR on Kodak).
@@ -12,12 +12,12 @@ another valid file of the same image (README: the sizes and PSNR on Kodak).
 
 import numpy as np
 
-from tflic import bitstream
+from tflic.codec import bitstream
+from tflic.codec import image_io
+from tflic.codec.rangecoder import entropy_core
 from tflic import errors
-from tflic import image_io
 from tflic.lite import decoder as decoder_lib
 from tflic.lite import synthesis as networks
-from tflic.rangecoder import entropy_core
 
 MIN_SIDE = bitstream.MIN_SIDE
 
@@ -32,7 +32,7 @@ def quality_code(quality):
 def padded_pixels(image):
   """The analysis' input of a uint8 image [H, W, 3]: float32 pixels / 255 [1, H', W', 3],
   padded at the bottom and right by edge replication to multiples of 16 (as
-  `tflic.model.pad_to_multiple`)."""
+  `tflic.model.tflic_model.pad_to_multiple`)."""
   height, width = image.shape[:2]
   stride = bitstream.LATENT_STRIDE
   x = image.astype(np.float32) / np.float32(255.0)

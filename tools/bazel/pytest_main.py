@@ -7,7 +7,7 @@ The tests find the repository from their own file with symlinks resolved
 (`REPO.parent / "shared" / "data"`), and run `python -m tflic...` there. In Bazel's
 runfiles tree every file is a symlink into the source tree, so they would resolve their
 way out of it: to the source tree and the extensions `pip install -e .` built there
-(tflic/rangecoder/tf_ops.py finds _tf_ops.so that way too). This runner therefore lays
+(tflic/codec/rangecoder/tf_ops.py finds _tf_ops.so that way too). This runner therefore lays
 the runfiles out as a checkout under $TEST_TMPDIR: the Python files copied (they then
 resolve to the checkout), every other file symlinked (the range coder's Python extension
 and TF op library as Bazel built them, the bundled model, configs, ...), and
@@ -94,7 +94,7 @@ def main(argv):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   os.chdir(checkout)
 
-  libraries = sorted((checkout / "tflic" / "rangecoder").glob("*.so"))
+  libraries = sorted((checkout / "tflic" / "codec" / "rangecoder").glob("*.so"))
   print(f"{test} in {checkout}; range coder: " +
         ", ".join(f"{p.name} -> {os.path.realpath(p)}" for p in libraries), flush=True)
   # pytest's temporary directories: a short path in /tmp, as outside Bazel (Unix socket
