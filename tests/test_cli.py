@@ -395,6 +395,17 @@ def test_runtimes_that_cannot_run_are_one_line_errors(args, message, images, tmp
      ["--target_bpp and --target_bytes exclude each other"]),
     (["compress", "rgb.png", "gray.png", "out"], ["output directory out does not exist"]),
     (["compress", "rgb.png", "out/"], ["output directory out/ does not exist"]),
+    (["compress", "rgb.png", "gray.png", "--out_dir=out"],
+     ["output directory out (--out_dir) does not exist"]),
+    (["compress", "gray.png", "--out_dir=rgb.png"], ["--out_dir=rgb.png is not a directory"]),
+    (["compress", "--out_dir=a_directory.png"], ["with --out_dir, got no input"]),
+    (["compress", "rgb.png", "a_directory.png", "--out_dir=a_directory.png"],
+     ["--out_dir=a_directory.png and the output directory a_directory.png exclude"]),
+    (["compress", "rgb.png", "rgb.tflic", "--out_dir=a_directory.png"],
+     ["rgb.tflic looks like an output", "not both"]),
+    (["decompress", "a.tflic", "a.png", "--out_dir=a_directory.png"],
+     ["a.png looks like an output"]),
+    (["info", "a.tflic", "--out_dir=a_directory.png"], ["--out_dir is for compress"]),
     (["compress", "missing.png", "out.tflic"], ["missing.png", "No such file"]),
     (["compress", "a_directory.png", "out.tflic"], ["is a directory"]),
     (["compress", "text.png", "out.tflic"], ["text.png", "not a PNG"]),
@@ -521,7 +532,7 @@ def test_decompress_many(compressed, images, tiny_model_dir, tmp_path, run_main)
   inputs = sorted(out.glob("*.tflic")) + [tmp_path / "truncated.tflic",
                                           tmp_path / "other_model.tflic"]
   status, stdout, stderr = run_main("decompress", f"--model={tiny_model_dir}", "--overwrite",
-                                    *inputs, decoded)
+                                    *inputs, f"--out_dir={decoded}")
   assert status == 2, stderr
   errors_ = _error_lines(stderr)
   assert len(errors_) == 2, stderr

@@ -347,6 +347,9 @@ def test_split_encoder_tiles_as_the_codec_does(base, tiny_codec):
   encoder = serving_client.SplitEncoder(str(base[0]), tile_kept=4)
   tiled_codec = tf_codec.Codec(tiny_codec.module, tile_kept=4)
   assert len(tiled_codec.plan(150, 200)) == 12
-  data = encoder.compress(image, 0.37)
+  stages = []
+  data = encoder.compress(image, 0.37, progress=lambda *a: stages.append(a))
   assert data == tiled_codec.compress(image, 0.37)
   assert data == serving_client.SplitEncoder(str(base[0])).compress(image, 0.37)
+  chunks = encoder.core.chunks(10, 13)
+  assert ("analysis", 12, 12) in stages and stages[-1] == ("coding", chunks, chunks)

@@ -1,13 +1,20 @@
 """Progress of long work (tflic.codec.progress): a bar on a terminal only, after a delay."""
 
 import io
+import pathlib
 
 import numpy as np
 from PIL import Image
+import pytest
 import tqdm
 
 from tflic.codec import progress
 from tflic import codec_cli  # pylint: disable=unused-import  (defines the flags)
+from tflic.codec import image_io
+from tflic.lite import decoder
+from tflic.lite import encoder
+
+LITE = pathlib.Path(__file__).resolve().parents[1] / "tflic" / "bundled" / "lite"
 
 
 class _Terminal(io.StringIO):
@@ -68,3 +75,49 @@ def test_cli_tiles_by_its_memory_flag_and_prints_no_bar_to_a_log(tiny_model_dir,
                                     tmp_path / "d0.png")
   assert status == 0 and "\r" not in stderr, stderr
   assert Image.open(tmp_path / "d0.png").size == (280, 300)
+
+
+@pytest.fixture(scope="module")
+def lite_coders():
+  """The bundled model's fast path: no model to build."""
+  return encoder.Encoder(str(LITE), num_threads=1), decoder.Decoder(str(LITE), num_threads=1)
+
+
+def _stages(calls):
+  """[(stage, [done, ...], total)] of a callback's calls, one entry per run of a stage."""
+  runs = []
+  for stage, done, total in calls:
+    if not runs or runs[-1][0] != stage:
+      runs.append((stage, [], total))
+    assert total == runs[-1][2], calls
+    runs[-1][1].append(done)
+  return runs
+
+
+def test_the_fast_path_reports_the_coding_loop_and_codes_the_same(lite_coders, kodak_dir):
+  encode, decode = lite_coders
+  image = image_io.read_image(kodak_dir / "kodim23.png")[:96, :160]
+  chunks = 6 * 10 * encode.core.num_groups  # the 6 x 10 latent's positions x groups
+  calls = []
+  data = encode.compress(image, 0.5, progress=lambda *call: calls.append(call))
+  assert data == encode.compress(image, 0.5)
+  [analysis, coding] = _stages(calls)
+  assert analysis == ("analysis", [0, 1], 1)
+  assert coding[0] == "coding" and coding[2] == chunks
+  assert coding[1][0] == 0 and coding[1][-1] == chunks and len(coding[1]) > 3
+  assert all(a < b for a, b in zip(coding[1], coding[1][1:]))
+
+  calls = []
+  decoded = decode.decompress(data, progress=lambda *call: calls.append(call))
+  np.testing.assert_array_equal(decoded, decode.decompress(data))
+  [coding_again, synthesis] = _stages(calls)
+  assert coding_again == coding and synthesis == ("synthesis", [0, 1], 1)
+
+  terminal = _Terminal()  # the bar of those calls on a terminal, and on a log: nothing
+  with progress.Bar("x.tflic", delay=0, file=terminal) as bar:
+    decode.decompress(data, progress=bar)
+  assert f"x.tflic: coding {chunks}/{chunks}" in terminal.getvalue()
+  log = io.StringIO()
+  with progress.Bar("x.tflic", delay=0, file=log) as bar:
+    decode.decompress(data, progress=bar)
+  assert log.getvalue() == ""

@@ -126,6 +126,18 @@ def test_tiles_compute_what_one_piece_does_and_need_their_margin(changes):
   assert max(np.abs(y_short - whole_y).max(), np.abs(x_short - whole_x).max()) > 1e-4
 
 
+class _WithoutHyperAnalysis:
+  """A codec module as exported before `hyper_analysis`."""
+
+  def __init__(self, module):
+    self._module = module
+
+  def __getattr__(self, name):
+    if name == "hyper_analysis":
+      raise AttributeError(name)
+    return getattr(self._module, name)
+
+
 def test_tiled_codec_writes_the_files_and_pixels_of_the_one_piece_codec(tiny_codec):
   from tflic.codec import tf_codec  # pylint: disable=g-import-not-at-top
   tiled = tf_codec.Codec(tiny_codec.module, tile_kept=4)
@@ -136,6 +148,15 @@ def test_tiled_codec_writes_the_files_and_pixels_of_the_one_piece_codec(tiny_cod
   stages = []
   data = tiled.compress(image, 0.5, progress=lambda *a: stages.append(a))
   assert stages[0] == ("analysis", 0, 12) and ("analysis", 12, 12) in stages
+  # The coding, in the C core's binding after hyper_analysis, reports its chunks...
+  chunks = tiled._entropy_core().chunks(10, 13)  # pylint: disable=protected-access
+  coding = [done for stage, done, total in stages if stage == "coding"]
+  assert stages[-1] == ("coding", chunks, chunks) and coding[0] == 0 and len(coding) > 3
+  assert all(a < b for a, b in zip(coding, coding[1:]))
+  # ... and writes compress_latent's bytes (a module exported before hyper_analysis).
+  stages = []
+  old = tf_codec.Codec(_WithoutHyperAnalysis(tiny_codec.module), tile_kept=4)
+  assert old.compress(image, 0.5, progress=lambda *a: stages.append(a)) == data
   assert stages[-1] == ("coding", 1, 1)
   one_piece = tiny_codec.compress(image, 0.5)
   assert abs(len(data) - len(one_piece)) <= 0.005 * len(one_piece)

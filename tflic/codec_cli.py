@@ -3,6 +3,7 @@
   tflic compress [--model=PATH] [--quality=Q] [--refine_steps=N] IN.png OUT.tflic
   tflic compress --target_bpp=B | --target_bytes=N IN.png OUT.tflic   # size budget
   tflic compress a.png b.jpg OUTDIR/          # OUTDIR/a.tflic, OUTDIR/b.tflic
+  tflic compress a.png b.jpg --out_dir=OUTDIR # the same
   tflic decompress [--model=PATH] IN.tflic OUT.png
   tflic decompress a.tflic b.tflic OUTDIR/    # OUTDIR/a.png, OUTDIR/b.png
   tflic info IN.tflic [...]
@@ -68,6 +69,10 @@ _TILE_MEMORY = flags.DEFINE_integer(
     "Memory for the transforms' activations, in MiB: larger images are analysed and "
     "synthesized in overlapping tiles of this size (the same on any machine; the files "
     "do not depend on it beyond float rounding).", lower_bound=16)
+_OUT_DIR = flags.DEFINE_string(
+    "out_dir", None, "compress and decompress: write one output per input into this "
+    "existing directory (named after the input); every argument is then an input. The "
+    "same as giving the directory as the last argument.")
 common_flags.declare_key_flags(__name__, "model", "overwrite", "refine_steps")
 
 LITE_MANIFEST = "manifest.json"
@@ -157,13 +162,15 @@ def needs_tensorflow(command, paths=()):
   headers; unreadable inputs are left to the command's own errors."""
   if command not in ("compress", "decompress"):
     return False
-  sizes = [image_io.image_size(path) for path in paths[:-1]] if command == "compress" else []
+  inputs = paths if _OUT_DIR.value is not None else paths[:-1]
+  sizes = [image_io.image_size(path) for path in inputs] if command == "compress" else []
   return runtime(command, [size for size in sizes if size]) == "tf"
 
 
 @_quiet_on_broken_pipe
 def compress_main(argv):
-  """`tflic compress IN [IN ...] OUT.tflic|OUTDIR`; returns the exit status."""
+  """`tflic compress IN [IN ...] OUT.tflic|OUTDIR` (or `IN [IN ...] --out_dir=OUTDIR`);
+  returns the exit status."""
   given = [f"--{name}" for name in ("quality", "target_bpp", "target_bytes")
            if flags.FLAGS[name].present]
   if len(given) > 1:
@@ -173,7 +180,8 @@ def compress_main(argv):
 
 @_quiet_on_broken_pipe
 def decompress_main(argv):
-  """`tflic decompress IN.tflic [IN2 ...] OUT.png|OUTDIR`; returns the exit status."""
+  """`tflic decompress IN.tflic [IN2 ...] OUT.png|OUTDIR` (or `... --out_dir=OUTDIR`);
+  returns the exit status."""
   return _convert_all(argv, "IN.tflic [IN2 ...] OUT.png|OUTDIR", ".png", _decompress_one)
 
 
@@ -181,6 +189,8 @@ def decompress_main(argv):
 def info_main(argv):
   """`tflic info IN.tflic [...]`: prints each file's header; returns the exit status."""
   program, paths = argv[0], argv[1:]
+  if _OUT_DIR.value is not None:
+    raise errors.TflicError("--out_dir is for compress and decompress; info writes no files")
   if not paths:
     raise errors.TflicError("expected IN.tflic [IN2.tflic ...]")
   failed = 0
@@ -219,7 +229,8 @@ def _convert_all(argv, usage, out_suffix, convert_one):
   Ctrl-C and SIGTERM stop the run at once, even inside a long TensorFlow call, with one
   line and no partial output (image_io.interruptible).
   """
-  program, jobs = argv[0], image_io.plan_outputs(argv[1:], usage, out_suffix)
+  program = argv[0]
+  jobs = image_io.plan_outputs(argv[1:], usage, out_suffix, _OUT_DIR.value)
   failed = 0
   done = set()
   # The bar goes to stderr, and only when it is a terminal: a log file gets no \r noise.
@@ -268,7 +279,8 @@ def _compress_one(src, dst, report=None):
   if runtime("compress", [(height, width)]) == "lite":
     encoder = _load_lite("encoder", _lite_dir())
     start = time.perf_counter()
-    compress = functools.partial(encoder.compress, image, max_pixels=_MAX_PIXELS.value)
+    compress = functools.partial(encoder.compress, image, max_pixels=_MAX_PIXELS.value,
+                                 progress=report)
   else:
     model = _load_model(_MODEL.value)
     start = time.perf_counter()

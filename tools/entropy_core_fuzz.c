@@ -7,7 +7,10 @@
  * not checked, so the fuzzer reaches the streams), allocates the outputs only
  * after the pixel limit and the stream-length rule passed, and decodes.  Any
  * sanitizer report, or a decode that succeeds without matching the file's latent
- * check, is a finding.  The model blob is read once from $TFLIC_FUZZ_MODEL.
+ * check, is a finding.  A file that decodes is decoded again with a progress
+ * callback that stops the coding at some call: it must stop cleanly (no leak), or,
+ * if the coding ends first, give the same latents, and its counts must increase to
+ * the total.  The model blob is read once from $TFLIC_FUZZ_MODEL.
  *
  * Built with -DTFLIC_FUZZ_MAIN (tools/asan_entropy_core.sh, for compilers without
  * libFuzzer) it is a program instead: `entropy_core_fuzz ITERATIONS SEED FILES...`
@@ -55,6 +58,52 @@ static void load_model(void) {
   }
 }
 
+/* A progress callback that checks its counts and stops at its `stop_at`-th call. */
+typedef struct progress_probe {
+  long calls, stop_at;
+  uint64_t last, total;
+  int bad;
+} progress_probe;
+
+static int probe(void *opaque, uint64_t done, uint64_t total) {
+  progress_probe *p = (progress_probe *)opaque;
+  if (done <= p->last || done > total || (p->total && total != p->total)) p->bad = 1;
+  p->last = done;
+  p->total = total;
+  return ++p->calls == p->stop_at;
+}
+
+/* Decodes a file that decoded to (z_symbols, y_hat) again, with progress reports. */
+static void decode_with_progress(const uint8_t *data, int height, int width, uint64_t z_len,
+                                 uint64_t y_len, uint64_t check, size_t nz, size_t ny,
+                                 const int32_t *z_symbols, const double *y_hat) {
+  progress_probe p;
+  tec_progress progress;
+  int32_t *z2 = (int32_t *)malloc(nz * sizeof(int32_t));
+  double *y2 = (double *)malloc(ny * sizeof(double));
+  char err[256];
+  int status;
+  if (!z2 || !y2) abort();
+  memset(&p, 0, sizeof p);
+  p.stop_at = 1 + (long)(check % 5);
+  progress.call = probe;
+  progress.opaque = &p;
+  progress.interval = 1 + check % 7;
+  status = tec_decode_progress(model, height, width, data + 40, (size_t)z_len,
+                               data + 40 + z_len, (size_t)y_len, check, MAX_PIXELS, z2, y2,
+                               &progress, err, sizeof err);
+  if (p.bad || !p.calls) abort();
+  if (status == TEC_OK) {
+    if (p.last != p.total || memcmp(z2, z_symbols, nz * sizeof(int32_t)) ||
+        memcmp(y2, y_hat, ny * sizeof(double)))
+      abort();
+  } else if (status != TEC_ERR_STOPPED || p.calls != p.stop_at || strchr(err, '\n')) {
+    abort();
+  }
+  free(z2);
+  free(y2);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   tec_info in;
   int height, width, h, w, hz, wz, status;
@@ -91,6 +140,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                        (size_t)h * w * in.latent_channels) != check)
     abort();
   if (status != TEC_OK && (!err[0] || strchr(err, '\n'))) abort(); /* one-line errors */
+  if (status == TEC_OK)
+    decode_with_progress(data, height, width, z_len, y_len, check,
+                         (size_t)hz * wz * in.hyper_channels,
+                         (size_t)h * w * in.latent_channels, z_symbols, y_hat);
   free(z_symbols);
   free(y_hat);
   return 0;

@@ -203,12 +203,15 @@ def _to_rgb8(image, path):
   return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def plan_outputs(args, usage, out_suffix):
+def plan_outputs(args, usage, out_suffix, out_dir=None):
   """(input, output) pairs from a command's positional arguments `IN [IN2 ...] OUT|OUTDIR`.
 
   An existing directory as the last argument takes one output per input, named after it
-  with `out_suffix`; TflicError if the arguments do not fit `usage`.
+  with `out_suffix`; TflicError if the arguments do not fit `usage`. With `out_dir` (the
+  commands' --out_dir) every argument is an input, and the outputs go there.
   """
+  if out_dir is not None:
+    return _plan_outputs_in(args, usage, out_suffix, out_dir)
   if len(args) < 2:
     raise errors.TflicError(f"expected {usage}, got {len(args)} argument(s)")
   *inputs, output = args
@@ -219,6 +222,29 @@ def plan_outputs(args, usage, out_suffix):
       raise errors.TflicError(f"output directory {output} is not a directory")
     raise errors.TflicError(f"output directory {output} does not exist")
   return [(inputs[0], output)]
+
+
+def _plan_outputs_in(inputs, usage, out_suffix, out_dir):
+  """plan_outputs with --out_dir=out_dir: every argument an input."""
+  if not out_dir:
+    raise errors.TflicError("--out_dir is empty: give a directory")
+  if not inputs:
+    raise errors.TflicError(f"expected {usage.split(' OUT')[0]} with --out_dir, got no "
+                            "input")
+  last = inputs[-1]
+  # The other form's output given as well (`a.png b.png outdir/ --out_dir=d`): say so,
+  # rather than fail on it as an unreadable input after the others are done.
+  if os.path.isdir(last) or last.endswith(("/", os.sep)):
+    raise errors.TflicError(f"--out_dir={out_dir} and the output directory {last} exclude "
+                            "each other: give one")
+  if last.lower().endswith(out_suffix):
+    raise errors.TflicError(f"with --out_dir every argument is an input, but {last} looks "
+                            "like an output: give --out_dir or an output, not both")
+  if not os.path.isdir(out_dir):
+    if os.path.lexists(out_dir):
+      raise errors.TflicError(f"--out_dir={out_dir} is not a directory")
+    raise errors.TflicError(f"output directory {out_dir} (--out_dir) does not exist")
+  return [(src, os.path.join(out_dir, _stem(src) + out_suffix)) for src in inputs]
 
 
 def _stem(path):

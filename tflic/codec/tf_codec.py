@@ -22,7 +22,10 @@ returning a wrong image.
 out, bitstream checks with clear messages (`tflic.errors.TflicError`). It codes large
 images with the transforms in overlapping tiles (`tflic.codec.tiling`), through the module's
 `analyse_tile` and `compress_latent`, `decode_latent` and `synthesize_tile`: the latent
-and the coding stay whole, so the files are those of `compress`.
+and the coding stay whole, so the files are those of `compress`. A module with
+`hyper_analysis` (exported since it was added, or built from a training directory) lets
+it code a tiled image's latents with the C core's Python binding instead of
+`compress_latent`: the same bytes, with the coding loop's progress.
 """
 
 import hashlib
@@ -258,9 +261,29 @@ class CodecModule(tf.Module):
     """The .tflic file of an image of height x width pixels from its gained latent y
     [1, ceil(height / 16), ceil(width / 16), M] (`analyse_tile`'s, assembled) at the
     quality it was analysed at: what `compress` writes after its analysis."""
+    with tf.control_dependencies([self._latent_checks(y, height, width)]):
+      y = tf.identity(y)
+      quality_code = tf.cast(tf.round(tf.clip_by_value(quality, 0.0, 1.0) *
+                                      bitstream_format.QUALITY_STEPS), tf.int32)
+    return self._write_file(y, height, width, quality_code)
+
+  @tf.function(input_signature=[tf.TensorSpec([1, None, None, None], tf.float32),
+                                tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+  def hyper_analysis(self, y, height, width):
+    """z = h_a(y) (float32 [1, ceil(h / 4), ceil(w / 4), C]) of the gained latent y of an
+    image of height x width pixels, after `compress_latent`'s checks: with it a caller
+    codes y and z with the C core (`tflic.codec.rangecoder.entropy_core`, from
+    `entropy_core_model`) and writes the bytes `compress_latent` would (`Codec` does, to
+    report the coding's progress)."""
+    with tf.control_dependencies([self._latent_checks(y, height, width)]):
+      y = tf.identity(y)
+    return self.model.hyper_latent(y)
+
+  def _latent_checks(self, y, height, width):
+    """An op that fails unless the image size is codable and y's shape fits it."""
     latent_height, latent_width = self._latent_shape(height, width)
     shape = tf.shape(y)
-    checks = _checks_in_order([
+    return _checks_in_order([
         (lambda: (tf.minimum(height, width) >= MIN_SIDE) &
          (tf.maximum(height, width) <= MAX_SIDE), f"image side outside 1..{MAX_SIDE}"),
         (lambda: tf.cast(height, tf.int64) * tf.cast(width, tf.int64) <= self.max_pixels,
@@ -269,11 +292,6 @@ class CodecModule(tf.Module):
             latent_height, latent_width, self.model.config.latent_channels]))),
          "the latent's shape does not fit the image size"),
     ])
-    with tf.control_dependencies([checks]):
-      y = tf.identity(y)
-      quality_code = tf.cast(tf.round(tf.clip_by_value(quality, 0.0, 1.0) *
-                                      bitstream_format.QUALITY_STEPS), tf.int32)
-    return self._write_file(y, height, width, quality_code)
 
   def _write_file(self, y, height, width, quality_code):
     """The .tflic file of a gained latent y of an image of height x width pixels."""
@@ -436,6 +454,7 @@ class Codec:
     self.mode = flags[int(module.mode_flag.numpy())]
     self.tile_budget = tile_budget
     self.tile_kept = tile_kept
+    self._core = None
     self._tiled = all(hasattr(module, name) for name in (
         "analyse_tile", "compress_latent", "decode_latent", "synthesize_tile"))
     self._model_config = None
@@ -495,7 +514,7 @@ class Codec:
         data = self.module.compress(tf.constant(image), tf.constant(quality, tf.float32)
                                     ).numpy()
       else:
-        data = self._compress_tiled(image, quality, tiles, report)
+        return self._compress_tiled(image, quality, tiles, report)
     except tf.errors.OpError as e:
       raise errors.TflicError(f"compression failed: {_first_line(e)}") from None
     report("coding", 1, 1)
@@ -508,10 +527,35 @@ class Codec:
         lambda pixels: self.module.analyse_tile(tf.constant(pixels), quality).numpy(),
         image, tiles, int(tiling.config_value(self._model_config, "latent_channels")),
         report)
-    report("coding", 0, 1)
     y = tf.constant(y)
-    return self.module.compress_latent(y, tf.constant(height, tf.int32),
-                                       tf.constant(width, tf.int32), quality).numpy()
+    size = (tf.constant(height, tf.int32), tf.constant(width, tf.int32))
+    if not hasattr(self.module, "hyper_analysis"):  # exported before it was added
+      report("coding", 0, 1)
+      data = self.module.compress_latent(y, *size, quality).numpy()
+      report("coding", 1, 1)
+      return data
+    # compress_latent's coding, here: its op cannot call back with progress. The same C
+    # core codes the same y and z, so the bytes are compress_latent's.
+    z = self.module.hyper_analysis(y, *size).numpy()
+    core = self._entropy_core()
+    report("coding", 0, core.chunks(*y.shape[1:3]))
+    try:
+      z_stream, y_stream, check, _ = core.encode(
+          y.numpy(), z, progress=lambda done, total: report("coding", done, total))
+    except entropy_core.CoreError as e:
+      raise errors.TflicError(f"compression failed: {e}") from None
+    # The graph's quality code: float32 product, rounded half to even.
+    code = int(np.round(np.float32(quality.numpy()) * np.float32(
+        bitstream_format.QUALITY_STEPS)))
+    return bitstream_format.pack(self.mode, self.fingerprint, height, width, code, z_stream,
+                                 y_stream, check)
+
+  def _entropy_core(self):
+    """The C core of the module's integer entropy model (its `entropy_core_model` blob),
+    made once."""
+    if self._core is None:
+      self._core = entropy_core.Core(self.module.entropy_core_model.numpy())
+    return self._core
 
   def decompress(self, data, max_pixels=None, progress=None):
     """.tflic file bytes -> uint8 [H, W, 3]; TflicError for a file declaring more than

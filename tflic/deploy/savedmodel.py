@@ -6,7 +6,8 @@ same, with encoder-side latent refinement) and `decompress(bitstream: string[]) 
 {"image": uint8[H, W, 3]}`, and the tf.functions `compress`, `compress_refined`,
 `decompress` and `decode_latent` as attributes (with `analyse_tile`, `compress_latent`
 and `synthesize_tile`, the halves `tflic.codec.Codec` codes large images with, in
-tiles), and `assets/integer_entropy_model.npz`,
+tiles, and `hyper_analysis`, with which it codes their latents in the C core's Python
+binding, reporting progress), and `assets/integer_entropy_model.npz`,
 the integer entropy model and coding tables for decoders without TensorFlow
 (`tflic.codec.deterministic.reference`). Its graph range-codes with tflic's ops
 (`tflic.codec.rangecoder.tf_ops`, built by `pip install -e .` into `tflic/codec/rangecoder/_tf_ops.so`),

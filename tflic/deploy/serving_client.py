@@ -213,8 +213,10 @@ class SplitEncoder:
     self.model_config = manifest["config"]["model"]
     self.tile_budget, self.tile_kept = tile_budget, tile_kept
 
-  def compress(self, image, quality):
-    """uint8 image [H, W, 3] and quality in [0, 1] -> .tflic file bytes."""
+  def compress(self, image, quality, progress=None):
+    """uint8 image [H, W, 3] and quality in [0, 1] -> .tflic file bytes. progress(stage,
+    done, total), if given, hears of the analysis tiles and of the coding loop's chunks
+    (`tflic.codec.progress`)."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
       raise errors.TflicError(f"expected a uint8 RGB image, got {image.dtype} {image.shape}")
@@ -239,15 +241,20 @@ class SplitEncoder:
         return tile_out["y"]
 
       y = tiling.analyse_tiles(analyse, image, tiles,
-                               int(tiling.config_value(self.model_config, "latent_channels")))
+                               int(tiling.config_value(self.model_config, "latent_channels")),
+                               progress)
       out = {"y": y, "z": self.servable.run("hyper_analysis", {"y": y})["z"],
              "quality_code": codes[0]}
     expected = (1,) + bitstream.latent_grid(height, width)
     if out["y"].shape[:3] != expected:
       raise errors.TflicError(f"the servable returned a latent of shape {out['y'].shape} for "
                               f"a {width}x{height} image")
+    coding = None
+    if progress:
+      progress("coding", 0, self.core.chunks(*expected[1:]))
+      coding = lambda done, total: progress("coding", done, total)
     try:
-      z_stream, y_stream, check, _ = self.core.encode(out["y"], out["z"])
+      z_stream, y_stream, check, _ = self.core.encode(out["y"], out["z"], progress=coding)
     except entropy_core.CoreError as e:
       raise errors.TflicError(f"cannot encode the servable's latents: {e}") from None
     return bitstream.pack(self.mode, self.fingerprint, height, width, int(out["quality_code"]),

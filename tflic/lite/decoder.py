@@ -105,30 +105,33 @@ class Decoder:
     self.synthesis = synthesis_lib.Synthesis(paths["synthesis"], num_threads=num_threads)
     self._costs = (tuple(self.core.y_cost), tuple(self.core.z_cost))
 
-  def decode_latent(self, data, max_pixels=image_io.DEFAULT_MAX_PIXELS):
+  def decode_latent(self, data, max_pixels=image_io.DEFAULT_MAX_PIXELS, progress=None):
     """(Header, integer latent y_hat [1, h, w, M] float64) of a file's bytes.
 
     Files declaring more than max_pixels pixels, or more symbols than their streams can
-    hold, are refused before any allocation."""
+    hold, are refused before any allocation. progress(stage, done, total), if given,
+    hears ("coding", chunks decoded, chunks) as the coding loop advances."""
     header, z_stream, y_stream = bitstream.unpack(data)
     bitstream.check_model(header, self.fingerprint, self.mode)
     bitstream.check_declared_size(header, self.core.latent_channels,
                                   self.core.hyper_channels, *self._costs, max_pixels)
+    coding = None
+    if progress:
+      progress("coding", 0, self.core.chunks(*bitstream.latent_grid(header.height,
+                                                                    header.width)))
+      coding = lambda done, total: progress("coding", done, total)
     try:
       _, y_hat = self.core.decode(header.height, header.width, z_stream, y_stream,
-                                  header.latent_check, max_pixels)
+                                  header.latent_check, max_pixels, progress=coding)
     except entropy_core.CoreError as e:
       raise errors.TflicError(f"decoding failed: {e}") from None
     return header, y_hat
 
   def decompress(self, data, max_pixels=image_io.DEFAULT_MAX_PIXELS, progress=None):
     """.tflic file bytes -> uint8 [H, W, 3], as the SavedModel's `decompress`.
-    progress(stage, done, total), if given, hears of the stages (`tflic.codec.progress`)."""
-    if progress:
-      progress("coding", 0, 1)
-    header, y_hat = self.decode_latent(data, max_pixels)
-    if progress:
-      progress("coding", 1, 1)
+    progress(stage, done, total), if given, hears of the stages and their steps
+    (`tflic.codec.progress`)."""
+    header, y_hat = self.decode_latent(data, max_pixels, progress)
     return self.synthesize(header, y_hat, progress=progress)
 
   def synthesize(self, header, y_hat, tile_kept=None, progress=None):

@@ -69,15 +69,22 @@ class Encoder:
     y, z = self.analysis(padded_pixels(image), stored)
     return y, z, code
 
-  def compress(self, image, quality, max_pixels=image_io.DEFAULT_MAX_PIXELS):
-    """uint8 [H, W, 3] and quality in [0, 1] -> .tflic file bytes."""
+  def compress(self, image, quality, max_pixels=image_io.DEFAULT_MAX_PIXELS, progress=None):
+    """uint8 [H, W, 3] and quality in [0, 1] -> .tflic file bytes. progress(stage, done,
+    total), if given, hears of the analysis and of the coding loop's chunks
+    (`tflic.codec.progress`)."""
     image = np.asarray(image)
     if image.ndim >= 2 and image.shape[0] * image.shape[1] > max_pixels:
       raise errors.TflicError(f"image of {image.shape[1]}x{image.shape[0]} pixels exceeds "
                               f"the limit of {max_pixels} (--max_pixels)")
+    report = progress or (lambda stage, done, total: None)
+    report("analysis", 0, 1)
     y, z, code = self.latents(image, quality)
+    report("analysis", 1, 1)
+    report("coding", 0, self.core.chunks(*y.shape[1:3]))
+    coding = (lambda done, total: progress("coding", done, total)) if progress else None
     try:
-      z_stream, y_stream, check, _ = self.core.encode(y, z)
+      z_stream, y_stream, check, _ = self.core.encode(y, z, progress=coding)
     except entropy_core.CoreError as e:
       raise errors.TflicError(f"compression failed: {e}") from None
     height, width = image.shape[:2]

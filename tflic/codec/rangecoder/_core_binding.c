@@ -2,7 +2,9 @@
  *
  * Arrays cross the boundary as buffers in the host's byte order (int32,
  * float32, float64), which the Python wrapper makes with numpy.  The coding
- * runs without the GIL. */
+ * runs without the GIL; a progress callable, if given, is called with it, and an
+ * exception it raises (or a pending signal's, e.g. KeyboardInterrupt) stops the
+ * coding and propagates. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -67,24 +69,82 @@ static int sized(Py_buffer *view, size_t count, size_t size, const char *what) {
   return 0;
 }
 
+/* A Python progress callable, called from the coding loop (tec_progress). */
+typedef struct {
+  PyObject *callable; /* or NULL */
+  PyThreadState *saved; /* this thread's state while the GIL is released */
+} py_progress;
+
+static int call_progress(void *opaque, uint64_t done, uint64_t total) {
+  py_progress *p = (py_progress *)opaque;
+  PyObject *result;
+  int stop = 0;
+  PyEval_RestoreThread(p->saved);
+  /* Signals first: Ctrl-C interrupts a long coding at its next report. */
+  if (PyErr_CheckSignals() < 0) {
+    stop = 1;
+  } else {
+    result = PyObject_CallFunction(p->callable, "KK", (unsigned long long)done,
+                                   (unsigned long long)total);
+    if (result)
+      Py_DECREF(result);
+    else
+      stop = 1;
+  }
+  p->saved = PyEval_SaveThread();
+  return stop;
+}
+
+/* The tec_progress of an optional callable; NULL without one. */
+static const tec_progress *progress_of(PyObject *callable, unsigned long long interval,
+                                       py_progress *p, tec_progress *out) {
+  p->callable = callable == Py_None ? NULL : callable;
+  p->saved = NULL;
+  if (!p->callable) return NULL;
+  out->call = call_progress;
+  out->opaque = p;
+  out->interval = interval;
+  return out;
+}
+
+static int check_callable(PyObject *callable) {
+  if (callable == Py_None || PyCallable_Check(callable)) return 1;
+  PyErr_SetString(PyExc_TypeError, "progress must be callable or None");
+  return 0;
+}
+
 static PyObject *raise_status(int status, const char *err) {
+  /* An exception of the progress callable is the caller's to see, unchanged. */
+  if (status == TEC_ERR_STOPPED && PyErr_Occurred()) return NULL;
   if (status == TEC_ERR_NOMEM) return PyErr_NoMemory();
   PyErr_SetString(CoreError, err);
   return NULL;
 }
 
-/* decode(height, width, z_stream, y_stream, check, max_pixels) ->
- * (z_symbols int32 bytes, y_hat float64 bytearray). */
-static PyObject *Model_decode(ModelObject *self, PyObject *args) {
+/* decode(height, width, z_stream, y_stream, check, max_pixels, progress=None,
+ * interval=0) -> (z_symbols int32 bytes, y_hat float64 bytearray). */
+static PyObject *Model_decode(ModelObject *self, PyObject *args, PyObject *kwds) {
+  static char *kwlist[] = {"height", "width", "z_stream", "y_stream", "check",
+                           "max_pixels", "progress", "interval", NULL};
   int height, width, h, w, hz, wz, status;
-  unsigned long long check, max_pixels;
+  unsigned long long check, max_pixels, interval = 0;
   Py_buffer z, y;
-  PyObject *zs = NULL, *yh = NULL;
+  PyObject *zs = NULL, *yh = NULL, *callable = Py_None;
+  py_progress pp;
+  tec_progress tp;
+  const tec_progress *progress;
   tec_info in;
   char err[256] = "";
   if (!ready(self)) return NULL;
-  if (!PyArg_ParseTuple(args, "iiy*y*KK", &height, &width, &z, &y, &check, &max_pixels))
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiy*y*KK|OK", kwlist, &height, &width, &z,
+                                   &y, &check, &max_pixels, &callable, &interval))
     return NULL;
+  if (!check_callable(callable)) {
+    PyBuffer_Release(&z);
+    PyBuffer_Release(&y);
+    return NULL;
+  }
+  progress = progress_of(callable, interval, &pp, &tp);
   tec_model_info(self->model, &in);
   if (height < 1 || width < 1 || height > 65535 || width > 65535) {
     PyBuffer_Release(&z);
@@ -114,11 +174,13 @@ static PyObject *Model_decode(ModelObject *self, PyObject *args) {
     PyBuffer_Release(&y);
     return NULL;
   }
-  Py_BEGIN_ALLOW_THREADS
-  status = tec_decode(self->model, height, width, z.buf, (size_t)z.len, y.buf, (size_t)y.len,
-                      check, max_pixels, (int32_t *)PyBytes_AS_STRING(zs),
-                      (double *)PyByteArray_AS_STRING(yh), err, sizeof err);
-  Py_END_ALLOW_THREADS
+  pp.saved = PyEval_SaveThread();
+  status = tec_decode_progress(self->model, height, width, z.buf, (size_t)z.len, y.buf,
+                               (size_t)y.len, check, max_pixels,
+                               (int32_t *)PyBytes_AS_STRING(zs),
+                               (double *)PyByteArray_AS_STRING(yh), progress, err,
+                               sizeof err);
+  PyEval_RestoreThread(pp.saved);
   PyBuffer_Release(&z);
   PyBuffer_Release(&y);
   if (status != TEC_OK) {
@@ -129,18 +191,28 @@ static PyObject *Model_decode(ModelObject *self, PyObject *args) {
   return Py_BuildValue("(NN)", zs, yh);
 }
 
-/* encode(h, w, y float32, z float32) -> (z_stream, y_stream, check, y_hat). */
-static PyObject *Model_encode(ModelObject *self, PyObject *args) {
+/* encode(h, w, y float32, z float32, progress=None, interval=0) ->
+ * (z_stream, y_stream, check, y_hat). */
+static PyObject *Model_encode(ModelObject *self, PyObject *args, PyObject *kwds) {
+  static char *kwlist[] = {"h", "w", "y", "z", "progress", "interval", NULL};
   int h, w, status;
   Py_buffer y, z;
   tec_info in;
   unsigned char *zs = NULL, *ys = NULL;
   size_t zn = 0, yn = 0;
   uint64_t check = 0;
-  PyObject *yh, *result = NULL;
+  unsigned long long interval = 0;
+  PyObject *yh, *result = NULL, *callable = Py_None;
+  py_progress pp;
+  tec_progress tp;
+  const tec_progress *progress;
   char err[256] = "";
   if (!ready(self)) return NULL;
-  if (!PyArg_ParseTuple(args, "iiy*y*", &h, &w, &y, &z)) return NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiy*y*|OK", kwlist, &h, &w, &y, &z,
+                                   &callable, &interval))
+    return NULL;
+  if (!check_callable(callable)) goto release;
+  progress = progress_of(callable, interval, &pp, &tp);
   tec_model_info(self->model, &in);
   if (h < 1 || w < 1 || h > 4096 || w > 4096) {
     PyErr_SetString(PyExc_ValueError, "latent grid outside 1..4096");
@@ -151,11 +223,11 @@ static PyObject *Model_encode(ModelObject *self, PyObject *args) {
     goto release;
   yh = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)h * w * in.latent_channels * 8);
   if (!yh) goto release;
-  Py_BEGIN_ALLOW_THREADS
-  status = tec_encode(self->model, h, w, (const float *)y.buf, (const float *)z.buf, &zs, &zn,
-                      &ys, &yn, NULL, (double *)PyByteArray_AS_STRING(yh), &check, err,
-                      sizeof err);
-  Py_END_ALLOW_THREADS
+  pp.saved = PyEval_SaveThread();
+  status = tec_encode_progress(self->model, h, w, (const float *)y.buf, (const float *)z.buf,
+                               &zs, &zn, &ys, &yn, NULL, (double *)PyByteArray_AS_STRING(yh),
+                               &check, progress, err, sizeof err);
+  PyEval_RestoreThread(pp.saved);
   if (status != TEC_OK) {
     Py_DECREF(yh);
     raise_status(status, err);
@@ -206,8 +278,10 @@ static PyObject *Model_hyper_features(ModelObject *self, PyObject *args) {
 
 static PyMethodDef Model_methods[] = {
     {"info", (PyCFunction)Model_info, METH_NOARGS, "The model's sizes and costs."},
-    {"decode", (PyCFunction)Model_decode, METH_VARARGS, "Decodes a file's streams."},
-    {"encode", (PyCFunction)Model_encode, METH_VARARGS, "Encodes an encoder's latents."},
+    {"decode", (PyCFunction)(void (*)(void))Model_decode, METH_VARARGS | METH_KEYWORDS,
+     "Decodes a file's streams."},
+    {"encode", (PyCFunction)(void (*)(void))Model_encode, METH_VARARGS | METH_KEYWORDS,
+     "Encodes an encoder's latents."},
     {"hyper_features", (PyCFunction)Model_hyper_features, METH_VARARGS, "h_s."},
     {NULL, NULL, 0, NULL}};
 

@@ -1030,6 +1030,8 @@ typedef struct loop {
   int *job_b, *job_t, *visible;
   long step;      /* coding steps done */
   long flip_step; /* tec_decode_drifted's step, or -1 */
+  const tec_progress *progress; /* or NULL */
+  uint64_t chunks, reported;    /* chunks coded; at the last progress call */
 } loop;
 
 static void loop_free(loop *l) {
@@ -1300,6 +1302,21 @@ static int code_chunk(loop *l, coder *cd, int b, int g) {
   return RC_OK;
 }
 
+/* coding_loop's status when the progress callback stops it (beside the RC_ codes). */
+#define LOOP_STOPPED (-1000)
+
+/* Tells the progress callback of the chunks coded, if `interval` more are done since
+ * its last call (or all are); nonzero if it stops the coding. */
+static int report_progress(loop *l) {
+  const tec_progress *p = l->progress;
+  const uint64_t total = (uint64_t)l->h * l->w * l->k;
+  if (!p || !p->call) return 0;
+  if (l->chunks < total && l->chunks - l->reported < (p->interval ? p->interval : 1))
+    return 0;
+  l->reported = l->chunks;
+  return p->call(p->opaque, l->chunks, total) != 0;
+}
+
 /* Runs the context model and the coder over the latent in coding order. */
 static int coding_loop(loop *l, coder *cd) {
   const int h = l->h, w = l->w, k = l->k;
@@ -1323,6 +1340,8 @@ static int coding_loop(loop *l, coder *cd) {
         for (b = 0; b < nb; ++b)
           if ((status = code_chunk(l, cd, b, g)) != RC_OK) return status;
         ++l->step;
+        l->chunks += (uint64_t)nb;
+        if (report_progress(l)) return LOOP_STOPPED;
       }
     }
   }
@@ -1373,12 +1392,32 @@ static const char *coder_message(int status) {
   return rc_status_string(status);
 }
 
+static void set_stopped(char *err, size_t err_size) {
+  set_error(err, err_size, "coding stopped by its progress callback");
+}
+
+static int decode_impl(const tec_model *m, int height, int width,
+                       const unsigned char *z_stream, size_t z_len,
+                       const unsigned char *y_stream, size_t y_len, uint64_t check,
+                       uint64_t max_pixels, long flip_step, int32_t *z_symbols,
+                       double *y_hat, const tec_progress *progress, char *err,
+                       size_t err_size);
+
 int tec_decode(const tec_model *m, int height, int width, const unsigned char *z_stream,
                size_t z_len, const unsigned char *y_stream, size_t y_len, uint64_t check,
                uint64_t max_pixels, int32_t *z_symbols, double *y_hat, char *err,
                size_t err_size) {
-  return tec_decode_drifted(m, height, width, z_stream, z_len, y_stream, y_len, check,
-                            max_pixels, -1, z_symbols, y_hat, err, err_size);
+  return decode_impl(m, height, width, z_stream, z_len, y_stream, y_len, check, max_pixels,
+                     -1, z_symbols, y_hat, NULL, err, err_size);
+}
+
+int tec_decode_progress(const tec_model *m, int height, int width,
+                        const unsigned char *z_stream, size_t z_len,
+                        const unsigned char *y_stream, size_t y_len, uint64_t check,
+                        uint64_t max_pixels, int32_t *z_symbols, double *y_hat,
+                        const tec_progress *progress, char *err, size_t err_size) {
+  return decode_impl(m, height, width, z_stream, z_len, y_stream, y_len, check, max_pixels,
+                     -1, z_symbols, y_hat, progress, err, err_size);
 }
 
 int tec_decode_drifted(const tec_model *m, int height, int width,
@@ -1386,6 +1425,16 @@ int tec_decode_drifted(const tec_model *m, int height, int width,
                        const unsigned char *y_stream, size_t y_len, uint64_t check,
                        uint64_t max_pixels, long flip_step, int32_t *z_symbols,
                        double *y_hat, char *err, size_t err_size) {
+  return decode_impl(m, height, width, z_stream, z_len, y_stream, y_len, check, max_pixels,
+                     flip_step, z_symbols, y_hat, NULL, err, err_size);
+}
+
+static int decode_impl(const tec_model *m, int height, int width,
+                       const unsigned char *z_stream, size_t z_len,
+                       const unsigned char *y_stream, size_t y_len, uint64_t check,
+                       uint64_t max_pixels, long flip_step, int32_t *z_symbols,
+                       double *y_hat, const tec_progress *progress, char *err,
+                       size_t err_size) {
   const tec_info *in = &m->info;
   int h, w, hz, wz, status, consistent = 0;
   size_t nz, ny, i;
@@ -1443,8 +1492,12 @@ int tec_decode_drifted(const tec_model *m, int height, int width,
     memset(&cd, 0, sizeof cd);
     cd.dec = &dec;
     l.flip_step = flip_step;
+    l.progress = progress;
     status = coding_loop(&l, &cd);
-    if (status != RC_OK) {
+    if (status == LOOP_STOPPED) {
+      set_stopped(err, err_size);
+      status = TEC_ERR_STOPPED;
+    } else if (status != RC_OK) {
       set_error(err, err_size, "corrupt tflic file: %s (y stream)", coder_message(status));
       status = TEC_ERR_STREAM;
     } else if (tec_latent_check(z_symbols, nz, y_hat, ny) != check) {
@@ -1488,6 +1541,15 @@ int tec_encode(const tec_model *m, int h, int w, const float *y, const float *z,
                unsigned char **z_stream, size_t *z_len, unsigned char **y_stream,
                size_t *y_len, int32_t *z_symbols, double *y_hat_out, uint64_t *check,
                char *err, size_t err_size) {
+  return tec_encode_progress(m, h, w, y, z, z_stream, z_len, y_stream, y_len, z_symbols,
+                             y_hat_out, check, NULL, err, err_size);
+}
+
+int tec_encode_progress(const tec_model *m, int h, int w, const float *y, const float *z,
+                        unsigned char **z_stream, size_t *z_len, unsigned char **y_stream,
+                        size_t *y_len, int32_t *z_symbols, double *y_hat_out,
+                        uint64_t *check, const tec_progress *progress, char *err,
+                        size_t err_size) {
   const tec_info *in = &m->info;
   const int hz = (h + 3) / 4, wz = (w + 3) / 4;
   const size_t nz = (size_t)hz * wz * in->hyper_channels, ny = (size_t)h * w * in->latent_channels;
@@ -1538,7 +1600,14 @@ int tec_encode(const tec_model *m, int h, int w, const float *y, const float *z,
   cd.enc = &ye;
   cd.buf = y_stream;
   cd.y = y;
+  l.progress = progress;
   rc = coding_loop(&l, &cd);
+  if (rc == LOOP_STOPPED) {
+    rc = RC_OK;
+    status = TEC_ERR_STOPPED;
+    set_stopped(err, err_size);
+    goto done;
+  }
   if (rc != RC_OK) goto done;
   rc = finish_stream(&ye, y_stream, &m->y_table, ny, in->y_cost_d, in->y_cost_p, y_len);
   if (rc != RC_OK) goto done;

@@ -43,13 +43,27 @@ enum {
   TEC_ERR_LIMIT = -4,   /* Image exceeds the pixel limit. */
   TEC_ERR_STREAM = -5,  /* Corrupt stream (decoder) or uncodable value. */
   TEC_ERR_DESYNC = -6,  /* Decoded latents fail the file's latent check. */
-  TEC_ERR_INPUT = -7    /* Non-finite latents given to the encoder. */
+  TEC_ERR_INPUT = -7,   /* Non-finite latents given to the encoder. */
+  TEC_ERR_STOPPED = -8  /* The progress callback stopped the coding. */
 };
 
 #define TEC_BLOB_VERSION 1
 #define TEC_ONE 1024 /* Fixed point: an integer latent a stands for a / 2^10. */
 
 typedef struct tec_model tec_model;
+
+/* Progress of the coding loop, for the *_progress functions.  `call` hears how many of
+ * the latent's `total` chunks (positions x groups) are coded: after a coding step that
+ * leaves at least `interval` (0: 1) more done than its last call, and always once at
+ * the end (done == total), so its counts increase and end at total.  It runs in the
+ * coding thread and must not touch the coder's buffers.  Returning nonzero stops the
+ * coding: the function frees what it allocated and returns TEC_ERR_STOPPED.  The calls
+ * change nothing that is coded. */
+typedef struct tec_progress {
+  int (*call)(void *opaque, uint64_t done, uint64_t total);
+  void *opaque;
+  uint64_t interval;
+} tec_progress;
 
 /* What a caller needs to size its buffers and check a header. */
 typedef struct tec_info {
@@ -97,6 +111,13 @@ int tec_decode(const tec_model *model, int height, int width,
                uint64_t max_pixels, int32_t *z_symbols, double *y_hat,
                char *err, size_t err_size);
 
+/* tec_decode with progress reports (NULL: none, as tec_decode). */
+int tec_decode_progress(const tec_model *model, int height, int width,
+                        const unsigned char *z_stream, size_t z_len,
+                        const unsigned char *y_stream, size_t y_len, uint64_t check,
+                        uint64_t max_pixels, int32_t *z_symbols, double *y_hat,
+                        const tec_progress *progress, char *err, size_t err_size);
+
 /* tec_decode as a decoder whose entropy model drifted would run: the first
  * value of coding step `flip_step` uses the table half the scale range away.
  * For tests of the latent check only. */
@@ -116,6 +137,13 @@ int tec_encode(const tec_model *model, int h, int w, const float *y,
                const float *z, unsigned char **z_stream, size_t *z_len,
                unsigned char **y_stream, size_t *y_len, int32_t *z_symbols,
                double *y_hat, uint64_t *check, char *err, size_t err_size);
+
+/* tec_encode with progress reports (NULL: none, as tec_encode). */
+int tec_encode_progress(const tec_model *model, int h, int w, const float *y,
+                        const float *z, unsigned char **z_stream, size_t *z_len,
+                        unsigned char **y_stream, size_t *y_len, int32_t *z_symbols,
+                        double *y_hat, uint64_t *check, const tec_progress *progress,
+                        char *err, size_t err_size);
 
 #ifdef __cplusplus
 }

@@ -5,7 +5,8 @@ today, `tflic.codec.deterministic.reference.export_arrays`) into the flat model 
 reads: "TFEC", version, payload length, CRC-32 (zlib's) of the payload, then little-endian
 int64 values in a fixed order (scalars; arrays as ndim, dims, values). `Core` decodes
 and encodes a file's streams with it: the same integers and bytes as the numpy
-reference (`tflic.codec.deterministic`), much faster. Imports no TensorFlow.
+reference (`tflic.codec.deterministic`), much faster; a `progress(done, total)` callable
+hears how many of the latent's chunks are coded. Imports no TensorFlow.
 """
 
 import struct
@@ -19,6 +20,9 @@ from tflic.codec.rangecoder import _core
 CoreError = _core.CoreError
 MAGIC = b"TFEC"
 VERSION = 1
+# Progress calls per image by default: enough for a smooth bar, few enough that the
+# calls (each takes the GIL back) cost nothing measurable.
+PROGRESS_CALLS = 200
 
 
 class _Writer:
@@ -157,25 +161,43 @@ class Core:
     self.hyper_features_channels = info["hyper_features"]
     self.y_cost, self.z_cost = info["y_cost"], info["z_cost"]
 
-  def decode(self, height, width, z_stream, y_stream, check, max_pixels=0):
+  def chunks(self, h, w):
+    """How many chunks (positions x groups) the coding loop codes on an h x w latent:
+    the `total` a progress callable hears."""
+    return h * w * self.num_groups
+
+  def _interval(self, h, w, interval):
+    return interval or max(1, self.chunks(h, w) // PROGRESS_CALLS)
+
+  def decode(self, height, width, z_stream, y_stream, check, max_pixels=0, progress=None,
+             interval=None):
     """(z_symbols int32 [1, hz, wz, C], y_hat float64 [1, h, w, M]) of a file's streams.
+
+    progress: None or a callable (done, total) that the coding loop calls with the chunks
+    coded so far, after a coding step once `interval` more are done (default: about
+    PROGRESS_CALLS calls per image), and at the end with done == total. An exception it
+    raises (or a pending signal's, e.g. KeyboardInterrupt) stops the decoding and
+    propagates; the calls change nothing that is decoded.
 
     Raises CoreError with a one-line message for a corrupt file or a desync.
     """
-    z_symbols, y_hat = self._model.decode(int(height), int(width), bytes(z_stream),
-                                          bytes(y_stream), int(check), int(max_pixels))
     h, w = bitstream.latent_grid(height, width)
+    z_symbols, y_hat = self._model.decode(int(height), int(width), bytes(z_stream),
+                                          bytes(y_stream), int(check), int(max_pixels),
+                                          progress, self._interval(h, w, interval))
     hz, wz = bitstream.hyper_grid(height, width)
     return (np.frombuffer(z_symbols, np.int32).reshape(1, hz, wz, self.hyper_channels),
             np.frombuffer(y_hat, np.float64).reshape(1, h, w, self.latent_channels))
 
-  def encode(self, y, z):
+  def encode(self, y, z, progress=None, interval=None):
     """(z_stream, y_stream, latent_check, y_hat [1, h, w, M]) of an encoder's latents:
-    y float32 [1, h, w, M] (gained), z float32 [1, hz, wz, C]."""
+    y float32 [1, h, w, M] (gained), z float32 [1, hz, wz, C]. progress, interval: as in
+    `decode` (the same bytes with or without)."""
     y = np.ascontiguousarray(y, np.float32)
     z = np.ascontiguousarray(z, np.float32)
     _, h, w, _ = y.shape
-    z_stream, y_stream, check, y_hat = self._model.encode(h, w, y, z)
+    z_stream, y_stream, check, y_hat = self._model.encode(
+        h, w, y, z, progress, self._interval(h, w, interval))
     return z_stream, y_stream, check, np.frombuffer(y_hat, np.float64).reshape(y.shape)
 
   def hyper_features(self, z_symbols, height, width):
