@@ -24,6 +24,7 @@ from tflic import errors
 from tflic import precision
 from tflic import widening
 from tflic.layers import SwinBlock
+from tflic.layers import fused_ops
 
 
 def make_strategy(name, tpu=""):
@@ -175,6 +176,7 @@ class Trainer:
     self._optimizer_built = False
     self._stop_requested = self.stopping = False
     self._train_step = tf.function(self._distributed_step)
+    self._jit_compile = jit_compile
     # Only the forward pass is compiled: the optimizer update stays outside XLA.
     self._loss = (tf.function(self._rate_distortion, jit_compile=True) if jit_compile
                   else self._rate_distortion)
@@ -299,7 +301,9 @@ class Trainer:
       shutil.rmtree(scratch, ignore_errors=True)
 
   def _rate_distortion(self, x, lambda_index):
-    return rate_distortion(self.model, x, lambda_index, self.cfg.train)
+    # XLA cannot compile the layers' fused CPU kernels (custom ops).
+    with fused_ops.disabled() if self._jit_compile else contextlib.nullcontext():
+      return rate_distortion(self.model, x, lambda_index, self.cfg.train)
 
   def _replica_step(self, x, lambda_index):
     with tf.GradientTape() as tape:
