@@ -11,6 +11,9 @@ from setuptools.command import build_ext
 # The C range coder as TensorFlow ops (tflic/codec/rangecoder/tf_ops.py): a plain shared
 # library for tf.load_op_library, not a Python module.
 TF_OPS = "tflic.codec.rangecoder._tf_ops"
+# The layers' fused training kernels (tflic/model/layers/fused_ops.py), also a library of ops.
+FUSED_OPS = "tflic.model.layers._fused_ops"
+_OP_LIBRARIES = (TF_OPS, FUSED_OPS)
 
 
 def _tensorflow_flags():
@@ -41,15 +44,15 @@ def _up_to_date(output, sources):
 
 
 class BuildExt(build_ext.build_ext):
-  """build_ext that also builds the TensorFlow op library, if TensorFlow is installed."""
+  """build_ext that also builds the TensorFlow op libraries, if TensorFlow is installed."""
 
   def build_extensions(self):
-    wanted = any(e.name == TF_OPS for e in self.extensions)
+    wanted = any(e.name in _OP_LIBRARIES for e in self.extensions)
     tf_flags = _tensorflow_flags() if wanted else None
     if wanted and tf_flags is None:
       self.warn("TensorFlow is not importable: skipping the range coder's TensorFlow ops "
-                "(tflic/codec/rangecoder/tf_ops.py)")
-      self.extensions = [e for e in self.extensions if e.name != TF_OPS]
+                "(tflic/codec/rangecoder/tf_ops.py) and the layers' fused kernels")
+      self.extensions = [e for e in self.extensions if e.name not in _OP_LIBRARIES]
     self._tf_flags = tf_flags
     super().build_extensions()
 
@@ -57,12 +60,14 @@ class BuildExt(build_ext.build_ext):
     # tf.load_op_library takes any file name; a fixed one is simpler to find.
     # (distutils passes the last component of the name, setuptools the full name.)
     filename = super().get_ext_filename(fullname)
-    if fullname in (TF_OPS, TF_OPS.rsplit(".", 1)[1]):
-      return os.path.join(os.path.dirname(filename), "_tf_ops.so")
+    for library in _OP_LIBRARIES:
+      name = library.rsplit(".", 1)[1]
+      if fullname in (library, name):
+        return os.path.join(os.path.dirname(filename), name + ".so")
     return filename
 
   def build_extension(self, ext):
-    if ext.name != TF_OPS:
+    if ext.name not in _OP_LIBRARIES:
       super().build_extension(ext)
       return
     output = self.get_ext_fullpath(ext.name)
@@ -78,9 +83,13 @@ class BuildExt(build_ext.build_ext):
     objects = []
     for source in ext.sources:
       c_flags = ["-std=c99", "-O3", "-fno-trapping-math"]
-      flags = c_flags if source.endswith(".c") else compile_flags + ["-O2"]
+      # The fused kernels' loops vectorise with -O3; -fno-trapping-math lets GCC turn
+      # their selects (in exp, erf, rounding) into vector blends (no value changes).
+      cc_flags = ["-O3", "-fno-trapping-math"] if ext.name == FUSED_OPS else ["-O2"]
+      flags = c_flags if source.endswith(".c") else compile_flags + cc_flags
       objects += self.compiler.compile(
-          [source], output_dir=os.path.join(self.build_temp, "tf_ops"), depends=ext.depends,
+          [source], output_dir=os.path.join(self.build_temp, ext.name.rsplit(".", 1)[1]),
+          depends=ext.depends,
           extra_postargs=flags + ["-g0", "-Wall"], debug=self.debug)
     self.mkpath(os.path.dirname(output))
     self.compiler.link_shared_object(objects, output, extra_postargs=link_flags,
@@ -147,6 +156,8 @@ setuptools.setup(
              "tflic/codec/rangecoder/range_coder.c"],
             depends=["tflic/codec/rangecoder/entropy_core.h", "tflic/codec/rangecoder/range_coder.h"],
         ),
+        # Compiled by BuildExt too: LayerNorm and bias + GELU kernels for training on CPUs.
+        setuptools.Extension(FUSED_OPS, ["tflic/model/layers/_fused_ops.cc"]),
     ],
     cmdclass={"build_ext": BuildExt},
     entry_points={"console_scripts": ["tflic=tflic.cli:main",

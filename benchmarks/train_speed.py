@@ -2,12 +2,16 @@ r"""Training speed (steps/s, pixels/s) of configs, and of source trees side by s
 
   python benchmarks/train_speed.py --config=small --config=medium
   python benchmarks/train_speed.py --config=medium --tree=/path/to/old/checkout --tree=.
+  python benchmarks/train_speed.py --config=medium --baseline=/path/to/old/checkout --tree=. \
+      --setting='' --setting='{"batch_size": 4, "patch_size": 256}'
 
 Every (tree, config, setting) pair trains in a worker process of its own, with `tflic`
 imported from its tree. After the warm-up (tracing) the workers take turns: one round of
 `--steps` steps each, then the next worker, for `--rounds` rounds, so that whatever else
 the machine does falls on all of them alike. Printed: the median over rounds, the ratio
-to the first worker, and what else used the CPU meanwhile. Each worker reads the same
+to the first worker of the config (the `--baseline` tree's, if given: it runs at the
+config's own fields, without `--setting`s, so other batch and patch sizes compare with
+it in pixels per second), and what else used the CPU meanwhile. Each worker reads the same
 images from the same seed.
 """
 
@@ -26,6 +30,9 @@ import cpu_use  # benchmarks/cpu_use.py
 _CONFIG = flags.DEFINE_multi_string("config", ["small"], "Config names or paths.")
 _TREE = flags.DEFINE_multi_string(
     "tree", [], "Source trees to compare (their `tflic` package); default: this one.")
+_BASELINE = flags.DEFINE_string(
+    "baseline", None, "A source tree that runs first, at each config's own fields (no "
+    "--setting), as the reference of the ratios.")
 _SETTING = flags.DEFINE_multi_string(
     "setting", [""], "Config overrides to compare, as JSON of train fields (e.g. "
     "'{\"precision\": \"float32\"}'); '' for none. Trees without such a field ignore it.")
@@ -82,16 +89,18 @@ def main(argv):
       os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
   workers = []
   for config in _CONFIG.value:
-    for tree in trees:
-      for setting in _SETTING.value:
-        spec = dict(config=config, setting=json.loads(setting or "{}"), dataset=_DATASET.value,
-                    jit=_JIT.value, warmup=_WARMUP.value)
-        env = dict(os.environ, PYTHONPATH=tree, TF_CPP_MIN_LOG_LEVEL="2")
-        process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=os.getcwd())
-        workers.append(dict(label=f"{config} {tree} {setting or '-'}", process=process,
-                            times=[]))
+    runs = [(tree, setting) for tree in trees for setting in _SETTING.value]
+    if _BASELINE.value:
+      runs.insert(0, (os.path.abspath(_BASELINE.value), ""))
+    for tree, setting in runs:
+      spec = dict(config=config, setting=json.loads(setting or "{}"), dataset=_DATASET.value,
+                  jit=_JIT.value, warmup=_WARMUP.value)
+      env = dict(os.environ, PYTHONPATH=tree, TF_CPP_MIN_LOG_LEVEL="2")
+      process = subprocess.Popen(
+          [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=os.getcwd())
+      workers.append(dict(label=f"{config} {tree} {setting or '-'}", process=process,
+                          times=[]))
   own = {os.getpid()} | {w["process"].pid for w in workers}
   for worker in workers:  # the warm-ups run one after the other too
     worker["info"] = json.loads(worker["process"].stdout.readline())

@@ -84,6 +84,8 @@ _COSTS = {
     "test_tfds.py::test_a_fresh_process_loads_it_with_tfds_alone": 3,
     "test_lite.py::test_the_bundled_lite_files_are_the_bundled_models": 8,
     "test_cli.py::test_the_fast_path_never_imports_tensorflow": 4,
+    "test_fused_ops.py::test_inference_and_disabled_paths_use_no_fused_op": 1,
+    "test_fused_ops.py::test_fused_layers_compute_the_composite_values_and_gradients": 1,
     "test_export_tflite.py::test_the_export_is_the_codecs_synthesis": 2,
     "test_export_tflite.py::test_the_analysis_matches_tensorflow_at_any_size": 2,
     "test_robustness.py::test_ctrl_c_stops_compress_inside_a_long_tensorflow_call": 2,

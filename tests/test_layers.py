@@ -214,3 +214,23 @@ def test_swin_block_skips_padding_and_zero_mask_on_whole_windows_to_the_bit(shif
   static = tf.function(block, input_signature=[tf.TensorSpec(x.shape)])
   general = tf.function(block, input_signature=[tf.TensorSpec([None, None, None, 8])])
   np.testing.assert_array_equal(static(x), general(x))
+
+
+def test_shifted_swin_block_trains_with_tf_roll_as_it_infers_with_slices():
+  """A shifted block rolls with tf.roll in training (a cheaper gradient) and with slices
+  and a concat otherwise (LiteRT builtins): the same output up to its layers' training
+  rounding, and gradients that reach every variable."""
+  tf.random.set_seed(4)
+  block = layers.SwinBlock(dim=8, num_heads=2, window_size=4, shift=True)
+  x = tf.random.normal([2, 8, 12, 8])
+  block(x)
+  for variable in block.trainable_variables:  # residual branches away from zero
+    variable.assign(tf.random.normal(variable.shape, stddev=0.3))
+  with tf.GradientTape() as tape:
+    trained = block(x, training=True)
+  grads = tape.gradient(trained, block.trainable_variables)
+  inferred = tf.function(block)(x)
+  assert not any(op.type == "Roll" for op in
+                 tf.function(block).get_concrete_function(x).graph.get_operations())
+  np.testing.assert_allclose(trained, inferred, rtol=1e-5, atol=1e-5)
+  assert all(np.any(g != 0) for g in grads)

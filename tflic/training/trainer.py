@@ -20,6 +20,7 @@ import tensorflow as tf
 from tflic import errors
 from tflic.model import checkpoint as checkpoint_lib
 from tflic.model import distortion
+from tflic.model.layers import fused_ops
 from tflic.model.layers import SwinBlock
 from tflic.model import precision
 from tflic.training import data
@@ -175,6 +176,7 @@ class Trainer:
     self._optimizer_built = False
     self._stop_requested = self.stopping = False
     self._train_step = tf.function(self._distributed_step)
+    self._jit_compile = jit_compile
     # Only the forward pass is compiled: the optimizer update stays outside XLA.
     self._loss = (tf.function(self._rate_distortion, jit_compile=True) if jit_compile
                   else self._rate_distortion)
@@ -299,7 +301,9 @@ class Trainer:
       shutil.rmtree(scratch, ignore_errors=True)
 
   def _rate_distortion(self, x, lambda_index):
-    return rate_distortion(self.model, x, lambda_index, self.cfg.train)
+    # XLA cannot compile the layers' fused CPU kernels (custom ops).
+    with fused_ops.disabled() if self._jit_compile else contextlib.nullcontext():
+      return rate_distortion(self.model, x, lambda_index, self.cfg.train)
 
   def _replica_step(self, x, lambda_index):
     with tf.GradientTape() as tape:

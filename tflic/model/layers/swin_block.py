@@ -47,7 +47,7 @@ class SwinBlock(tf.keras.layers.Layer):
     self.norm2 = LayerNorm(epsilon=1e-5, name="norm2")
     self.mlp = mlp(dim, mlp_ratio)
 
-  def call(self, x):
+  def call(self, x, training=None):
     ws = self.window_size
     shape = tf.shape(x)
     batch, height, width = shape[0], shape[1], shape[2]
@@ -61,14 +61,18 @@ class SwinBlock(tf.keras.layers.Layer):
     h = self.norm1(x)
     if not whole_windows:
       h = tf.pad(h, [[0, 0], [0, padded_height - height], [0, padded_width - width], [0, 0]])
+    # In training, tf.roll: the same values, and its gradient is one roll back, where the
+    # slices' (StridedSliceGrad) write zero-padded full-size copies and add them up.
+    # Exports keep the slices and concat (LiteRT builtins; tf.roll is a flex op there).
+    roll = tf.roll if training else _TF.roll
     if shift:
-      h = _TF.roll(h, [-shift, -shift], [1, 2])
+      h = roll(h, [-shift, -shift], [1, 2])
     mask = (None if whole_windows and not shift else
             attention_mask(height, width, padded_height, padded_width, ws, shift))
     h = self.attn(windows.partition(_TF, h, ws), mask=mask)
     h = windows.merge(_TF, h, batch, padded_height, padded_width, ws)
     if shift:
-      h = _TF.roll(h, [shift, shift], [1, 2])
+      h = roll(h, [shift, shift], [1, 2])
     x = x + (h if whole_windows else h[:, :height, :width])
     return x + self.mlp(self.norm2(x))
 

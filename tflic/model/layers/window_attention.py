@@ -46,12 +46,16 @@ class WindowAttention(tf.keras.layers.Layer):
         initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02))
     super().build(input_shape)
 
-  def call(self, windows, mask=None):
+  def call(self, windows, mask=None, training=None):
     n = self.window_size**2
     head_dim = self.dim // self.num_heads
-    qkv = tf.reshape(self.qkv(windows), [-1, n, 3, self.num_heads, head_dim])
+    if training:
+      qkv = self._scaled_qkv(windows, head_dim**-0.5)
+    else:
+      qkv = self.qkv(windows)
+    qkv = tf.reshape(qkv, [-1, n, 3, self.num_heads, head_dim])
     q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))  # each [B', heads, N, hd]
-    logits = tf.matmul(q * head_dim**-0.5, k, transpose_b=True)
+    logits = tf.matmul(q if training else q * head_dim**-0.5, k, transpose_b=True)
     bias = tf.gather(self.relative_position_bias_table, self._index)
     logits += tf.transpose(tf.reshape(bias, [n, n, self.num_heads]), [2, 0, 1])
     if mask is not None:
@@ -62,6 +66,20 @@ class WindowAttention(tf.keras.layers.Layer):
     out = tf.matmul(tf.nn.softmax(logits, axis=-1), v)
     out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [-1, n, self.dim])
     return self.proj(out)
+
+  def _scaled_qkv(self, windows, scale):
+    """qkv's Dense with the query columns of its kernel and bias scaled by `scale`: the
+    queries' scaling on [dim, 3 dim] weights instead of on every query (in training, a
+    bfloat16 product over all queries and its gradient cost more than this)."""
+    if not self.qkv.built:
+      self.qkv.build(windows.shape)
+    scales = tf.concat([tf.fill([self.dim], scale), tf.ones([2 * self.dim])], 0)
+    kernel = tf.cast(tf.cast(self.qkv.kernel, tf.float32) * scales, windows.dtype)
+    out = tf.tensordot(windows, kernel, [[windows.shape.rank - 1], [0]])
+    if self.qkv_bias:
+      out = tf.nn.bias_add(out, tf.cast(tf.cast(self.qkv.bias, tf.float32) * scales,
+                                        windows.dtype))
+    return out
 
   def get_config(self):
     config = super().get_config()

@@ -1,0 +1,113 @@
+"""The fused CPU kernels of LayerNorm and bias + GELU (tflic/model/layers/fused_ops.py) against
+TensorFlow's composite path, which computes the same functions."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tflic.model import layers
+from tflic.model.layers import fused_ops
+
+pytestmark = pytest.mark.skipif(not fused_ops.enabled(), reason="fused kernels not built")
+
+
+def _layer_pass(layer, x, fused, weights):
+  """A weighted sum of the layer's training output and its gradients (x, variables)."""
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    if fused:
+      y = layer(x, training=True)
+    else:
+      with fused_ops.disabled():
+        y = layer(x, training=True)
+    loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+  return [y, loss] + tape.gradient(loss, [x] + layer.trainable_variables)
+
+
+def _layers(policy):
+  previous = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy(policy)
+  try:
+    return layers.LayerNorm(epsilon=1e-5), layers.GeluDense(40)
+  finally:
+    tf.keras.mixed_precision.set_global_policy(previous)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_fused_layers_compute_the_composite_values_and_gradients(policy):
+  """LayerNorm's and GeluDense's training outputs and gradients with the fused kernels
+  equal the composite path's up to rounding (float32), or to bfloat16's 8-bit mantissa;
+  channel counts off the kernels' 16-lane blocks included."""
+  norm, dense = _layers(policy)
+  dtype = tf.float32 if policy == "float32" else tf.bfloat16
+  x = tf.cast(tf.random.stateless_normal([3, 5, 7, 37], [1, 2]) * 2.0 + 0.5, dtype)
+  norm.build(x.shape)
+  dense.build(x.shape)
+  norm.gamma.assign(tf.random.stateless_normal([37], [3, 4]))
+  norm.beta.assign(tf.random.stateless_normal([37], [5, 6]))
+  dense.bias.assign(tf.random.stateless_normal([40], [7, 8]))
+  tolerance = 1e-5 if dtype == tf.float32 else 2e-2
+  for layer, units in ((norm, 37), (dense, 40)):
+    weights = tf.random.stateless_normal([3, 5, 7, units], [9, units])
+    fused = _layer_pass(layer, x, True, weights)
+    composite = _layer_pass(layer, x, False, weights)
+    assert fused[0].dtype == dtype
+    for mine, theirs in zip(fused, composite):
+      mine, theirs = np.asarray(tf.cast(mine, tf.float32)), np.asarray(
+          tf.cast(theirs, tf.float32))
+      scale = max(1.0, float(np.max(np.abs(theirs))))
+      np.testing.assert_allclose(mine, theirs, rtol=tolerance, atol=tolerance * scale)
+
+
+def test_fused_gradients_match_finite_differences():
+  """The registered gradients of both ops are their derivatives (float32)."""
+  ops = fused_ops
+  x = tf.random.stateless_normal([4, 19], [1, 1]) * 1.5
+  gamma = tf.random.stateless_normal([19], [2, 2])
+  beta = tf.random.stateless_normal([19], [3, 3])
+  bias = tf.random.stateless_normal([19], [4, 4])
+  for function, args in ((lambda x, g, b: ops.layer_norm(x, g, b, 1e-5), [x, gamma, beta]),
+                         (ops.bias_gelu, [x, bias])):
+    theoretical, numerical = tf.test.compute_gradient(function, args, delta=1e-2)
+    for t, n in zip(theoretical, numerical):
+      np.testing.assert_allclose(t, n, atol=5e-3)
+
+
+def test_bfloat16_outputs_round_to_nearest_even_as_tensorflow_casts():
+  """A bfloat16 output is the float32 result rounded as tf.cast rounds it."""
+  x = tf.random.stateless_normal([64, 48], [5, 5])
+  bias = tf.zeros([48])
+  in_float = fused_ops.bias_gelu(x, bias)
+  in_bfloat = fused_ops.bias_gelu(tf.cast(tf.cast(x, tf.bfloat16), tf.float32), bias)
+  np.testing.assert_array_equal(
+      tf.cast(fused_ops.bias_gelu(tf.cast(x, tf.bfloat16), bias), tf.float32),
+      tf.cast(tf.cast(in_bfloat, tf.bfloat16), tf.float32))
+  assert np.max(np.abs(in_float - in_bfloat)) > 0  # the input's rounding is seen
+
+
+def test_inference_and_disabled_paths_use_no_fused_op():
+  """Keras's own ops at inference (exports) and under `disabled()` (XLA), fused ops in
+  training."""
+  norm, dense = layers.LayerNorm(), layers.GeluDense(8)
+  model = lambda x, training: dense(norm(x, training=training), training=training)
+
+  def op_types(training, disable=False):
+    function = tf.function(lambda x: model(x, training))
+    if disable:
+      with fused_ops.disabled():
+        graph = function.get_concrete_function(tf.TensorSpec([2, 6])).graph
+    else:
+      graph = function.get_concrete_function(tf.TensorSpec([2, 6])).graph
+    return {op.type for op in graph.get_operations()}
+
+  assert {"TflicLayerNorm", "TflicBiasGelu"} <= op_types(True)
+  assert not any(t.startswith("Tflic") for t in op_types(False))
+  assert not any(t.startswith("Tflic") for t in op_types(True, disable=True))
+  assert not fused_ops.enabled(tf.float16)
+
+
+def test_shape_errors_are_one_line():
+  with pytest.raises(tf.errors.InvalidArgumentError, match="gamma must be a vector"):
+    fused_ops.layer_norm(tf.zeros([2, 5]), tf.ones([4]), tf.zeros([5]), 1e-5)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="bias must be a vector"):
+    fused_ops.bias_gelu(tf.zeros([2, 5]), tf.ones([6]))

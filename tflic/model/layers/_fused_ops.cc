@@ -1,0 +1,509 @@
+// Fused CPU kernels of the transformer layers' training path (fused_ops.py is the API):
+// LayerNorm over the last axis and bias + exact GELU, forward and backward, on float32 or
+// bfloat16 tensors with float32 arithmetic and statistics.
+//
+// Each replaces a chain of TensorFlow elementwise ops (casts, moments, normalization,
+// bias add, erf, exp) that each read and write the whole tensor: here a row is read
+// once, its statistics and outputs computed while it is in cache. The loops are written
+// so that GCC vectorises them (fixed-width partial sums instead of one float
+// accumulator; branch-free exp and erf), and compiled for AVX-512, AVX2 and baseline
+// x86-64 (target_clones), chosen at load time: TensorFlow's own elementwise kernels are
+// built for AVX only.
+//
+// erf is Eigen's rational approximation (what tf.math.erf computes on CPUs), exp a
+// Cephes-style polynomial (within 2 ulp); bfloat16 outputs are rounded to nearest even,
+// as TensorFlow's casts round.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/platform/threadpool.h"
+
+namespace tflic {
+namespace {
+
+using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Status;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+namespace errors = ::tensorflow::errors;
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TFLIC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define TFLIC_CLONES
+#endif
+
+// Storage types: float, or bfloat16 as its 16 raw bits.
+inline float Load(const float* p, int64_t i) { return p[i]; }
+inline float Load(const uint16_t* p, int64_t i) {
+  uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+inline void Store(float* p, int64_t i, float v) { p[i] = v; }
+inline void Store(uint16_t* p, int64_t i, float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  // Round to nearest even; a NaN stays a (quiet) NaN.
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  p[i] = static_cast<uint16_t>(v != v ? 0x7fc0u : rounded);
+}
+
+template <typename T>
+struct StorageOf;
+template <>
+struct StorageOf<float> {
+  using type = float;
+};
+template <>
+struct StorageOf<Eigen::bfloat16> {
+  using type = uint16_t;
+};
+
+template <typename T>
+const typename StorageOf<T>::type* Data(const Tensor& t) {
+  return reinterpret_cast<const typename StorageOf<T>::type*>(t.flat<T>().data());
+}
+template <typename T>
+typename StorageOf<T>::type* Data(Tensor* t) {
+  return reinterpret_cast<typename StorageOf<T>::type*>(t->flat<T>().data());
+}
+
+constexpr int kLanes = 16;  // partial sums per reduction: vectorisable without -ffast-math
+
+inline float Sum(const float* v, int64_t n) {
+  float acc[kLanes] = {0.0f};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) acc[k] += v[i + k];
+  }
+  float total = 0.0f;
+  for (; i < n; ++i) total += v[i];
+  for (int k = 0; k < kLanes; ++k) total += acc[k];
+  return total;
+}
+
+inline float SumProduct(const float* a, const float* b, int64_t n) {
+  float acc[kLanes] = {0.0f};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) acc[k] += a[i + k] * b[i + k];
+  }
+  float total = 0.0f;
+  for (; i < n; ++i) total += a[i] * b[i];
+  for (int k = 0; k < kLanes; ++k) total += acc[k];
+  return total;
+}
+
+// exp(x) for x <= 0 (the Gaussian's), 0 below -87 (where 2^m would be subnormal).
+inline float ExpNonPositive(float x) {
+  const float clamped = x < -87.0f ? -87.0f : x;
+  const float m = std::floor(clamped * 1.44269504088896341f + 0.5f);
+  float r = clamped - m * 0.693359375f;
+  r = r + m * 2.12194440e-4f;
+  const float r2 = r * r;
+  float p_even = r2 * 1.37449637986719608306884765625e-3f + 4.166965186595916748046875e-2f;
+  const float p_odd = r2 * 8.36894474923610687255859375e-3f + 0.16666518151760101318359375f;
+  p_even = r2 * p_even + 0.49999988079071044921875f;
+  float y = r * p_odd + p_even;
+  y = r2 * y + (r + 1.0f);
+  const int32_t exponent = (static_cast<int32_t>(m) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &exponent, 4);
+  return x < -87.0f ? 0.0f : y * scale;
+}
+
+// Eigen's generic_fast_erf_float (tf.math.erf on CPUs).
+inline float Erf(float x) {
+  const float x2 = x * x;
+  float p = x2 * 0.00022905065861350646f + 0.0034082910107109506f;
+  p = x2 * p + 0.050955695062380861f;
+  p = x2 * p + 0.18520832239976145f;
+  p = x2 * p + 1.128379143519084f;
+  p = x * p;
+  float q = x2 * -1.1791602954361697e-7f + 0.000023547966471313185f;
+  q = x2 * q + 0.0010179625278914885f;
+  q = x2 * q + 0.014070470171167667f;
+  q = x2 * q + 0.11098505178285362f;
+  q = x2 * q + 0.49746925110067538f;
+  q = x2 * q + 1.0f;
+  const float sign = x < 0.0f ? -1.0f : 1.0f;
+  return std::fabs(x) >= 3.832506856900711f ? sign : p / q;
+}
+
+constexpr float kSqrtHalf = 0.70710678118654752f;
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+
+// ---------------------------------------------------------------------------------------
+// Row kernels. `buf` holds one row (and a second for the backward passes).
+
+template <typename S>
+TFLIC_CLONES void LayerNormRows(const S* x, const float* gamma, const float* beta,
+                                float epsilon, int64_t channels, int64_t begin, int64_t end,
+                                S* y, float* mean_out, float* inv_std_out) {
+  std::vector<float> buf(channels);
+  float* row = buf.data();
+  for (int64_t r = begin; r < end; ++r) {
+    const S* xr = x + r * channels;
+    for (int64_t c = 0; c < channels; ++c) row[c] = Load(xr, c);
+    const float mean = Sum(row, channels) / channels;
+    for (int64_t c = 0; c < channels; ++c) row[c] -= mean;
+    const float variance = SumProduct(row, row, channels) / channels;
+    const float inv_std = 1.0f / std::sqrt(variance + epsilon);
+    S* yr = y + r * channels;
+    for (int64_t c = 0; c < channels; ++c) Store(yr, c, row[c] * inv_std * gamma[c] + beta[c]);
+    mean_out[r] = mean;
+    inv_std_out[r] = inv_std;
+  }
+}
+
+// dx for rows [begin, end); adds their dgamma and dbeta to `dgamma` and `dbeta`.
+template <typename S>
+TFLIC_CLONES void LayerNormGradRows(const S* dy, const S* x, const float* gamma,
+                                    const float* mean, const float* inv_std,
+                                    int64_t channels, int64_t begin, int64_t end, S* dx,
+                                    float* dgamma, float* dbeta) {
+  std::vector<float> buf(3 * channels);
+  float* normed = buf.data();
+  float* g = normed + channels;
+  float* dyr_f = g + channels;
+  for (int64_t r = begin; r < end; ++r) {
+    const S* xr = x + r * channels;
+    const S* dyr = dy + r * channels;
+    const float m = mean[r], s = inv_std[r];
+    for (int64_t c = 0; c < channels; ++c) {
+      normed[c] = (Load(xr, c) - m) * s;
+      dyr_f[c] = Load(dyr, c);
+      g[c] = dyr_f[c] * gamma[c];
+    }
+    const float mean_g = Sum(g, channels) / channels;
+    const float mean_gn = SumProduct(g, normed, channels) / channels;
+    S* dxr = dx + r * channels;
+    for (int64_t c = 0; c < channels; ++c) {
+      Store(dxr, c, s * (g[c] - mean_g - normed[c] * mean_gn));
+      dgamma[c] += dyr_f[c] * normed[c];
+      dbeta[c] += dyr_f[c];
+    }
+  }
+}
+
+template <typename S>
+TFLIC_CLONES void BiasGeluRows(const S* x, const float* bias, int64_t channels,
+                               int64_t begin, int64_t end, S* y) {
+  for (int64_t r = begin; r < end; ++r) {
+    const S* xr = x + r * channels;
+    S* yr = y + r * channels;
+    for (int64_t c = 0; c < channels; ++c) {
+      const float h = Load(xr, c) + bias[c];
+      Store(yr, c, h * (0.5f * (1.0f + Erf(h * kSqrtHalf))));
+    }
+  }
+}
+
+// dx for rows [begin, end); adds their dbias to `dbias`.
+template <typename S>
+TFLIC_CLONES void BiasGeluGradRows(const S* dy, const S* x, const float* bias,
+                                   int64_t channels, int64_t begin, int64_t end, S* dx,
+                                   float* dbias) {
+  for (int64_t r = begin; r < end; ++r) {
+    const S* xr = x + r * channels;
+    const S* dyr = dy + r * channels;
+    S* dxr = dx + r * channels;
+    for (int64_t c = 0; c < channels; ++c) {
+      const float h = Load(xr, c) + bias[c];
+      const float cdf = 0.5f * (1.0f + Erf(h * kSqrtHalf));
+      const float d = Load(dyr, c) * (cdf + h * (ExpNonPositive(-0.5f * h * h) * kInvSqrt2Pi));
+      Store(dxr, c, d);
+      dbias[c] += d;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Threading: rows in contiguous shards on TensorFlow's intra-op pool.
+
+::tensorflow::thread::ThreadPool* Pool(OpKernelContext* context) {
+  return context->device()->tensorflow_cpu_worker_threads()->workers;
+}
+
+// Runs fn(begin, end) over [0, rows) in shards.
+template <typename Fn>
+void ForRows(OpKernelContext* context, int64_t rows, int64_t channels, Fn fn) {
+  Pool(context)->ParallelFor(rows, /*cost_per_unit=*/channels * 8, fn);
+}
+
+// Runs fn(begin, end, partial) over [0, rows) in a few shards, each adding to a zeroed
+// float[width] of its own; returns their sum (the reduction over rows).
+template <typename Fn>
+std::vector<float> ReduceRows(OpKernelContext* context, int64_t rows, int64_t width,
+                              Fn fn) {
+  auto* pool = Pool(context);
+  const int64_t shards = std::max<int64_t>(1, std::min<int64_t>(rows, 4 * pool->NumThreads()));
+  std::vector<float> partial(shards * width, 0.0f);
+  const int64_t per_shard = (rows + shards - 1) / shards;
+  pool->ParallelFor(shards, /*cost_per_unit=*/per_shard * width * 20,
+                    [&](int64_t first, int64_t last) {
+                      for (int64_t s = first; s < last; ++s) {
+                        const int64_t begin = s * per_shard;
+                        const int64_t end = std::min(rows, begin + per_shard);
+                        if (begin < end) fn(begin, end, partial.data() + s * width);
+                      }
+                    });
+  std::vector<float> total(width, 0.0f);
+  for (int64_t s = 0; s < shards; ++s) {
+    for (int64_t c = 0; c < width; ++c) total[c] += partial[s * width + c];
+  }
+  return total;
+}
+
+Status CheckLastAxis(const Tensor& x, const Tensor& vector, const char* name) {
+  if (x.dims() < 1) return errors::InvalidArgument("x must have rank >= 1");
+  if (vector.dims() != 1 || vector.dim_size(0) != x.dim_size(x.dims() - 1)) {
+    return errors::InvalidArgument(name, " must be a vector of x's last axis (",
+                                   x.dim_size(x.dims() - 1), "), got shape ",
+                                   vector.shape().DebugString());
+  }
+  return Status();
+}
+
+TensorShape RowsShape(const Tensor& x) {
+  TensorShape shape = x.shape();
+  shape.RemoveLastDims(1);
+  return shape;
+}
+
+// ---------------------------------------------------------------------------------------
+// Kernels.
+
+template <typename T>
+class LayerNormOp : public OpKernel {
+ public:
+  explicit LayerNormOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("epsilon", &epsilon_));
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& x = context->input(0);
+    const Tensor& gamma = context->input(1);
+    const Tensor& beta = context->input(2);
+    OP_REQUIRES_OK(context, CheckLastAxis(x, gamma, "gamma"));
+    OP_REQUIRES_OK(context, CheckLastAxis(x, beta, "beta"));
+    Tensor *y, *mean, *inv_std;
+    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(context, context->allocate_output(1, RowsShape(x), &mean));
+    OP_REQUIRES_OK(context, context->allocate_output(2, RowsShape(x), &inv_std));
+    const int64_t channels = x.dim_size(x.dims() - 1);
+    if (x.NumElements() == 0 || channels == 0) return;
+    const int64_t rows = x.NumElements() / channels;
+    const auto* xs = Data<T>(x);
+    auto* ys = Data<T>(y);
+    const float* g = gamma.flat<float>().data();
+    const float* b = beta.flat<float>().data();
+    float* m = mean->flat<float>().data();
+    float* s = inv_std->flat<float>().data();
+    ForRows(context, rows, channels, [&](int64_t begin, int64_t end) {
+      LayerNormRows(xs, g, b, epsilon_, channels, begin, end, ys, m, s);
+    });
+  }
+
+ private:
+  float epsilon_;
+};
+
+template <typename T>
+class LayerNormGradOp : public OpKernel {
+ public:
+  explicit LayerNormGradOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& dy = context->input(0);
+    const Tensor& x = context->input(1);
+    const Tensor& gamma = context->input(2);
+    const Tensor& mean = context->input(3);
+    const Tensor& inv_std = context->input(4);
+    OP_REQUIRES(context, dy.shape() == x.shape(),
+                errors::InvalidArgument("dy and x differ in shape"));
+    OP_REQUIRES_OK(context, CheckLastAxis(x, gamma, "gamma"));
+    OP_REQUIRES(context, mean.shape() == RowsShape(x) && inv_std.shape() == RowsShape(x),
+                errors::InvalidArgument("mean and inv_std must have x's shape without its "
+                                        "last axis"));
+    const int64_t channels = x.dim_size(x.dims() - 1);
+    Tensor *dx, *dgamma, *dbeta;
+    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &dx));
+    OP_REQUIRES_OK(context, context->allocate_output(1, gamma.shape(), &dgamma));
+    OP_REQUIRES_OK(context, context->allocate_output(2, gamma.shape(), &dbeta));
+    float* dg = dgamma->flat<float>().data();
+    float* db = dbeta->flat<float>().data();
+    std::fill(dg, dg + channels, 0.0f);
+    std::fill(db, db + channels, 0.0f);
+    if (x.NumElements() == 0 || channels == 0) return;
+    const int64_t rows = x.NumElements() / channels;
+    const auto* dys = Data<T>(dy);
+    const auto* xs = Data<T>(x);
+    auto* dxs = Data<T>(dx);
+    const float* g = gamma.flat<float>().data();
+    const float* m = mean.flat<float>().data();
+    const float* s = inv_std.flat<float>().data();
+    const std::vector<float> sums =
+        ReduceRows(context, rows, 2 * channels, [&](int64_t begin, int64_t end, float* part) {
+          LayerNormGradRows(dys, xs, g, m, s, channels, begin, end, dxs, part,
+                            part + channels);
+        });
+    std::copy(sums.begin(), sums.begin() + channels, dg);
+    std::copy(sums.begin() + channels, sums.end(), db);
+  }
+};
+
+template <typename T>
+class BiasGeluOp : public OpKernel {
+ public:
+  explicit BiasGeluOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& x = context->input(0);
+    const Tensor& bias = context->input(1);
+    OP_REQUIRES_OK(context, CheckLastAxis(x, bias, "bias"));
+    Tensor* y;
+    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &y));
+    const int64_t channels = x.dim_size(x.dims() - 1);
+    if (x.NumElements() == 0 || channels == 0) return;
+    const int64_t rows = x.NumElements() / channels;
+    const auto* xs = Data<T>(x);
+    auto* ys = Data<T>(y);
+    const float* b = bias.flat<float>().data();
+    ForRows(context, rows, channels, [&](int64_t begin, int64_t end) {
+      BiasGeluRows(xs, b, channels, begin, end, ys);
+    });
+  }
+};
+
+template <typename T>
+class BiasGeluGradOp : public OpKernel {
+ public:
+  explicit BiasGeluGradOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& dy = context->input(0);
+    const Tensor& x = context->input(1);
+    const Tensor& bias = context->input(2);
+    OP_REQUIRES(context, dy.shape() == x.shape(),
+                errors::InvalidArgument("dy and x differ in shape"));
+    OP_REQUIRES_OK(context, CheckLastAxis(x, bias, "bias"));
+    const int64_t channels = x.dim_size(x.dims() - 1);
+    Tensor *dx, *dbias;
+    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &dx));
+    OP_REQUIRES_OK(context, context->allocate_output(1, bias.shape(), &dbias));
+    float* db = dbias->flat<float>().data();
+    std::fill(db, db + channels, 0.0f);
+    if (x.NumElements() == 0 || channels == 0) return;
+    const int64_t rows = x.NumElements() / channels;
+    const auto* dys = Data<T>(dy);
+    const auto* xs = Data<T>(x);
+    auto* dxs = Data<T>(dx);
+    const float* b = bias.flat<float>().data();
+    const std::vector<float> sums =
+        ReduceRows(context, rows, channels, [&](int64_t begin, int64_t end, float* part) {
+          BiasGeluGradRows(dys, xs, b, channels, begin, end, dxs, part);
+        });
+    std::copy(sums.begin(), sums.end(), db);
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// Op registrations.
+
+Status RowsOfFirstInput(InferenceContext* c, int output) {
+  ShapeHandle x = c->input(0), rows;
+  TF_RETURN_IF_ERROR(c->WithRankAtLeast(x, 1, &x));
+  TF_RETURN_IF_ERROR(c->Subshape(x, 0, -1, &rows));
+  c->set_output(output, rows);
+  return Status();
+}
+
+REGISTER_OP("TflicLayerNorm")
+    .Input("x: T")
+    .Input("gamma: float")
+    .Input("beta: float")
+    .Output("y: T")
+    .Output("mean: float")
+    .Output("inv_std: float")
+    .Attr("T: {float, bfloat16}")
+    .Attr("epsilon: float")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      TF_RETURN_IF_ERROR(RowsOfFirstInput(c, 1));
+      return RowsOfFirstInput(c, 2);
+    });
+
+REGISTER_OP("TflicLayerNormGrad")
+    .Input("dy: T")
+    .Input("x: T")
+    .Input("gamma: float")
+    .Input("mean: float")
+    .Input("inv_std: float")
+    .Output("dx: T")
+    .Output("dgamma: float")
+    .Output("dbeta: float")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->input(2));
+      return Status();
+    });
+
+REGISTER_OP("TflicBiasGelu")
+    .Input("x: T")
+    .Input("bias: float")
+    .Output("y: T")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      return Status();
+    });
+
+REGISTER_OP("TflicBiasGeluGrad")
+    .Input("dy: T")
+    .Input("x: T")
+    .Input("bias: float")
+    .Output("dx: T")
+    .Output("dbias: float")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(2));
+      return Status();
+    });
+
+#define TFLIC_REGISTER(T)                                                                \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("TflicLayerNorm").Device(DEVICE_CPU).TypeConstraint<T>("T"), LayerNormOp<T>); \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("TflicLayerNormGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),              \
+      LayerNormGradOp<T>);                                                               \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("TflicBiasGelu").Device(DEVICE_CPU).TypeConstraint<T>("T"), BiasGeluOp<T>);   \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("TflicBiasGeluGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),               \
+      BiasGeluGradOp<T>);
+
+TFLIC_REGISTER(float)
+TFLIC_REGISTER(Eigen::bfloat16)
+
+#undef TFLIC_REGISTER
+
+}  // namespace
+}  // namespace tflic
