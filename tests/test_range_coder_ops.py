@@ -298,15 +298,19 @@ _SOURCES = pathlib.Path("tflic/codec/rangecoder")  # the range coder's sources i
 
 
 def _source_tree(root, **replaced):
-  """A copy of what setup.py's build_ext needs, with some sources' text replaced."""
-  (root / _SOURCES).mkdir(parents=True)
+  """A copy of what setup.py's build_ext needs (its C and C++ sources anywhere in tflic/),
+  with some of the range coder's sources' text replaced."""
+  root.mkdir(parents=True)
   for name in ("setup.py", "README.md"):
     shutil.copy(REPO / name, root / name)
-  for source in (REPO / _SOURCES).iterdir():
+  for source in (REPO / "tflic").rglob("*"):
     if source.suffix not in (".c", ".cc", ".h"):
       continue
-    text = replaced.get(source.name, source.read_text())
-    (root / _SOURCES / source.name).write_text(text)
+    relative = source.relative_to(REPO)
+    text = replaced.get(source.name, source.read_text()) if relative.parent == _SOURCES else (
+        source.read_text())
+    (root / relative).parent.mkdir(parents=True, exist_ok=True)
+    (root / relative).write_text(text)
   return root / _SOURCES / "_tf_ops.so"
 
 
