@@ -20,6 +20,8 @@ source_tree=runs/source
 rm -rf "$source_tree"
 git worktree prune
 git worktree add --detach --force "$source_tree" HEAD >/dev/null
+# The compiled kernels (`pip install -e .` built them here): the snapshot has sources only.
+(cd tflic && find . -name '*.so' -exec cp --parents {} "$root/$source_tree/tflic/" \;)
 workdir=$root/runs/$name
 data=$(cd "$root/.." && pwd)/shared/data
 args=(--config="$root/configs/$name.json" --workdir="$workdir" --steps=1000000
