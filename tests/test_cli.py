@@ -499,6 +499,7 @@ def compressed(images, tiny_workdir, tmp_path_factory):
 def test_compress_many(compressed, images):
   out, status, stdout, stderr = compressed
   assert status == 2, stderr
+  assert "Traceback" not in stderr and "Exception ignored" not in stderr  # e.g. at exit
   errors_ = _error_lines(stderr)
   assert len(errors_) == 2, stderr
   assert "text.png" in errors_[0] and "missing.png" in errors_[1]

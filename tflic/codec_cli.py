@@ -22,6 +22,7 @@ reads headers only; tflic.codec (which imports TensorFlow) is imported only on t
 SavedModel path.
 """
 
+import atexit
 import functools
 import os
 import sys
@@ -373,6 +374,12 @@ def _load_model(path):
     return tf_codec.load(path or tf_codec.default_model_path(), tile_budget=_tile_budget())
   except errors.TflicError as e:
     raise _ModelError(str(e)) from None
+
+
+# Free the loaded model while TensorFlow is still whole: left to the interpreter's teardown,
+# its functions' destructors run after TensorFlow's modules are gone and print "Exception
+# ignored in: AtomicFunction.__del__" tracebacks.
+atexit.register(_load_model.cache_clear)
 
 
 @functools.cache
