@@ -124,7 +124,7 @@ def test_the_bundled_lite_files_are_the_bundled_models(photo):
 @pytest.mark.parametrize("quality", [0.0, 0.1, 1 / 3, 0.5, 0.77777, 1.0])
 def test_the_quality_code_is_the_savedmodels(quality, saved_codec):
   image = np.zeros([16, 16, 3], np.uint8)
-  assert encoder_lib.quality_code(quality) == bitstream.unpack(
+  assert bitstream.quality_code(quality) == bitstream.unpack(
       saved_codec.compress(image, quality))[0].quality_code
 
 

@@ -74,11 +74,13 @@ class Header:
     return self.quality_code / QUALITY_STEPS
 
 
-def quantize_quality(quality):
-  """The uint16 code of a quality in [0, 1]; encoder and decoder use code / 65535."""
+def quality_code(quality):
+  """The uint16 code of a quality in [0, 1] (encoder and decoder use code / 65535),
+  computed in float32 as the SavedModel's graph does (round half to even); TflicError
+  outside [0, 1]."""
   if not 0.0 <= quality <= 1.0:
     raise errors.TflicError(f"quality must be in [0, 1], got {quality}")
-  return int(round(quality * QUALITY_STEPS))
+  return int(np.round(np.float32(quality) * np.float32(QUALITY_STEPS)))
 
 
 def checksum(data):

@@ -488,7 +488,7 @@ class Codec:
     if min(image.shape[:2]) < MIN_SIDE or max(image.shape[:2]) > MAX_SIDE:
       raise errors.TflicError(f"image size {image.shape[1]}x{image.shape[0]} is outside "
                               f"{MIN_SIDE}..{MAX_SIDE} pixels per side")
-    bitstream_format.quantize_quality(quality)  # validates the range
+    bitstream_format.quality_code(quality)  # validates the range
     if refine_steps < 0:
       raise errors.TflicError(f"refine_steps must be >= 0, got {refine_steps}")
     if refine_steps and not hasattr(self.module, "compress_refined"):
@@ -538,17 +538,14 @@ class Codec:
     # core codes the same y and z, so the bytes are compress_latent's.
     z = self.module.hyper_analysis(y, *size).numpy()
     core = self._entropy_core()
-    report("coding", 0, core.chunks(*y.shape[1:3]))
     try:
       z_stream, y_stream, check, _ = core.encode(
-          y.numpy(), z, progress=lambda done, total: report("coding", done, total))
+          y.numpy(), z, progress=core.coding_progress(report, *y.shape[1:3]))
     except entropy_core.CoreError as e:
       raise errors.TflicError(f"compression failed: {e}") from None
-    # The graph's quality code: float32 product, rounded half to even.
-    code = int(np.round(np.float32(quality.numpy()) * np.float32(
-        bitstream_format.QUALITY_STEPS)))
-    return bitstream_format.pack(self.mode, self.fingerprint, height, width, code, z_stream,
-                                 y_stream, check)
+    return bitstream_format.pack(self.mode, self.fingerprint, height, width,
+                                 bitstream_format.quality_code(float(quality.numpy())),
+                                 z_stream, y_stream, check)
 
   def _entropy_core(self):
     """The C core of the module's integer entropy model (its `entropy_core_model` blob),

@@ -224,7 +224,7 @@ class SplitEncoder:
     if min(height, width) < 1 or max(height, width) > bitstream.MAX_SIDE:
       raise errors.TflicError(f"image size {width}x{height} is outside 1..{bitstream.MAX_SIDE}"
                               " pixels per side")
-    bitstream.quantize_quality(quality)  # validates the range
+    bitstream.quality_code(quality)  # validates the range
     # float32 as the in-graph codec takes it; the servable computes the stored quality code
     # with the codec's float32 ops, which Python's rounding of the double could miss.
     tiles = tiling.plan(height, width, self.model_config, self.tile_budget, self.tile_kept)
@@ -249,10 +249,7 @@ class SplitEncoder:
     if out["y"].shape[:3] != expected:
       raise errors.TflicError(f"the servable returned a latent of shape {out['y'].shape} for "
                               f"a {width}x{height} image")
-    coding = None
-    if progress:
-      progress("coding", 0, self.core.chunks(*expected[1:]))
-      coding = lambda done, total: progress("coding", done, total)
+    coding = self.core.coding_progress(progress, *expected[1:])
     try:
       z_stream, y_stream, check, _ = self.core.encode(out["y"], out["z"], progress=coding)
     except entropy_core.CoreError as e:

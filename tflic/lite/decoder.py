@@ -115,11 +115,8 @@ class Decoder:
     bitstream.check_model(header, self.fingerprint, self.mode)
     bitstream.check_declared_size(header, self.core.latent_channels,
                                   self.core.hyper_channels, *self._costs, max_pixels)
-    coding = None
-    if progress:
-      progress("coding", 0, self.core.chunks(*bitstream.latent_grid(header.height,
-                                                                    header.width)))
-      coding = lambda done, total: progress("coding", done, total)
+    coding = self.core.coding_progress(progress, *bitstream.latent_grid(header.height,
+                                                                         header.width))
     try:
       _, y_hat = self.core.decode(header.height, header.width, z_stream, y_stream,
                                   header.latent_check, max_pixels, progress=coding)

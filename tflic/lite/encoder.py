@@ -22,13 +22,6 @@ from tflic.lite import synthesis as networks
 MIN_SIDE = bitstream.MIN_SIDE
 
 
-def quality_code(quality):
-  """The uint16 quality code the SavedModel stores for a quality in [0, 1]: computed in
-  float32 as its graph does (round half to even)."""
-  bitstream.quantize_quality(quality)  # validates the range
-  return int(np.round(np.float32(quality) * np.float32(bitstream.QUALITY_STEPS)))
-
-
 def padded_pixels(image):
   """The analysis' input of a uint8 image [H, W, 3]: float32 pixels / 255 [1, H', W', 3],
   padded at the bottom and right by edge replication to multiples of 16 (as
@@ -64,7 +57,7 @@ class Encoder:
     if min(image.shape[:2]) < MIN_SIDE or max(image.shape[:2]) > bitstream.MAX_SIDE:
       raise errors.TflicError(f"image size {image.shape[1]}x{image.shape[0]} is outside "
                               f"{MIN_SIDE}..{bitstream.MAX_SIDE} pixels per side")
-    code = quality_code(quality)
+    code = bitstream.quality_code(quality)
     stored = np.float32(code) / np.float32(bitstream.QUALITY_STEPS)
     y, z = self.analysis(padded_pixels(image), stored)
     return y, z, code
@@ -81,8 +74,7 @@ class Encoder:
     report("analysis", 0, 1)
     y, z, code = self.latents(image, quality)
     report("analysis", 1, 1)
-    report("coding", 0, self.core.chunks(*y.shape[1:3]))
-    coding = (lambda done, total: progress("coding", done, total)) if progress else None
+    coding = self.core.coding_progress(progress, *y.shape[1:3])
     try:
       z_stream, y_stream, check, _ = self.core.encode(y, z, progress=coding)
     except entropy_core.CoreError as e:

@@ -166,6 +166,15 @@ class Core:
     the `total` a progress callable hears."""
     return h * w * self.num_groups
 
+  def coding_progress(self, progress, h, w):
+    """For a reporter of stages, `progress(stage, done, total)` (tflic.codec.progress):
+    reports ("coding", 0, chunks) and returns the (done, total) callable that `encode` and
+    `decode` report the rest of the coding to; None without a reporter."""
+    if not progress:
+      return None
+    progress("coding", 0, self.chunks(h, w))
+    return lambda done, total: progress("coding", done, total)
+
   def _interval(self, h, w, interval):
     return interval or max(1, self.chunks(h, w) // PROGRESS_CALLS)
 
