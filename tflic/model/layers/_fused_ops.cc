@@ -1,6 +1,7 @@
 // Fused CPU kernels of the transformer layers' training path (fused_ops.py is the API):
-// LayerNorm over the last axis and bias + exact GELU, forward and backward, on float32 or
-// bfloat16 tensors with float32 arithmetic and statistics.
+// LayerNorm over the last axis, bias + exact GELU, and window attention's softmax over
+// logits plus position bias plus mask, forward and backward, on float32 or bfloat16
+// tensors with float32 arithmetic and statistics.
 //
 // Each replaces a chain of TensorFlow elementwise ops (casts, moments, normalization,
 // bias add, erf, exp) that each read and write the whole tensor: here a row is read
@@ -106,6 +107,19 @@ inline float SumProduct(const float* a, const float* b, int64_t n) {
   for (; i < n; ++i) total += a[i] * b[i];
   for (int k = 0; k < kLanes; ++k) total += acc[k];
   return total;
+}
+
+inline float Max(const float* v, int64_t n) {
+  float acc[kLanes];
+  for (int k = 0; k < kLanes; ++k) acc[k] = -INFINITY;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) acc[k] = v[i + k] > acc[k] ? v[i + k] : acc[k];
+  }
+  float top = -INFINITY;
+  for (; i < n; ++i) top = v[i] > top ? v[i] : top;
+  for (int k = 0; k < kLanes; ++k) top = acc[k] > top ? acc[k] : top;
+  return top;
 }
 
 // exp(x) for x <= 0 (the Gaussian's), 0 below -87 (where 2^m would be subnormal).
@@ -228,6 +242,59 @@ TFLIC_CLONES void BiasGeluGradRows(const S* dy, const S* x, const float* bias,
       const float d = Load(dyr, c) * (cdf + h * (ExpNonPositive(-0.5f * h * h) * kInvSqrt2Pi));
       Store(dxr, c, d);
       dbias[c] += d;
+    }
+  }
+}
+
+// Softmax rows of window attention: row r of `logits` ([B', H, N, N] as rows of N) is
+// image-window b' = r / (H N), head and query hi = r % (H N); it adds bias[hi] and
+// mask[(b' % windows) N + query], whose windows repeat per image. The sum, the max and
+// the exponentials stay in float32 (TensorFlow's chain rounds each addition to bfloat16).
+template <typename S>
+TFLIC_CLONES void WindowSoftmaxRows(const S* logits, const S* bias, const S* mask,
+                                    int64_t heads, int64_t n, int64_t windows,
+                                    int64_t begin, int64_t end, S* probs) {
+  std::vector<float> buf(n);
+  float* row = buf.data();
+  const int64_t per_window = heads * n;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t hi = r % per_window;
+    const int64_t window = (r / per_window) % windows;
+    const S* lr = logits + r * n;
+    const S* br = bias + hi * n;
+    const S* mr = mask + (window * n + hi % n) * n;
+    for (int64_t j = 0; j < n; ++j) row[j] = Load(lr, j) + Load(br, j) + Load(mr, j);
+    const float top = Max(row, n);
+    for (int64_t j = 0; j < n; ++j) row[j] = ExpNonPositive(row[j] - top);
+    const float inv_sum = 1.0f / Sum(row, n);
+    S* pr = probs + r * n;
+    for (int64_t j = 0; j < n; ++j) Store(pr, j, row[j] * inv_sum);
+  }
+}
+
+// dlogits = p (g - <g, p>) for rows [begin, end); adds them to `dbias` ([H N, N]).
+template <typename S>
+TFLIC_CLONES void WindowSoftmaxGradRows(const S* dprobs, const S* probs, int64_t heads,
+                                        int64_t n, int64_t begin, int64_t end, S* dlogits,
+                                        float* dbias) {
+  std::vector<float> buf(2 * n);
+  float* p = buf.data();
+  float* g = p + n;
+  const int64_t per_window = heads * n;
+  for (int64_t r = begin; r < end; ++r) {
+    const S* pr = probs + r * n;
+    const S* gr = dprobs + r * n;
+    for (int64_t j = 0; j < n; ++j) {
+      p[j] = Load(pr, j);
+      g[j] = Load(gr, j);
+    }
+    const float dot = SumProduct(p, g, n);
+    S* dr = dlogits + r * n;
+    float* db = dbias + (r % per_window) * n;
+    for (int64_t j = 0; j < n; ++j) {
+      const float d = p[j] * (g[j] - dot);
+      Store(dr, j, d);
+      db[j] += d;
     }
   }
 }
@@ -422,6 +489,87 @@ class BiasGeluGradOp : public OpKernel {
   }
 };
 
+// Shapes: logits [B', H, N, N], bias [H, N, N], mask [W, N, N] with W dividing B'.
+Status CheckWindowSoftmax(const Tensor& logits, const Tensor& bias, const Tensor& mask) {
+  if (logits.dims() != 4 || logits.dim_size(2) != logits.dim_size(3)) {
+    return errors::InvalidArgument("logits must be [windows, heads, N, N], got ",
+                                   logits.shape().DebugString());
+  }
+  const int64_t heads = logits.dim_size(1), n = logits.dim_size(2);
+  if (bias.dims() != 3 || bias.dim_size(0) != heads || bias.dim_size(1) != n ||
+      bias.dim_size(2) != n) {
+    return errors::InvalidArgument("bias must be [heads, N, N] = [", heads, ", ", n, ", ", n,
+                                   "], got ", bias.shape().DebugString());
+  }
+  if (mask.dims() != 3 || mask.dim_size(0) < 1 || mask.dim_size(1) != n ||
+      mask.dim_size(2) != n || logits.dim_size(0) % mask.dim_size(0) != 0) {
+    return errors::InvalidArgument("mask must be [W, N, N] with W dividing the windows (",
+                                   logits.dim_size(0), "), got ", mask.shape().DebugString());
+  }
+  return Status();
+}
+
+template <typename T>
+class WindowSoftmaxOp : public OpKernel {
+ public:
+  explicit WindowSoftmaxOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& logits = context->input(0);
+    const Tensor& bias = context->input(1);
+    const Tensor& mask = context->input(2);
+    OP_REQUIRES_OK(context, CheckWindowSoftmax(logits, bias, mask));
+    Tensor* probs;
+    OP_REQUIRES_OK(context, context->allocate_output(0, logits.shape(), &probs));
+    const int64_t heads = logits.dim_size(1), n = logits.dim_size(2);
+    if (logits.NumElements() == 0) return;
+    const int64_t rows = logits.NumElements() / n;
+    const auto* ls = Data<T>(logits);
+    const auto* bs = Data<T>(bias);
+    const auto* ms = Data<T>(mask);
+    auto* ps = Data<T>(probs);
+    const int64_t windows = mask.dim_size(0);
+    ForRows(context, rows, n, [&](int64_t begin, int64_t end) {
+      WindowSoftmaxRows(ls, bs, ms, heads, n, windows, begin, end, ps);
+    });
+  }
+};
+
+template <typename T>
+class WindowSoftmaxGradOp : public OpKernel {
+ public:
+  explicit WindowSoftmaxGradOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& dprobs = context->input(0);
+    const Tensor& probs = context->input(1);
+    OP_REQUIRES(context, dprobs.shape() == probs.shape(),
+                errors::InvalidArgument("dprobs and probs differ in shape"));
+    OP_REQUIRES(context, probs.dims() == 4 && probs.dim_size(2) == probs.dim_size(3),
+                errors::InvalidArgument("probs must be [windows, heads, N, N], got ",
+                                        probs.shape().DebugString()));
+    const int64_t heads = probs.dim_size(1), n = probs.dim_size(2);
+    Tensor *dlogits, *dbias;
+    OP_REQUIRES_OK(context, context->allocate_output(0, probs.shape(), &dlogits));
+    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({heads, n, n}), &dbias));
+    const int64_t width = heads * n * n;
+    auto* db = Data<T>(dbias);
+    if (probs.NumElements() == 0) {
+      for (int64_t k = 0; k < width; ++k) Store(db, k, 0.0f);
+      return;
+    }
+    const int64_t rows = probs.NumElements() / n;
+    const auto* gs = Data<T>(dprobs);
+    const auto* ps = Data<T>(probs);
+    auto* ds = Data<T>(dlogits);
+    const std::vector<float> sums =
+        ReduceRows(context, rows, width, [&](int64_t begin, int64_t end, float* part) {
+          WindowSoftmaxGradRows(gs, ps, heads, n, begin, end, ds, part);
+        });
+    for (int64_t k = 0; k < width; ++k) Store(db, k, sums[k]);
+  }
+};
+
 // ---------------------------------------------------------------------------------------
 // Op registrations.
 
@@ -488,6 +636,32 @@ REGISTER_OP("TflicBiasGeluGrad")
       return Status();
     });
 
+REGISTER_OP("TflicWindowSoftmax")
+    .Input("logits: T")
+    .Input("bias: T")
+    .Input("mask: T")
+    .Output("probs: T")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      return Status();
+    });
+
+REGISTER_OP("TflicWindowSoftmaxGrad")
+    .Input("dprobs: T")
+    .Input("probs: T")
+    .Output("dlogits: T")
+    .Output("dbias: T")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle probs, bias;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &probs));
+      TF_RETURN_IF_ERROR(c->Subshape(probs, 1, &bias));
+      c->set_output(0, probs);
+      c->set_output(1, bias);
+      return Status();
+    });
+
 #define TFLIC_REGISTER(T)                                                                \
   REGISTER_KERNEL_BUILDER(                                                               \
       Name("TflicLayerNorm").Device(DEVICE_CPU).TypeConstraint<T>("T"), LayerNormOp<T>); \
@@ -498,7 +672,13 @@ REGISTER_OP("TflicBiasGeluGrad")
       Name("TflicBiasGelu").Device(DEVICE_CPU).TypeConstraint<T>("T"), BiasGeluOp<T>);   \
   REGISTER_KERNEL_BUILDER(                                                               \
       Name("TflicBiasGeluGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),               \
-      BiasGeluGradOp<T>);
+      BiasGeluGradOp<T>);                                                                \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("TflicWindowSoftmax").Device(DEVICE_CPU).TypeConstraint<T>("T"),              \
+      WindowSoftmaxOp<T>);                                                               \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("TflicWindowSoftmaxGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),          \
+      WindowSoftmaxGradOp<T>);
 
 TFLIC_REGISTER(float)
 TFLIC_REGISTER(Eigen::bfloat16)

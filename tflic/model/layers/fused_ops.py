@@ -1,8 +1,9 @@
-"""Fused CPU kernels for the layers' training path: LayerNorm and bias + exact GELU.
+"""Fused CPU kernels for the layers' training path: LayerNorm, bias + exact GELU, and
+window attention's softmax.
 
-`layer_norm` and `bias_gelu` compute in float32 on float32 or bfloat16 tensors (outputs
-in the input's dtype) with registered gradients, in one pass over each row instead of
-TensorFlow's chain of elementwise ops (`_fused_ops.cc`; `setup.py build_ext` builds
+`layer_norm`, `bias_gelu` and `window_softmax` compute in float32 on float32 or bfloat16
+tensors (outputs in the input's dtype) with registered gradients, in one pass over each
+row instead of TensorFlow's chain of elementwise ops (`_fused_ops.cc`; `setup.py build_ext` builds
 `_fused_ops.so`). They have CPU kernels only: the layers use them where `enabled()`
 says so (the library loaded, no GPU or TPU in the process, not inside `disabled()`, as
 under XLA, which cannot compile them); elsewhere the layers keep TensorFlow's composite
@@ -72,6 +73,22 @@ def bias_gelu(x, bias):
   return _ops().tflic_bias_gelu(x, bias)
 
 
+def window_softmax(logits, bias, mask=None):
+  """softmax(logits + bias + mask) over the last axis, for window attention.
+
+  Args:
+    logits: [B', H, N, N], the windows of each image contiguous (as `windows.partition`
+      lays them out).
+    bias: [H, N, N], the relative position bias; gets a gradient (summed over windows).
+    mask: None or an additive [W, N, N] (W windows per image); gets no gradient.
+  """
+  n = logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]
+  if mask is None:
+    mask = tf.zeros([1, n, n], logits.dtype)
+  return _ops().tflic_window_softmax(logits, tf.cast(bias, logits.dtype),
+                                     tf.cast(mask, logits.dtype))
+
+
 @tf.RegisterGradient("TflicLayerNorm")
 def _layer_norm_grad(op, dy, unused_dmean, unused_dinv_std):
   x, gamma, _ = op.inputs
@@ -83,3 +100,9 @@ def _layer_norm_grad(op, dy, unused_dmean, unused_dinv_std):
 def _bias_gelu_grad(op, dy):
   x, bias = op.inputs
   return _ops().tflic_bias_gelu_grad(dy, x, bias)
+
+
+@tf.RegisterGradient("TflicWindowSoftmax")
+def _window_softmax_grad(op, dprobs):
+  dlogits, dbias = _ops().tflic_window_softmax_grad(dprobs, op.outputs[0])
+  return dlogits, dbias, None

