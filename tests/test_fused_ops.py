@@ -128,6 +128,20 @@ def test_window_attention_fused_softmax_matches_the_composite(policy, masked):
     np.testing.assert_allclose(mine, theirs, rtol=tolerance, atol=tolerance * scale)
 
 
+def test_split_heads_adds_the_bias_and_moves_the_heads():
+  """split_heads is qkv + bias, reshaped to [M, N, 3, H, D/H] and moved to three
+  [M, H, N, D/H]; its gradient (x's and the bias's) is the derivative (float32)."""
+  x = tf.random.stateless_normal([3, 5, 2 * 3 * 4], [9, 9])
+  bias = tf.random.stateless_normal([24], [10, 10])
+  expected = tf.unstack(tf.transpose(tf.reshape(x + bias, [3, 5, 3, 2, 4]), [2, 0, 3, 1, 4]))
+  for mine, theirs in zip(fused_ops.split_heads(x, bias, 2), expected):
+    np.testing.assert_array_equal(mine, theirs)
+  function = lambda x, bias: tf.stack(fused_ops.split_heads(x, bias, 2))
+  theoretical, numerical = tf.test.compute_gradient(function, [x, bias], delta=1e-2)
+  for t, n in zip(theoretical, numerical):
+    np.testing.assert_allclose(t, n, atol=5e-3)
+
+
 def test_window_softmax_gradient_matches_finite_differences():
   """d/dlogits and d/dbias (summed over the windows) of the fused softmax (float32)."""
   logits = tf.random.stateless_normal([4, 2, 5, 5], [6, 6])
@@ -175,7 +189,7 @@ def test_inference_and_disabled_paths_use_no_fused_op():
   attention = layers.WindowAttention(8, 2, 2)
   graph = tf.function(lambda x: attention(x, training=True)).get_concrete_function(
       tf.TensorSpec([3, 4, 8])).graph
-  assert "TflicWindowSoftmax" in {op.type for op in graph.get_operations()}
+  assert {"TflicWindowSoftmax", "TflicSplitHeads"} <= {op.type for op in graph.get_operations()}
   graph = tf.function(lambda x: attention(x, training=False)).get_concrete_function(
       tf.TensorSpec([3, 4, 8])).graph
   assert not any(op.type.startswith("Tflic") for op in graph.get_operations())
@@ -189,6 +203,8 @@ def test_shape_errors_are_one_line():
     fused_ops.layer_norm(tf.zeros([2, 5]), tf.ones([4]), tf.zeros([5]), 1e-5)
   with pytest.raises(tf.errors.InvalidArgumentError, match="bias must be a vector"):
     fused_ops.bias_gelu(tf.zeros([2, 5]), tf.ones([6]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="x must be"):
+    fused_ops.split_heads(tf.zeros([2, 4, 10]), tf.zeros([10]), 2)
   with pytest.raises(tf.errors.InvalidArgumentError, match="mask must be"):
     fused_ops.window_softmax(tf.zeros([3, 2, 4, 4]), tf.zeros([2, 4, 4]), tf.zeros([2, 4, 4]))
   with pytest.raises(tf.errors.InvalidArgumentError, match="bias must be"):

@@ -1,7 +1,7 @@
 // Fused CPU kernels of the transformer layers' training path (fused_ops.py is the API):
-// LayerNorm over the last axis, bias + exact GELU, and window attention's softmax over
-// logits plus position bias plus mask, forward and backward, on float32 or bfloat16
-// tensors with float32 arithmetic and statistics.
+// LayerNorm over the last axis, bias + exact GELU, window attention's bias + split into
+// heads, and its softmax over logits plus position bias plus mask, forward and backward,
+// on float32 or bfloat16 tensors with float32 arithmetic and statistics.
 //
 // Each replaces a chain of TensorFlow elementwise ops (casts, moments, normalization,
 // bias add, erf, exp) that each read and write the whole tensor: here a row is read
@@ -242,6 +242,51 @@ TFLIC_CLONES void BiasGeluGradRows(const S* dy, const S* x, const float* bias,
       const float d = Load(dyr, c) * (cdf + h * (ExpNonPositive(-0.5f * h * h) * kInvSqrt2Pi));
       Store(dxr, c, d);
       dbias[c] += d;
+    }
+  }
+}
+
+// Rows [begin, end) of x [M N, 3 D] plus bias, scattered to q, k and v [M, H, N, D / H]:
+// TensorFlow's bias add, transpose and unstack each read and write the whole tensor.
+template <typename S>
+TFLIC_CLONES void SplitHeadsRows(const S* x, const float* bias, int64_t n, int64_t heads,
+                                 int64_t head_dim, int64_t begin, int64_t end, S* q, S* k,
+                                 S* v) {
+  const int64_t dim = heads * head_dim;
+  S* outs[3] = {q, k, v};
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t m = r / n, token = r % n;
+    const S* xr = x + r * 3 * dim;
+    for (int64_t part = 0; part < 3; ++part) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t c0 = part * dim + h * head_dim;
+        S* out = outs[part] + ((m * heads + h) * n + token) * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) Store(out, d, Load(xr, c0 + d) + bias[c0 + d]);
+      }
+    }
+  }
+}
+
+// The inverse gather for rows [begin, end) of dx; adds them to `dbias` ([3 D]).
+template <typename S>
+TFLIC_CLONES void SplitHeadsGradRows(const S* dq, const S* dk, const S* dv, int64_t n,
+                                     int64_t heads, int64_t head_dim, int64_t begin,
+                                     int64_t end, S* dx, float* dbias) {
+  const int64_t dim = heads * head_dim;
+  const S* ins[3] = {dq, dk, dv};
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t m = r / n, token = r % n;
+    S* dxr = dx + r * 3 * dim;
+    for (int64_t part = 0; part < 3; ++part) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t c0 = part * dim + h * head_dim;
+        const S* in = ins[part] + ((m * heads + h) * n + token) * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) {
+          const float g = Load(in, d);
+          Store(dxr, c0 + d, g);
+          dbias[c0 + d] += g;
+        }
+      }
     }
   }
 }
@@ -489,6 +534,73 @@ class BiasGeluGradOp : public OpKernel {
   }
 };
 
+template <typename T>
+class SplitHeadsOp : public OpKernel {
+ public:
+  explicit SplitHeadsOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("num_heads", &heads_));
+    OP_REQUIRES(context, heads_ > 0, errors::InvalidArgument("num_heads must be positive"));
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& x = context->input(0);
+    const Tensor& bias = context->input(1);
+    OP_REQUIRES(context, x.dims() == 3 && x.dim_size(2) % (3 * heads_) == 0,
+                errors::InvalidArgument("x must be [windows, N, 3 heads head_dim], got ",
+                                        x.shape().DebugString()));
+    OP_REQUIRES_OK(context, CheckLastAxis(x, bias, "bias"));
+    const int64_t m = x.dim_size(0), n = x.dim_size(1);
+    const int64_t head_dim = x.dim_size(2) / (3 * heads_);
+    const TensorShape shape({m, heads_, n, head_dim});
+    Tensor *q, *k, *v;
+    OP_REQUIRES_OK(context, context->allocate_output(0, shape, &q));
+    OP_REQUIRES_OK(context, context->allocate_output(1, shape, &k));
+    OP_REQUIRES_OK(context, context->allocate_output(2, shape, &v));
+    if (x.NumElements() == 0) return;
+    const auto* xs = Data<T>(x);
+    const float* b = bias.flat<float>().data();
+    auto *qs = Data<T>(q), *ks = Data<T>(k), *vs = Data<T>(v);
+    ForRows(context, m * n, x.dim_size(2), [&](int64_t begin, int64_t end) {
+      SplitHeadsRows(xs, b, n, heads_, head_dim, begin, end, qs, ks, vs);
+    });
+  }
+
+ private:
+  int64_t heads_;
+};
+
+template <typename T>
+class SplitHeadsGradOp : public OpKernel {
+ public:
+  explicit SplitHeadsGradOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& dq = context->input(0);
+    const Tensor& dk = context->input(1);
+    const Tensor& dv = context->input(2);
+    OP_REQUIRES(context, dq.dims() == 4 && dk.shape() == dq.shape() && dv.shape() == dq.shape(),
+                errors::InvalidArgument("dq, dk and dv must be alike [windows, heads, N, "
+                                        "head_dim], got ", dq.shape().DebugString(), ", ",
+                                        dk.shape().DebugString(), ", ",
+                                        dv.shape().DebugString()));
+    const int64_t m = dq.dim_size(0), heads = dq.dim_size(1), n = dq.dim_size(2);
+    const int64_t head_dim = dq.dim_size(3), width = 3 * heads * head_dim;
+    Tensor *dx, *dbias;
+    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({m, n, width}), &dx));
+    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({width}), &dbias));
+    float* db = dbias->flat<float>().data();
+    std::fill(db, db + width, 0.0f);
+    if (dq.NumElements() == 0) return;
+    const auto *qs = Data<T>(dq), *ks = Data<T>(dk), *vs = Data<T>(dv);
+    auto* dxs = Data<T>(dx);
+    const std::vector<float> sums =
+        ReduceRows(context, m * n, width, [&](int64_t begin, int64_t end, float* part) {
+          SplitHeadsGradRows(qs, ks, vs, n, heads, head_dim, begin, end, dxs, part);
+        });
+    std::copy(sums.begin(), sums.end(), db);
+  }
+};
+
 // Shapes: logits [B', H, N, N], bias [H, N, N], mask [W, N, N] with W dividing B'.
 Status CheckWindowSoftmax(const Tensor& logits, const Tensor& bias, const Tensor& mask) {
   if (logits.dims() != 4 || logits.dim_size(2) != logits.dim_size(3)) {
@@ -636,6 +748,45 @@ REGISTER_OP("TflicBiasGeluGrad")
       return Status();
     });
 
+REGISTER_OP("TflicSplitHeads")
+    .Input("x: T")
+    .Input("bias: float")
+    .Output("q: T")
+    .Output("k: T")
+    .Output("v: T")
+    .Attr("T: {float, bfloat16}")
+    .Attr("num_heads: int")
+    .SetShapeFn([](InferenceContext* c) {
+      int64_t heads;
+      TF_RETURN_IF_ERROR(c->GetAttr("num_heads", &heads));
+      ShapeHandle x;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &x));
+      ::tensorflow::shape_inference::DimensionHandle head_dim;
+      TF_RETURN_IF_ERROR(c->Divide(c->Dim(x, 2), 3 * heads, /*evenly_divisible=*/true,
+                                   &head_dim));
+      ShapeHandle out = c->MakeShape({c->Dim(x, 0), c->MakeDim(heads), c->Dim(x, 1), head_dim});
+      for (int i = 0; i < 3; ++i) c->set_output(i, out);
+      return Status();
+    });
+
+REGISTER_OP("TflicSplitHeadsGrad")
+    .Input("dq: T")
+    .Input("dk: T")
+    .Input("dv: T")
+    .Output("dx: T")
+    .Output("dbias: float")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle dq;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &dq));
+      ::tensorflow::shape_inference::DimensionHandle width;
+      TF_RETURN_IF_ERROR(c->Multiply(c->Dim(dq, 1), c->Dim(dq, 3), &width));
+      TF_RETURN_IF_ERROR(c->Multiply(width, 3, &width));
+      c->set_output(0, c->MakeShape({c->Dim(dq, 0), c->Dim(dq, 2), width}));
+      c->set_output(1, c->Vector(width));
+      return Status();
+    });
+
 REGISTER_OP("TflicWindowSoftmax")
     .Input("logits: T")
     .Input("bias: T")
@@ -678,7 +829,12 @@ REGISTER_OP("TflicWindowSoftmaxGrad")
       WindowSoftmaxOp<T>);                                                               \
   REGISTER_KERNEL_BUILDER(                                                               \
       Name("TflicWindowSoftmaxGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),          \
-      WindowSoftmaxGradOp<T>);
+      WindowSoftmaxGradOp<T>);                                                           \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("TflicSplitHeads").Device(DEVICE_CPU).TypeConstraint<T>("T"), SplitHeadsOp<T>); \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("TflicSplitHeadsGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),             \
+      SplitHeadsGradOp<T>);
 
 TFLIC_REGISTER(float)
 TFLIC_REGISTER(Eigen::bfloat16)

@@ -1,7 +1,7 @@
 """Fused CPU kernels for the layers' training path: LayerNorm, bias + exact GELU, and
-window attention's softmax.
+window attention's heads and softmax.
 
-`layer_norm`, `bias_gelu` and `window_softmax` compute in float32 on float32 or bfloat16
+`layer_norm`, `bias_gelu`, `split_heads` and `window_softmax` compute in float32 on float32 or bfloat16
 tensors (outputs in the input's dtype) with registered gradients, in one pass over each
 row instead of TensorFlow's chain of elementwise ops (`_fused_ops.cc`; `setup.py build_ext` builds
 `_fused_ops.so`). They have CPU kernels only: the layers use them where `enabled()`
@@ -73,6 +73,11 @@ def bias_gelu(x, bias):
   return _ops().tflic_bias_gelu(x, bias)
 
 
+def split_heads(x, bias, num_heads):
+  """q, k, v [M, H, N, D / H] of the qkv product `x` [M, N, 3 D] plus float32 `bias`."""
+  return _ops().tflic_split_heads(x, bias, num_heads=num_heads)
+
+
 def window_softmax(logits, bias, mask=None):
   """softmax(logits + bias + mask) over the last axis, for window attention.
 
@@ -100,6 +105,11 @@ def _layer_norm_grad(op, dy, unused_dmean, unused_dinv_std):
 def _bias_gelu_grad(op, dy):
   x, bias = op.inputs
   return _ops().tflic_bias_gelu_grad(dy, x, bias)
+
+
+@tf.RegisterGradient("TflicSplitHeads")
+def _split_heads_grad(op, dq, dk, dv):
+  return _ops().tflic_split_heads_grad(dq, dk, dv)
 
 
 @tf.RegisterGradient("TflicWindowSoftmax")
