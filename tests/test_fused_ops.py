@@ -78,46 +78,27 @@ def test_fused_gradients_match_finite_differences():
       np.testing.assert_allclose(t, n, atol=5e-3)
 
 
-def _attention_pass(attention, windows, mask, fused, weights):
-  """WindowAttention's training output and the gradients of a weighted sum of it."""
+def _attention_pass(layer, inputs, fused, weights):
+  """A layer's training output on `inputs` (the first watched) and the gradients of a
+  weighted sum of it."""
   with tf.GradientTape() as tape:
-    tape.watch(windows)
+    tape.watch(inputs[0])
     if fused:
-      out = attention(windows, mask=mask, training=True)
+      out = layer(*inputs, training=True)
     else:
       with fused_ops.disabled():
-        out = attention(windows, mask=mask, training=True)
+        out = layer(*inputs, training=True)
     loss = tf.reduce_sum(tf.cast(out, tf.float32) * weights)
-  gradients = tape.gradient(loss, [windows] + attention.trainable_variables)
-  return [out, loss] + [tf.convert_to_tensor(g) for g in gradients]  # the table's: sparse
+  gradients = tape.gradient(loss, [inputs[0]] + layer.trainable_variables)
+  return [out, loss] + [tf.convert_to_tensor(g) for g in gradients]  # a table's: sparse
 
 
-@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
-@pytest.mark.parametrize("masked", [False, True])
-def test_window_attention_fused_softmax_matches_the_composite(policy, masked):
-  """WindowAttention's training output and gradients (the relative position bias table's
-  included) with the fused softmax equal the composite path's, with and without a mask
-  that repeats over the images' windows."""
-  previous = tf.keras.mixed_precision.global_policy()
-  tf.keras.mixed_precision.set_global_policy(policy)
-  try:
-    attention = layers.WindowAttention(24, 3, 4)
-  finally:
-    tf.keras.mixed_precision.set_global_policy(previous)
-  dtype = tf.float32 if policy == "float32" else tf.bfloat16
-  images, windows_per_image, n = 2, 3, 16
-  windows = tf.cast(tf.random.stateless_normal([images * windows_per_image, n, 24], [1, 3]),
-                    dtype)
-  attention.build(windows.shape)
-  attention.relative_position_bias_table.assign(
-      tf.random.stateless_normal(attention.relative_position_bias_table.shape, [2, 3]))
-  mask = None
-  if masked:  # each window masks other pairs; every query keeps itself
-    blocked = tf.random.stateless_uniform([windows_per_image, n, n], [4, 3]) < 0.4
-    mask = tf.where(blocked & ~tf.eye(n, dtype=tf.bool), -1e4, 0.0)
-  weights = tf.random.stateless_normal([images * windows_per_image, n, 24], [5, 3])
-  fused = _attention_pass(attention, windows, mask, True, weights)
-  composite = _attention_pass(attention, windows, mask, False, weights)
+def _assert_passes_agree(layer, inputs, dtype):
+  """The fused and the composite training pass give the same outputs and gradients, up
+  to rounding (float32) or to bfloat16's 8-bit mantissa."""
+  weights = tf.random.stateless_normal(inputs[0].shape, [5, 3])
+  fused = _attention_pass(layer, inputs, True, weights)
+  composite = _attention_pass(layer, inputs, False, weights)
   assert fused[0].dtype == dtype
   tolerance = 1e-5 if dtype == tf.float32 else 3e-2
   terms = float(np.sum(np.abs(np.asarray(tf.cast(composite[0], tf.float32)) * weights)))
@@ -126,6 +107,54 @@ def test_window_attention_fused_softmax_matches_the_composite(policy, masked):
         tf.cast(theirs, tf.float32))
     scale = terms if i == 1 else max(1.0, float(np.max(np.abs(theirs))))
     np.testing.assert_allclose(mine, theirs, rtol=tolerance, atol=tolerance * scale)
+
+
+def _in_policy(policy, make):
+  previous = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy(policy)
+  try:
+    return make()
+  finally:
+    tf.keras.mixed_precision.set_global_policy(previous)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_window_attention_fused_softmax_matches_the_composite(policy, masked):
+  """WindowAttention's training output and gradients (the relative position bias table's
+  included) with the fused heads and softmax equal the composite path's, with and
+  without a mask that repeats over the images' windows."""
+  attention = _in_policy(policy, lambda: layers.WindowAttention(24, 3, 4))
+  dtype = tf.float32 if policy == "float32" else tf.bfloat16
+  images, windows_per_image, n = 2, 3, 16
+  windows = tf.cast(tf.random.stateless_normal([images * windows_per_image, n, 24], [1, 3]),
+                    dtype)
+  attention(windows)
+  attention.relative_position_bias_table.assign(
+      tf.random.stateless_normal(attention.relative_position_bias_table.shape, [2, 3]))
+  attention.qkv.bias.assign(tf.random.stateless_normal([72], [3, 3]))
+  mask = None
+  if masked:  # each window masks other pairs; every query keeps itself
+    blocked = tf.random.stateless_uniform([windows_per_image, n, n], [4, 3]) < 0.4
+    mask = tf.where(blocked & ~tf.eye(n, dtype=tf.bool), -1e4, 0.0)
+  _assert_passes_agree(attention, [windows, mask], dtype)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_cross_attention_fused_heads_match_the_composite(policy):
+  """CrossAttentionBlock's training output and gradients with fused heads and batched
+  products equal the composite path's (einsums), under a mask that broadcasts over the
+  leading axes as the context model's does."""
+  block = _in_policy(policy, lambda: layers.CrossAttentionBlock(16, 2))
+  dtype = tf.float32 if policy == "float32" else tf.bfloat16
+  queries = tf.cast(tf.random.stateless_normal([2, 5, 3, 16], [1, 4]), dtype)
+  context = tf.cast(tf.random.stateless_normal([2, 5, 7, 16], [2, 4]), dtype)
+  mask = tf.random.stateless_uniform([5, 3, 7], [3, 4]) < 0.6
+  mask = tf.concat([mask[..., :-1], tf.ones_like(mask[..., :1])], -1)  # one always visible
+  block(queries, context, mask)
+  for dense in (block.query, block.key_value, block.proj):
+    dense.bias.assign(tf.random.stateless_normal(dense.bias.shape, [4, dense.units]))
+  _assert_passes_agree(block, [queries, context, mask], dtype)
 
 
 def test_split_heads_adds_the_bias_and_moves_the_heads():
@@ -193,6 +222,14 @@ def test_inference_and_disabled_paths_use_no_fused_op():
   graph = tf.function(lambda x: attention(x, training=False)).get_concrete_function(
       tf.TensorSpec([3, 4, 8])).graph
   assert not any(op.type.startswith("Tflic") for op in graph.get_operations())
+  block = layers.CrossAttentionBlock(8, 2)
+  mask = tf.ones([4, 3, 5], tf.bool)
+  for training in (True, False):
+    graph = tf.function(lambda q, c: block(q, c, mask, training=training)).get_concrete_function(  # pylint: disable=cell-var-from-loop
+        tf.TensorSpec([2, 4, 3, 8]), tf.TensorSpec([2, 4, 5, 8])).graph
+    types = {op.type for op in graph.get_operations()}
+    assert ("TflicSplitHeads" in types) == training
+    assert ("Einsum" in types) != training
   assert not any(t.startswith("Tflic") for t in op_types(False))
   assert not any(t.startswith("Tflic") for t in op_types(True, disable=True))
   assert not fused_ops.enabled(tf.float16)

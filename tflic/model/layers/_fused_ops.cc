@@ -246,18 +246,18 @@ TFLIC_CLONES void BiasGeluGradRows(const S* dy, const S* x, const float* bias,
   }
 }
 
-// Rows [begin, end) of x [M N, 3 D] plus bias, scattered to q, k and v [M, H, N, D / H]:
-// TensorFlow's bias add, transpose and unstack each read and write the whole tensor.
+// Rows [begin, end) of x [M N, P D] plus bias, scattered to P outputs [M, H, N, D / H]
+// (P = 3: q, k and v): TensorFlow's bias add, transpose and unstack (or split) each read
+// and write the whole tensor.
 template <typename S>
 TFLIC_CLONES void SplitHeadsRows(const S* x, const float* bias, int64_t n, int64_t heads,
-                                 int64_t head_dim, int64_t begin, int64_t end, S* q, S* k,
-                                 S* v) {
+                                 int64_t head_dim, int64_t begin, int64_t end,
+                                 S* const* outs, int64_t parts) {
   const int64_t dim = heads * head_dim;
-  S* outs[3] = {q, k, v};
   for (int64_t r = begin; r < end; ++r) {
     const int64_t m = r / n, token = r % n;
-    const S* xr = x + r * 3 * dim;
-    for (int64_t part = 0; part < 3; ++part) {
+    const S* xr = x + r * parts * dim;
+    for (int64_t part = 0; part < parts; ++part) {
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t c0 = part * dim + h * head_dim;
         S* out = outs[part] + ((m * heads + h) * n + token) * head_dim;
@@ -267,17 +267,16 @@ TFLIC_CLONES void SplitHeadsRows(const S* x, const float* bias, int64_t n, int64
   }
 }
 
-// The inverse gather for rows [begin, end) of dx; adds them to `dbias` ([3 D]).
+// The inverse gather for rows [begin, end) of dx; adds them to `dbias` ([P D]).
 template <typename S>
-TFLIC_CLONES void SplitHeadsGradRows(const S* dq, const S* dk, const S* dv, int64_t n,
+TFLIC_CLONES void SplitHeadsGradRows(const S* const* ins, int64_t parts, int64_t n,
                                      int64_t heads, int64_t head_dim, int64_t begin,
                                      int64_t end, S* dx, float* dbias) {
   const int64_t dim = heads * head_dim;
-  const S* ins[3] = {dq, dk, dv};
   for (int64_t r = begin; r < end; ++r) {
     const int64_t m = r / n, token = r % n;
-    S* dxr = dx + r * 3 * dim;
-    for (int64_t part = 0; part < 3; ++part) {
+    S* dxr = dx + r * parts * dim;
+    for (int64_t part = 0; part < parts; ++part) {
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t c0 = part * dim + h * head_dim;
         const S* in = ins[part] + ((m * heads + h) * n + token) * head_dim;
@@ -539,34 +538,38 @@ class SplitHeadsOp : public OpKernel {
  public:
   explicit SplitHeadsOp(OpKernelConstruction* context) : OpKernel(context) {
     OP_REQUIRES_OK(context, context->GetAttr("num_heads", &heads_));
+    OP_REQUIRES_OK(context, context->GetAttr("parts", &parts_));
     OP_REQUIRES(context, heads_ > 0, errors::InvalidArgument("num_heads must be positive"));
   }
 
   void Compute(OpKernelContext* context) override {
     const Tensor& x = context->input(0);
     const Tensor& bias = context->input(1);
-    OP_REQUIRES(context, x.dims() == 3 && x.dim_size(2) % (3 * heads_) == 0,
-                errors::InvalidArgument("x must be [windows, N, 3 heads head_dim], got ",
-                                        x.shape().DebugString()));
+    OP_REQUIRES(context, x.dims() == 3 && x.dim_size(2) % (parts_ * heads_) == 0,
+                errors::InvalidArgument("x must be [windows, N, ", parts_,
+                                        " heads head_dim], got ", x.shape().DebugString()));
     OP_REQUIRES_OK(context, CheckLastAxis(x, bias, "bias"));
     const int64_t m = x.dim_size(0), n = x.dim_size(1);
-    const int64_t head_dim = x.dim_size(2) / (3 * heads_);
-    const TensorShape shape({m, heads_, n, head_dim});
-    Tensor *q, *k, *v;
-    OP_REQUIRES_OK(context, context->allocate_output(0, shape, &q));
-    OP_REQUIRES_OK(context, context->allocate_output(1, shape, &k));
-    OP_REQUIRES_OK(context, context->allocate_output(2, shape, &v));
+    const int64_t head_dim = x.dim_size(2) / (parts_ * heads_);
+    ::tensorflow::OpOutputList heads;
+    OP_REQUIRES_OK(context, context->output_list("heads", &heads));
+    std::vector<typename StorageOf<T>::type*> outs(parts_);
+    for (int64_t part = 0; part < parts_; ++part) {
+      Tensor* out;
+      OP_REQUIRES_OK(context, heads.allocate(part, TensorShape({m, heads_, n, head_dim}), &out));
+      outs[part] = Data<T>(out);
+    }
     if (x.NumElements() == 0) return;
     const auto* xs = Data<T>(x);
     const float* b = bias.flat<float>().data();
-    auto *qs = Data<T>(q), *ks = Data<T>(k), *vs = Data<T>(v);
     ForRows(context, m * n, x.dim_size(2), [&](int64_t begin, int64_t end) {
-      SplitHeadsRows(xs, b, n, heads_, head_dim, begin, end, qs, ks, vs);
+      SplitHeadsRows(xs, b, n, heads_, head_dim, begin, end, outs.data(), parts_);
     });
   }
 
  private:
   int64_t heads_;
+  int64_t parts_;
 };
 
 template <typename T>
@@ -575,27 +578,33 @@ class SplitHeadsGradOp : public OpKernel {
   explicit SplitHeadsGradOp(OpKernelConstruction* context) : OpKernel(context) {}
 
   void Compute(OpKernelContext* context) override {
-    const Tensor& dq = context->input(0);
-    const Tensor& dk = context->input(1);
-    const Tensor& dv = context->input(2);
-    OP_REQUIRES(context, dq.dims() == 4 && dk.shape() == dq.shape() && dv.shape() == dq.shape(),
-                errors::InvalidArgument("dq, dk and dv must be alike [windows, heads, N, "
-                                        "head_dim], got ", dq.shape().DebugString(), ", ",
-                                        dk.shape().DebugString(), ", ",
-                                        dv.shape().DebugString()));
-    const int64_t m = dq.dim_size(0), heads = dq.dim_size(1), n = dq.dim_size(2);
-    const int64_t head_dim = dq.dim_size(3), width = 3 * heads * head_dim;
+    ::tensorflow::OpInputList dheads;
+    OP_REQUIRES_OK(context, context->input_list("dheads", &dheads));
+    const Tensor& first = dheads[0];
+    OP_REQUIRES(context, first.dims() == 4,
+                errors::InvalidArgument("dheads must be [windows, heads, N, head_dim], got ",
+                                        first.shape().DebugString()));
+    const int64_t parts = dheads.size();
+    std::vector<const typename StorageOf<T>::type*> ins(parts);
+    for (int64_t part = 0; part < parts; ++part) {
+      OP_REQUIRES(context, dheads[part].shape() == first.shape(),
+                  errors::InvalidArgument("dheads differ in shape: ",
+                                          first.shape().DebugString(), " and ",
+                                          dheads[part].shape().DebugString()));
+      ins[part] = Data<T>(dheads[part]);
+    }
+    const int64_t m = first.dim_size(0), heads = first.dim_size(1), n = first.dim_size(2);
+    const int64_t head_dim = first.dim_size(3), width = parts * heads * head_dim;
     Tensor *dx, *dbias;
     OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({m, n, width}), &dx));
     OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({width}), &dbias));
     float* db = dbias->flat<float>().data();
     std::fill(db, db + width, 0.0f);
-    if (dq.NumElements() == 0) return;
-    const auto *qs = Data<T>(dq), *ks = Data<T>(dk), *vs = Data<T>(dv);
+    if (first.NumElements() == 0) return;
     auto* dxs = Data<T>(dx);
     const std::vector<float> sums =
         ReduceRows(context, m * n, width, [&](int64_t begin, int64_t end, float* part) {
-          SplitHeadsGradRows(qs, ks, vs, n, heads, head_dim, begin, end, dxs, part);
+          SplitHeadsGradRows(ins.data(), parts, n, heads, head_dim, begin, end, dxs, part);
         });
     std::copy(sums.begin(), sums.end(), db);
   }
@@ -751,37 +760,38 @@ REGISTER_OP("TflicBiasGeluGrad")
 REGISTER_OP("TflicSplitHeads")
     .Input("x: T")
     .Input("bias: float")
-    .Output("q: T")
-    .Output("k: T")
-    .Output("v: T")
+    .Output("heads: parts * T")
     .Attr("T: {float, bfloat16}")
-    .Attr("num_heads: int")
+    .Attr("num_heads: int >= 1")
+    .Attr("parts: int >= 1")
     .SetShapeFn([](InferenceContext* c) {
-      int64_t heads;
+      int64_t heads, parts;
       TF_RETURN_IF_ERROR(c->GetAttr("num_heads", &heads));
+      TF_RETURN_IF_ERROR(c->GetAttr("parts", &parts));
       ShapeHandle x;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &x));
       ::tensorflow::shape_inference::DimensionHandle head_dim;
-      TF_RETURN_IF_ERROR(c->Divide(c->Dim(x, 2), 3 * heads, /*evenly_divisible=*/true,
+      TF_RETURN_IF_ERROR(c->Divide(c->Dim(x, 2), parts * heads, /*evenly_divisible=*/true,
                                    &head_dim));
       ShapeHandle out = c->MakeShape({c->Dim(x, 0), c->MakeDim(heads), c->Dim(x, 1), head_dim});
-      for (int i = 0; i < 3; ++i) c->set_output(i, out);
+      for (int64_t i = 0; i < parts; ++i) c->set_output(i, out);
       return Status();
     });
 
 REGISTER_OP("TflicSplitHeadsGrad")
-    .Input("dq: T")
-    .Input("dk: T")
-    .Input("dv: T")
+    .Input("dheads: parts * T")
     .Output("dx: T")
     .Output("dbias: float")
     .Attr("T: {float, bfloat16}")
+    .Attr("parts: int >= 1")
     .SetShapeFn([](InferenceContext* c) {
+      int64_t parts;
+      TF_RETURN_IF_ERROR(c->GetAttr("parts", &parts));
       ShapeHandle dq;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &dq));
       ::tensorflow::shape_inference::DimensionHandle width;
       TF_RETURN_IF_ERROR(c->Multiply(c->Dim(dq, 1), c->Dim(dq, 3), &width));
-      TF_RETURN_IF_ERROR(c->Multiply(width, 3, &width));
+      TF_RETURN_IF_ERROR(c->Multiply(width, parts, &width));
       c->set_output(0, c->MakeShape({c->Dim(dq, 0), c->Dim(dq, 2), width}));
       c->set_output(1, c->Vector(width));
       return Status();

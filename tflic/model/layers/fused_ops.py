@@ -73,9 +73,31 @@ def bias_gelu(x, bias):
   return _ops().tflic_bias_gelu(x, bias)
 
 
-def split_heads(x, bias, num_heads):
-  """q, k, v [M, H, N, D / H] of the qkv product `x` [M, N, 3 D] plus float32 `bias`."""
-  return _ops().tflic_split_heads(x, bias, num_heads=num_heads)
+def dense_parts(dense, inputs, column_scales=None):
+  """A Keras Dense layer's product `inputs @ kernel` (over the last axis, in the inputs'
+  dtype) and its bias in float32 (zeros if it has none), for a kernel that adds the bias
+  itself; `column_scales` [units] multiplies the kernel's and the bias's columns."""
+  if not dense.built:
+    dense.build(inputs.shape)
+  kernel = dense.kernel
+  bias = tf.cast(dense.bias, tf.float32) if dense.use_bias else tf.zeros([dense.units])
+  if column_scales is not None:
+    kernel = tf.cast(kernel, tf.float32) * column_scales
+    bias = bias * column_scales
+  kernel = tf.cast(kernel, inputs.dtype)
+  rank = inputs.shape.rank
+  if rank == 2 or rank is None:
+    return tf.matmul(inputs, kernel), bias
+  product = tf.tensordot(inputs, kernel, [[rank - 1], [0]])
+  if not tf.executing_eagerly():
+    product.set_shape(inputs.shape[:-1] + [dense.units])
+  return product, bias
+
+
+def split_heads(x, bias, num_heads, parts=3):
+  """`x` [M, N, parts D] plus float32 `bias`, as `parts` tensors [M, H, N, D / H] (q, k
+  and v of a qkv product)."""
+  return _ops().tflic_split_heads(x, bias, num_heads=num_heads, parts=parts)
 
 
 def window_softmax(logits, bias, mask=None):
@@ -108,8 +130,8 @@ def _bias_gelu_grad(op, dy):
 
 
 @tf.RegisterGradient("TflicSplitHeads")
-def _split_heads_grad(op, dq, dk, dv):
-  return _ops().tflic_split_heads_grad(dq, dk, dv)
+def _split_heads_grad(op, *dheads):
+  return _ops().tflic_split_heads_grad(dheads)
 
 
 @tf.RegisterGradient("TflicWindowSoftmax")

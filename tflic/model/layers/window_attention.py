@@ -85,18 +85,11 @@ class WindowAttention(tf.keras.layers.Layer):
     training, a bfloat16 product over all queries and its gradient cost more than this).
     On CPUs one fused kernel adds the bias and splits the heads (TensorFlow's bias add,
     transpose and unstack, and their gradients, took ~10% of a medium step)."""
-    if not self.qkv.built:
-      self.qkv.build(windows.shape)
     scales = tf.concat([tf.fill([self.dim], scale), tf.ones([2 * self.dim])], 0)
-    kernel = tf.cast(tf.cast(self.qkv.kernel, tf.float32) * scales, windows.dtype)
-    out = tf.tensordot(windows, kernel, [[windows.shape.rank - 1], [0]])
-    bias = (tf.cast(self.qkv.bias, tf.float32) * scales if self.qkv_bias else
-            tf.zeros([3 * self.dim]))
-    if fused_ops.enabled(out.dtype):
-      return fused_ops.split_heads(out, bias, self.num_heads)
-    if self.qkv_bias:
-      out = tf.nn.bias_add(out, tf.cast(bias, out.dtype))
-    return self._split_heads(out)
+    product, bias = fused_ops.dense_parts(self.qkv, windows, scales)
+    if fused_ops.enabled(product.dtype):
+      return fused_ops.split_heads(product, bias, self.num_heads)
+    return self._split_heads(tf.nn.bias_add(product, tf.cast(bias, product.dtype)))
 
   def get_config(self):
     config = super().get_config()
