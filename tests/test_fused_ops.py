@@ -1,5 +1,6 @@
-"""The fused CPU kernels of LayerNorm and bias + GELU (tflic/model/layers/fused_ops.py) against
-TensorFlow's composite path, which computes the same functions."""
+"""The fused CPU kernels of LayerNorm, bias + GELU and window attention's softmax
+(tflic/model/layers/fused_ops.py) against TensorFlow's composite path, which computes the
+same functions."""
 
 import numpy as np
 import pytest
@@ -77,6 +78,115 @@ def test_fused_gradients_match_finite_differences():
       np.testing.assert_allclose(t, n, atol=5e-3)
 
 
+def _attention_pass(layer, inputs, fused, weights):
+  """A layer's training output on `inputs` (the first watched) and the gradients of a
+  weighted sum of it."""
+  with tf.GradientTape() as tape:
+    tape.watch(inputs[0])
+    if fused:
+      out = layer(*inputs, training=True)
+    else:
+      with fused_ops.disabled():
+        out = layer(*inputs, training=True)
+    loss = tf.reduce_sum(tf.cast(out, tf.float32) * weights)
+  gradients = tape.gradient(loss, [inputs[0]] + layer.trainable_variables)
+  return [out, loss] + [tf.convert_to_tensor(g) for g in gradients]  # a table's: sparse
+
+
+def _assert_passes_agree(layer, inputs, dtype):
+  """The fused and the composite training pass give the same outputs and gradients, up
+  to rounding (float32) or to bfloat16's 8-bit mantissa."""
+  weights = tf.random.stateless_normal(inputs[0].shape, [5, 3])
+  fused = _attention_pass(layer, inputs, True, weights)
+  composite = _attention_pass(layer, inputs, False, weights)
+  assert fused[0].dtype == dtype
+  tolerance = 1e-5 if dtype == tf.float32 else 3e-2
+  terms = float(np.sum(np.abs(np.asarray(tf.cast(composite[0], tf.float32)) * weights)))
+  for i, (mine, theirs) in enumerate(zip(fused, composite)):
+    mine, theirs = np.asarray(tf.cast(mine, tf.float32)), np.asarray(
+        tf.cast(theirs, tf.float32))
+    scale = terms if i == 1 else max(1.0, float(np.max(np.abs(theirs))))
+    np.testing.assert_allclose(mine, theirs, rtol=tolerance, atol=tolerance * scale)
+
+
+def _in_policy(policy, make):
+  previous = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy(policy)
+  try:
+    return make()
+  finally:
+    tf.keras.mixed_precision.set_global_policy(previous)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_window_attention_fused_softmax_matches_the_composite(policy, masked):
+  """WindowAttention's training output and gradients (the relative position bias table's
+  included) with the fused heads and softmax equal the composite path's, with and
+  without a mask that repeats over the images' windows."""
+  attention = _in_policy(policy, lambda: layers.WindowAttention(24, 3, 4))
+  dtype = tf.float32 if policy == "float32" else tf.bfloat16
+  images, windows_per_image, n = 2, 3, 16
+  windows = tf.cast(tf.random.stateless_normal([images * windows_per_image, n, 24], [1, 3]),
+                    dtype)
+  attention(windows)
+  attention.relative_position_bias_table.assign(
+      tf.random.stateless_normal(attention.relative_position_bias_table.shape, [2, 3]))
+  attention.qkv.bias.assign(tf.random.stateless_normal([72], [3, 3]))
+  mask = None
+  if masked:  # each window masks other pairs; every query keeps itself
+    blocked = tf.random.stateless_uniform([windows_per_image, n, n], [4, 3]) < 0.4
+    mask = tf.where(blocked & ~tf.eye(n, dtype=tf.bool), -1e4, 0.0)
+  _assert_passes_agree(attention, [windows, mask], dtype)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_cross_attention_fused_heads_match_the_composite(policy):
+  """CrossAttentionBlock's training output and gradients with fused heads and batched
+  products equal the composite path's (einsums), under a mask that broadcasts over the
+  leading axes as the context model's does."""
+  block = _in_policy(policy, lambda: layers.CrossAttentionBlock(16, 2))
+  dtype = tf.float32 if policy == "float32" else tf.bfloat16
+  queries = tf.cast(tf.random.stateless_normal([2, 5, 3, 16], [1, 4]), dtype)
+  context = tf.cast(tf.random.stateless_normal([2, 5, 7, 16], [2, 4]), dtype)
+  mask = tf.random.stateless_uniform([5, 3, 7], [3, 4]) < 0.6
+  mask = tf.concat([mask[..., :-1], tf.ones_like(mask[..., :1])], -1)  # one always visible
+  block(queries, context, mask)
+  for dense in (block.query, block.key_value, block.proj):
+    dense.bias.assign(tf.random.stateless_normal(dense.bias.shape, [4, dense.units]))
+  _assert_passes_agree(block, [queries, context, mask], dtype)
+
+
+def test_split_heads_adds_the_bias_and_moves_the_heads():
+  """split_heads is qkv + bias, reshaped to [M, N, 3, H, D/H] and moved to three
+  [M, H, N, D/H]; its gradient (x's and the bias's) is the derivative (float32)."""
+  x = tf.random.stateless_normal([3, 5, 2 * 3 * 4], [9, 9])
+  bias = tf.random.stateless_normal([24], [10, 10])
+  expected = tf.unstack(tf.transpose(tf.reshape(x + bias, [3, 5, 3, 2, 4]), [2, 0, 3, 1, 4]))
+  for mine, theirs in zip(fused_ops.split_heads(x, bias, 2), expected):
+    np.testing.assert_array_equal(mine, theirs)
+  function = lambda x, bias: tf.stack(fused_ops.split_heads(x, bias, 2))
+  theoretical, numerical = tf.test.compute_gradient(function, [x, bias], delta=1e-2)
+  for t, n in zip(theoretical, numerical):
+    np.testing.assert_allclose(t, n, atol=5e-3)
+
+
+def test_window_softmax_gradient_matches_finite_differences():
+  """d/dlogits and d/dbias (summed over the windows) of the fused softmax (float32)."""
+  logits = tf.random.stateless_normal([4, 2, 5, 5], [6, 6])
+  bias = tf.random.stateless_normal([2, 5, 5], [7, 7])
+  mask = tf.where(tf.random.stateless_uniform([2, 5, 5], [8, 8]) < 0.3, -3.0, 0.0)
+  function = lambda logits, bias: fused_ops.window_softmax(logits, bias, mask)
+  theoretical, numerical = tf.test.compute_gradient(function, [logits, bias], delta=1e-2)
+  for t, n in zip(theoretical, numerical):
+    np.testing.assert_allclose(t, n, atol=5e-3)
+  # Rows sum to one; the mask repeats per image: window 2 is masked as window 0.
+  probs = function(logits, bias)
+  np.testing.assert_allclose(tf.reduce_sum(probs, -1), 1.0, rtol=1e-6)
+  expected = tf.nn.softmax(logits + bias + tf.tile(mask, [2, 1, 1])[:, None], -1)
+  np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-7)
+
+
 def test_bfloat16_outputs_round_to_nearest_even_as_tensorflow_casts():
   """A bfloat16 output is the float32 result rounded as tf.cast rounds it."""
   x = tf.random.stateless_normal([64, 48], [5, 5])
@@ -105,6 +215,21 @@ def test_inference_and_disabled_paths_use_no_fused_op():
     return {op.type for op in graph.get_operations()}
 
   assert {"TflicLayerNorm", "TflicBiasGelu"} <= op_types(True)
+  attention = layers.WindowAttention(8, 2, 2)
+  graph = tf.function(lambda x: attention(x, training=True)).get_concrete_function(
+      tf.TensorSpec([3, 4, 8])).graph
+  assert {"TflicWindowSoftmax", "TflicSplitHeads"} <= {op.type for op in graph.get_operations()}
+  graph = tf.function(lambda x: attention(x, training=False)).get_concrete_function(
+      tf.TensorSpec([3, 4, 8])).graph
+  assert not any(op.type.startswith("Tflic") for op in graph.get_operations())
+  block = layers.CrossAttentionBlock(8, 2)
+  mask = tf.ones([4, 3, 5], tf.bool)
+  for training in (True, False):
+    graph = tf.function(lambda q, c: block(q, c, mask, training=training)).get_concrete_function(  # pylint: disable=cell-var-from-loop
+        tf.TensorSpec([2, 4, 3, 8]), tf.TensorSpec([2, 4, 5, 8])).graph
+    types = {op.type for op in graph.get_operations()}
+    assert ("TflicSplitHeads" in types) == training
+    assert ("Einsum" in types) != training
   assert not any(t.startswith("Tflic") for t in op_types(False))
   assert not any(t.startswith("Tflic") for t in op_types(True, disable=True))
   assert not fused_ops.enabled(tf.float16)
@@ -115,3 +240,9 @@ def test_shape_errors_are_one_line():
     fused_ops.layer_norm(tf.zeros([2, 5]), tf.ones([4]), tf.zeros([5]), 1e-5)
   with pytest.raises(tf.errors.InvalidArgumentError, match="bias must be a vector"):
     fused_ops.bias_gelu(tf.zeros([2, 5]), tf.ones([6]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="x must be"):
+    fused_ops.split_heads(tf.zeros([2, 4, 10]), tf.zeros([10]), 2)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="mask must be"):
+    fused_ops.window_softmax(tf.zeros([3, 2, 4, 4]), tf.zeros([2, 4, 4]), tf.zeros([2, 4, 4]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="bias must be"):
+    fused_ops.window_softmax(tf.zeros([3, 2, 4, 4]), tf.zeros([3, 4, 4]))

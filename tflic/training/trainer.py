@@ -23,6 +23,7 @@ from tflic.model import distortion
 from tflic.model.layers import fused_ops
 from tflic.model.layers import SwinBlock
 from tflic.model import precision
+from tflic.training import adam
 from tflic.training import data
 from tflic.training import widening
 
@@ -150,7 +151,7 @@ class Trainer:
     self.compute_dtype = precision.resolve(cfg.train.precision)
     with strategy.scope():
       self.model = checkpoint_lib.build_model(cfg, self.compute_dtype)
-      self.optimizer = tf.keras.optimizers.Adam(
+      self.optimizer = adam.FusedAdam(
           learning_rate_schedule(cfg.train), global_clipnorm=cfg.train.clip_norm)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
       # The weights' moving average: a second model, so that a checkpoint's average

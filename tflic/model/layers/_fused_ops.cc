@@ -1,6 +1,7 @@
 // Fused CPU kernels of the transformer layers' training path (fused_ops.py is the API):
-// LayerNorm over the last axis and bias + exact GELU, forward and backward, on float32 or
-// bfloat16 tensors with float32 arithmetic and statistics.
+// LayerNorm over the last axis, bias + exact GELU, window attention's bias + split into
+// heads, and its softmax over logits plus position bias plus mask, forward and backward,
+// on float32 or bfloat16 tensors with float32 arithmetic and statistics.
 //
 // Each replaces a chain of TensorFlow elementwise ops (casts, moments, normalization,
 // bias add, erf, exp) that each read and write the whole tensor: here a row is read
@@ -106,6 +107,19 @@ inline float SumProduct(const float* a, const float* b, int64_t n) {
   for (; i < n; ++i) total += a[i] * b[i];
   for (int k = 0; k < kLanes; ++k) total += acc[k];
   return total;
+}
+
+inline float Max(const float* v, int64_t n) {
+  float acc[kLanes];
+  for (int k = 0; k < kLanes; ++k) acc[k] = -INFINITY;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int k = 0; k < kLanes; ++k) acc[k] = v[i + k] > acc[k] ? v[i + k] : acc[k];
+  }
+  float top = -INFINITY;
+  for (; i < n; ++i) top = v[i] > top ? v[i] : top;
+  for (int k = 0; k < kLanes; ++k) top = acc[k] > top ? acc[k] : top;
+  return top;
 }
 
 // exp(x) for x <= 0 (the Gaussian's), 0 below -87 (where 2^m would be subnormal).
@@ -228,6 +242,103 @@ TFLIC_CLONES void BiasGeluGradRows(const S* dy, const S* x, const float* bias,
       const float d = Load(dyr, c) * (cdf + h * (ExpNonPositive(-0.5f * h * h) * kInvSqrt2Pi));
       Store(dxr, c, d);
       dbias[c] += d;
+    }
+  }
+}
+
+// Rows [begin, end) of x [M N, P D] plus bias, scattered to P outputs [M, H, N, D / H]
+// (P = 3: q, k and v): TensorFlow's bias add, transpose and unstack (or split) each read
+// and write the whole tensor.
+template <typename S>
+TFLIC_CLONES void SplitHeadsRows(const S* x, const float* bias, int64_t n, int64_t heads,
+                                 int64_t head_dim, int64_t begin, int64_t end,
+                                 S* const* outs, int64_t parts) {
+  const int64_t dim = heads * head_dim;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t m = r / n, token = r % n;
+    const S* xr = x + r * parts * dim;
+    for (int64_t part = 0; part < parts; ++part) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t c0 = part * dim + h * head_dim;
+        S* out = outs[part] + ((m * heads + h) * n + token) * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) Store(out, d, Load(xr, c0 + d) + bias[c0 + d]);
+      }
+    }
+  }
+}
+
+// The inverse gather for rows [begin, end) of dx; adds them to `dbias` ([P D]).
+template <typename S>
+TFLIC_CLONES void SplitHeadsGradRows(const S* const* ins, int64_t parts, int64_t n,
+                                     int64_t heads, int64_t head_dim, int64_t begin,
+                                     int64_t end, S* dx, float* dbias) {
+  const int64_t dim = heads * head_dim;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t m = r / n, token = r % n;
+    S* dxr = dx + r * parts * dim;
+    for (int64_t part = 0; part < parts; ++part) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t c0 = part * dim + h * head_dim;
+        const S* in = ins[part] + ((m * heads + h) * n + token) * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) {
+          const float g = Load(in, d);
+          Store(dxr, c0 + d, g);
+          dbias[c0 + d] += g;
+        }
+      }
+    }
+  }
+}
+
+// Softmax rows of window attention: row r of `logits` ([B', H, N, N] as rows of N) is
+// image-window b' = r / (H N), head and query hi = r % (H N); it adds bias[hi] and
+// mask[(b' % windows) N + query], whose windows repeat per image. The sum, the max and
+// the exponentials stay in float32 (TensorFlow's chain rounds each addition to bfloat16).
+template <typename S>
+TFLIC_CLONES void WindowSoftmaxRows(const S* logits, const S* bias, const S* mask,
+                                    int64_t heads, int64_t n, int64_t windows,
+                                    int64_t begin, int64_t end, S* probs) {
+  std::vector<float> buf(n);
+  float* row = buf.data();
+  const int64_t per_window = heads * n;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t hi = r % per_window;
+    const int64_t window = (r / per_window) % windows;
+    const S* lr = logits + r * n;
+    const S* br = bias + hi * n;
+    const S* mr = mask + (window * n + hi % n) * n;
+    for (int64_t j = 0; j < n; ++j) row[j] = Load(lr, j) + Load(br, j) + Load(mr, j);
+    const float top = Max(row, n);
+    for (int64_t j = 0; j < n; ++j) row[j] = ExpNonPositive(row[j] - top);
+    const float inv_sum = 1.0f / Sum(row, n);
+    S* pr = probs + r * n;
+    for (int64_t j = 0; j < n; ++j) Store(pr, j, row[j] * inv_sum);
+  }
+}
+
+// dlogits = p (g - <g, p>) for rows [begin, end); adds them to `dbias` ([H N, N]).
+template <typename S>
+TFLIC_CLONES void WindowSoftmaxGradRows(const S* dprobs, const S* probs, int64_t heads,
+                                        int64_t n, int64_t begin, int64_t end, S* dlogits,
+                                        float* dbias) {
+  std::vector<float> buf(2 * n);
+  float* p = buf.data();
+  float* g = p + n;
+  const int64_t per_window = heads * n;
+  for (int64_t r = begin; r < end; ++r) {
+    const S* pr = probs + r * n;
+    const S* gr = dprobs + r * n;
+    for (int64_t j = 0; j < n; ++j) {
+      p[j] = Load(pr, j);
+      g[j] = Load(gr, j);
+    }
+    const float dot = SumProduct(p, g, n);
+    S* dr = dlogits + r * n;
+    float* db = dbias + (r % per_window) * n;
+    for (int64_t j = 0; j < n; ++j) {
+      const float d = p[j] * (g[j] - dot);
+      Store(dr, j, d);
+      db[j] += d;
     }
   }
 }
@@ -422,6 +533,164 @@ class BiasGeluGradOp : public OpKernel {
   }
 };
 
+template <typename T>
+class SplitHeadsOp : public OpKernel {
+ public:
+  explicit SplitHeadsOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("num_heads", &heads_));
+    OP_REQUIRES_OK(context, context->GetAttr("parts", &parts_));
+    OP_REQUIRES(context, heads_ > 0, errors::InvalidArgument("num_heads must be positive"));
+  }
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& x = context->input(0);
+    const Tensor& bias = context->input(1);
+    OP_REQUIRES(context, x.dims() == 3 && x.dim_size(2) % (parts_ * heads_) == 0,
+                errors::InvalidArgument("x must be [windows, N, ", parts_,
+                                        " heads head_dim], got ", x.shape().DebugString()));
+    OP_REQUIRES_OK(context, CheckLastAxis(x, bias, "bias"));
+    const int64_t m = x.dim_size(0), n = x.dim_size(1);
+    const int64_t head_dim = x.dim_size(2) / (parts_ * heads_);
+    ::tensorflow::OpOutputList heads;
+    OP_REQUIRES_OK(context, context->output_list("heads", &heads));
+    std::vector<typename StorageOf<T>::type*> outs(parts_);
+    for (int64_t part = 0; part < parts_; ++part) {
+      Tensor* out;
+      OP_REQUIRES_OK(context, heads.allocate(part, TensorShape({m, heads_, n, head_dim}), &out));
+      outs[part] = Data<T>(out);
+    }
+    if (x.NumElements() == 0) return;
+    const auto* xs = Data<T>(x);
+    const float* b = bias.flat<float>().data();
+    ForRows(context, m * n, x.dim_size(2), [&](int64_t begin, int64_t end) {
+      SplitHeadsRows(xs, b, n, heads_, head_dim, begin, end, outs.data(), parts_);
+    });
+  }
+
+ private:
+  int64_t heads_;
+  int64_t parts_;
+};
+
+template <typename T>
+class SplitHeadsGradOp : public OpKernel {
+ public:
+  explicit SplitHeadsGradOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    ::tensorflow::OpInputList dheads;
+    OP_REQUIRES_OK(context, context->input_list("dheads", &dheads));
+    const Tensor& first = dheads[0];
+    OP_REQUIRES(context, first.dims() == 4,
+                errors::InvalidArgument("dheads must be [windows, heads, N, head_dim], got ",
+                                        first.shape().DebugString()));
+    const int64_t parts = dheads.size();
+    std::vector<const typename StorageOf<T>::type*> ins(parts);
+    for (int64_t part = 0; part < parts; ++part) {
+      OP_REQUIRES(context, dheads[part].shape() == first.shape(),
+                  errors::InvalidArgument("dheads differ in shape: ",
+                                          first.shape().DebugString(), " and ",
+                                          dheads[part].shape().DebugString()));
+      ins[part] = Data<T>(dheads[part]);
+    }
+    const int64_t m = first.dim_size(0), heads = first.dim_size(1), n = first.dim_size(2);
+    const int64_t head_dim = first.dim_size(3), width = parts * heads * head_dim;
+    Tensor *dx, *dbias;
+    OP_REQUIRES_OK(context, context->allocate_output(0, TensorShape({m, n, width}), &dx));
+    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({width}), &dbias));
+    float* db = dbias->flat<float>().data();
+    std::fill(db, db + width, 0.0f);
+    if (first.NumElements() == 0) return;
+    auto* dxs = Data<T>(dx);
+    const std::vector<float> sums =
+        ReduceRows(context, m * n, width, [&](int64_t begin, int64_t end, float* part) {
+          SplitHeadsGradRows(ins.data(), parts, n, heads, head_dim, begin, end, dxs, part);
+        });
+    std::copy(sums.begin(), sums.end(), db);
+  }
+};
+
+// Shapes: logits [B', H, N, N], bias [H, N, N], mask [W, N, N] with W dividing B'.
+Status CheckWindowSoftmax(const Tensor& logits, const Tensor& bias, const Tensor& mask) {
+  if (logits.dims() != 4 || logits.dim_size(2) != logits.dim_size(3)) {
+    return errors::InvalidArgument("logits must be [windows, heads, N, N], got ",
+                                   logits.shape().DebugString());
+  }
+  const int64_t heads = logits.dim_size(1), n = logits.dim_size(2);
+  if (bias.dims() != 3 || bias.dim_size(0) != heads || bias.dim_size(1) != n ||
+      bias.dim_size(2) != n) {
+    return errors::InvalidArgument("bias must be [heads, N, N] = [", heads, ", ", n, ", ", n,
+                                   "], got ", bias.shape().DebugString());
+  }
+  if (mask.dims() != 3 || mask.dim_size(0) < 1 || mask.dim_size(1) != n ||
+      mask.dim_size(2) != n || logits.dim_size(0) % mask.dim_size(0) != 0) {
+    return errors::InvalidArgument("mask must be [W, N, N] with W dividing the windows (",
+                                   logits.dim_size(0), "), got ", mask.shape().DebugString());
+  }
+  return Status();
+}
+
+template <typename T>
+class WindowSoftmaxOp : public OpKernel {
+ public:
+  explicit WindowSoftmaxOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& logits = context->input(0);
+    const Tensor& bias = context->input(1);
+    const Tensor& mask = context->input(2);
+    OP_REQUIRES_OK(context, CheckWindowSoftmax(logits, bias, mask));
+    Tensor* probs;
+    OP_REQUIRES_OK(context, context->allocate_output(0, logits.shape(), &probs));
+    const int64_t heads = logits.dim_size(1), n = logits.dim_size(2);
+    if (logits.NumElements() == 0) return;
+    const int64_t rows = logits.NumElements() / n;
+    const auto* ls = Data<T>(logits);
+    const auto* bs = Data<T>(bias);
+    const auto* ms = Data<T>(mask);
+    auto* ps = Data<T>(probs);
+    const int64_t windows = mask.dim_size(0);
+    ForRows(context, rows, n, [&](int64_t begin, int64_t end) {
+      WindowSoftmaxRows(ls, bs, ms, heads, n, windows, begin, end, ps);
+    });
+  }
+};
+
+template <typename T>
+class WindowSoftmaxGradOp : public OpKernel {
+ public:
+  explicit WindowSoftmaxGradOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& dprobs = context->input(0);
+    const Tensor& probs = context->input(1);
+    OP_REQUIRES(context, dprobs.shape() == probs.shape(),
+                errors::InvalidArgument("dprobs and probs differ in shape"));
+    OP_REQUIRES(context, probs.dims() == 4 && probs.dim_size(2) == probs.dim_size(3),
+                errors::InvalidArgument("probs must be [windows, heads, N, N], got ",
+                                        probs.shape().DebugString()));
+    const int64_t heads = probs.dim_size(1), n = probs.dim_size(2);
+    Tensor *dlogits, *dbias;
+    OP_REQUIRES_OK(context, context->allocate_output(0, probs.shape(), &dlogits));
+    OP_REQUIRES_OK(context, context->allocate_output(1, TensorShape({heads, n, n}), &dbias));
+    const int64_t width = heads * n * n;
+    auto* db = Data<T>(dbias);
+    if (probs.NumElements() == 0) {
+      for (int64_t k = 0; k < width; ++k) Store(db, k, 0.0f);
+      return;
+    }
+    const int64_t rows = probs.NumElements() / n;
+    const auto* gs = Data<T>(dprobs);
+    const auto* ps = Data<T>(probs);
+    auto* ds = Data<T>(dlogits);
+    const std::vector<float> sums =
+        ReduceRows(context, rows, width, [&](int64_t begin, int64_t end, float* part) {
+          WindowSoftmaxGradRows(gs, ps, heads, n, begin, end, ds, part);
+        });
+    for (int64_t k = 0; k < width; ++k) Store(db, k, sums[k]);
+  }
+};
+
 // ---------------------------------------------------------------------------------------
 // Op registrations.
 
@@ -488,6 +757,72 @@ REGISTER_OP("TflicBiasGeluGrad")
       return Status();
     });
 
+REGISTER_OP("TflicSplitHeads")
+    .Input("x: T")
+    .Input("bias: float")
+    .Output("heads: parts * T")
+    .Attr("T: {float, bfloat16}")
+    .Attr("num_heads: int >= 1")
+    .Attr("parts: int >= 1")
+    .SetShapeFn([](InferenceContext* c) {
+      int64_t heads, parts;
+      TF_RETURN_IF_ERROR(c->GetAttr("num_heads", &heads));
+      TF_RETURN_IF_ERROR(c->GetAttr("parts", &parts));
+      ShapeHandle x;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &x));
+      ::tensorflow::shape_inference::DimensionHandle head_dim;
+      TF_RETURN_IF_ERROR(c->Divide(c->Dim(x, 2), parts * heads, /*evenly_divisible=*/true,
+                                   &head_dim));
+      ShapeHandle out = c->MakeShape({c->Dim(x, 0), c->MakeDim(heads), c->Dim(x, 1), head_dim});
+      for (int64_t i = 0; i < parts; ++i) c->set_output(i, out);
+      return Status();
+    });
+
+REGISTER_OP("TflicSplitHeadsGrad")
+    .Input("dheads: parts * T")
+    .Output("dx: T")
+    .Output("dbias: float")
+    .Attr("T: {float, bfloat16}")
+    .Attr("parts: int >= 1")
+    .SetShapeFn([](InferenceContext* c) {
+      int64_t parts;
+      TF_RETURN_IF_ERROR(c->GetAttr("parts", &parts));
+      ShapeHandle dq;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &dq));
+      ::tensorflow::shape_inference::DimensionHandle width;
+      TF_RETURN_IF_ERROR(c->Multiply(c->Dim(dq, 1), c->Dim(dq, 3), &width));
+      TF_RETURN_IF_ERROR(c->Multiply(width, parts, &width));
+      c->set_output(0, c->MakeShape({c->Dim(dq, 0), c->Dim(dq, 2), width}));
+      c->set_output(1, c->Vector(width));
+      return Status();
+    });
+
+REGISTER_OP("TflicWindowSoftmax")
+    .Input("logits: T")
+    .Input("bias: T")
+    .Input("mask: T")
+    .Output("probs: T")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      return Status();
+    });
+
+REGISTER_OP("TflicWindowSoftmaxGrad")
+    .Input("dprobs: T")
+    .Input("probs: T")
+    .Output("dlogits: T")
+    .Output("dbias: T")
+    .Attr("T: {float, bfloat16}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle probs, bias;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &probs));
+      TF_RETURN_IF_ERROR(c->Subshape(probs, 1, &bias));
+      c->set_output(0, probs);
+      c->set_output(1, bias);
+      return Status();
+    });
+
 #define TFLIC_REGISTER(T)                                                                \
   REGISTER_KERNEL_BUILDER(                                                               \
       Name("TflicLayerNorm").Device(DEVICE_CPU).TypeConstraint<T>("T"), LayerNormOp<T>); \
@@ -498,7 +833,18 @@ REGISTER_OP("TflicBiasGeluGrad")
       Name("TflicBiasGelu").Device(DEVICE_CPU).TypeConstraint<T>("T"), BiasGeluOp<T>);   \
   REGISTER_KERNEL_BUILDER(                                                               \
       Name("TflicBiasGeluGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),               \
-      BiasGeluGradOp<T>);
+      BiasGeluGradOp<T>);                                                                \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("TflicWindowSoftmax").Device(DEVICE_CPU).TypeConstraint<T>("T"),              \
+      WindowSoftmaxOp<T>);                                                               \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("TflicWindowSoftmaxGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),          \
+      WindowSoftmaxGradOp<T>);                                                           \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("TflicSplitHeads").Device(DEVICE_CPU).TypeConstraint<T>("T"), SplitHeadsOp<T>); \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("TflicSplitHeadsGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),             \
+      SplitHeadsGradOp<T>);
 
 TFLIC_REGISTER(float)
 TFLIC_REGISTER(Eigen::bfloat16)

@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from tflic.model.layers import fused_ops
 from tflic.model.layers.initializers import mlp
 from tflic.model.layers.initializers import small_normal
 from tflic.model.layers.layer_norm import LayerNorm
@@ -36,18 +37,41 @@ class CrossAttentionBlock(tf.keras.layers.Layer):
     shape = tf.concat([tf.shape(x)[:-1], [self.num_heads, self.dim // self.num_heads]], 0)
     return tf.reshape(x, shape)
 
-  def call(self, queries, context, mask):
-    head_dim = self.dim // self.num_heads
-    q = self._split_heads(self.query(self.norm_query(queries))) * head_dim**-0.5
-    k, v = tf.split(self.key_value(self.norm_context(context)), 2, axis=-1)
-    k, v = self._split_heads(k), self._split_heads(v)
-    logits = tf.einsum("...qhd,...thd->...hqt", q, k)
-    mask = tf.expand_dims(mask, -3)  # broadcast over heads
-    logits = tf.where(mask, logits, tf.constant(-1e9, logits.dtype))
-    out = tf.einsum("...hqt,...thd->...qhd", tf.nn.softmax(logits, axis=-1), v)
+  def call(self, queries, context, mask, training=None):
+    if training and fused_ops.enabled(queries.dtype):
+      out = self._fused_attention(queries, context, mask)
+    else:
+      head_dim = self.dim // self.num_heads
+      q = self._split_heads(self.query(self.norm_query(queries))) * head_dim**-0.5
+      k, v = tf.split(self.key_value(self.norm_context(context)), 2, axis=-1)
+      k, v = self._split_heads(k), self._split_heads(v)
+      logits = tf.einsum("...qhd,...thd->...hqt", q, k)
+      mask = tf.expand_dims(mask, -3)  # broadcast over heads
+      logits = tf.where(mask, logits, tf.constant(-1e9, logits.dtype))
+      out = tf.einsum("...hqt,...thd->...qhd", tf.nn.softmax(logits, axis=-1), v)
     out = tf.reshape(out, tf.shape(queries))
     queries += self.proj(out)
     return queries + self.mlp(self.norm_mlp(queries))
+
+  def _fused_attention(self, queries, context, mask):
+    """The attention on CPUs in training: the leading axes flattened, q, k and v split
+    into heads with their biases (and the queries' scale, folded into the query kernel)
+    by one fused kernel each, and batched products in place of the einsums, whose
+    gradients took ~5% of a medium step. Returns [M, q, heads, head_dim]."""
+    head_dim = self.dim // self.num_heads
+    flat = lambda x: tf.reshape(x, tf.concat([[-1], tf.shape(x)[-2:]], 0))  # pylint: disable=unnecessary-lambda-assignment
+    q, = fused_ops.split_heads(
+        *fused_ops.dense_parts(self.query, flat(self.norm_query(queries)),
+                               tf.fill([self.dim], head_dim**-0.5)), self.num_heads, parts=1)
+    k, v = fused_ops.split_heads(
+        *fused_ops.dense_parts(self.key_value, flat(self.norm_context(context))),
+        self.num_heads, parts=2)
+    logits = tf.matmul(q, k, transpose_b=True)  # [M, heads, q, t]
+    shape = tf.shape(queries)
+    mask = tf.broadcast_to(mask, tf.concat([shape[:-1], tf.shape(context)[-2:-1]], 0))
+    logits = tf.where(flat(mask)[:, None], logits, tf.constant(-1e9, logits.dtype))
+    out = tf.matmul(tf.nn.softmax(logits, axis=-1), v)  # [M, heads, q, head_dim]
+    return tf.transpose(out, [0, 2, 1, 3])
 
   def get_config(self):
     config = super().get_config()

@@ -1,8 +1,9 @@
-"""Fused CPU kernels for the layers' training path: LayerNorm and bias + exact GELU.
+"""Fused CPU kernels for the layers' training path: LayerNorm, bias + exact GELU, and
+window attention's heads and softmax.
 
-`layer_norm` and `bias_gelu` compute in float32 on float32 or bfloat16 tensors (outputs
-in the input's dtype) with registered gradients, in one pass over each row instead of
-TensorFlow's chain of elementwise ops (`_fused_ops.cc`; `setup.py build_ext` builds
+`layer_norm`, `bias_gelu`, `split_heads` and `window_softmax` compute in float32 on float32 or bfloat16
+tensors (outputs in the input's dtype) with registered gradients, in one pass over each
+row instead of TensorFlow's chain of elementwise ops (`_fused_ops.cc`; `setup.py build_ext` builds
 `_fused_ops.so`). They have CPU kernels only: the layers use them where `enabled()`
 says so (the library loaded, no GPU or TPU in the process, not inside `disabled()`, as
 under XLA, which cannot compile them); elsewhere the layers keep TensorFlow's composite
@@ -72,6 +73,49 @@ def bias_gelu(x, bias):
   return _ops().tflic_bias_gelu(x, bias)
 
 
+def dense_parts(dense, inputs, column_scales=None):
+  """A Keras Dense layer's product `inputs @ kernel` (over the last axis, in the inputs'
+  dtype) and its bias in float32 (zeros if it has none), for a kernel that adds the bias
+  itself; `column_scales` [units] multiplies the kernel's and the bias's columns."""
+  if not dense.built:
+    dense.build(inputs.shape)
+  kernel = dense.kernel
+  bias = tf.cast(dense.bias, tf.float32) if dense.use_bias else tf.zeros([dense.units])
+  if column_scales is not None:
+    kernel = tf.cast(kernel, tf.float32) * column_scales
+    bias = bias * column_scales
+  kernel = tf.cast(kernel, inputs.dtype)
+  rank = inputs.shape.rank
+  if rank == 2 or rank is None:
+    return tf.matmul(inputs, kernel), bias
+  product = tf.tensordot(inputs, kernel, [[rank - 1], [0]])
+  if not tf.executing_eagerly():
+    product.set_shape(inputs.shape[:-1] + [dense.units])
+  return product, bias
+
+
+def split_heads(x, bias, num_heads, parts=3):
+  """`x` [M, N, parts D] plus float32 `bias`, as `parts` tensors [M, H, N, D / H] (q, k
+  and v of a qkv product)."""
+  return _ops().tflic_split_heads(x, bias, num_heads=num_heads, parts=parts)
+
+
+def window_softmax(logits, bias, mask=None):
+  """softmax(logits + bias + mask) over the last axis, for window attention.
+
+  Args:
+    logits: [B', H, N, N], the windows of each image contiguous (as `windows.partition`
+      lays them out).
+    bias: [H, N, N], the relative position bias; gets a gradient (summed over windows).
+    mask: None or an additive [W, N, N] (W windows per image); gets no gradient.
+  """
+  n = logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]
+  if mask is None:
+    mask = tf.zeros([1, n, n], logits.dtype)
+  return _ops().tflic_window_softmax(logits, tf.cast(bias, logits.dtype),
+                                     tf.cast(mask, logits.dtype))
+
+
 @tf.RegisterGradient("TflicLayerNorm")
 def _layer_norm_grad(op, dy, unused_dmean, unused_dinv_std):
   x, gamma, _ = op.inputs
@@ -83,3 +127,14 @@ def _layer_norm_grad(op, dy, unused_dmean, unused_dinv_std):
 def _bias_gelu_grad(op, dy):
   x, bias = op.inputs
   return _ops().tflic_bias_gelu_grad(dy, x, bias)
+
+
+@tf.RegisterGradient("TflicSplitHeads")
+def _split_heads_grad(op, *dheads):
+  return _ops().tflic_split_heads_grad(dheads)
+
+
+@tf.RegisterGradient("TflicWindowSoftmax")
+def _window_softmax_grad(op, dprobs):
+  dlogits, dbias = _ops().tflic_window_softmax_grad(dprobs, op.outputs[0])
+  return dlogits, dbias, None

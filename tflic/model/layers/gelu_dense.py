@@ -38,22 +38,12 @@ class GeluDense(tf.keras.layers.Dense):
 
   def call(self, inputs, training=None):  # pylint: disable=arguments-differ
     if training and self.use_bias and fused_ops.enabled(self.compute_dtype):
-      return fused_ops.bias_gelu(self._matmul(inputs), tf.cast(self.bias, tf.float32))
+      inputs = tf.cast(inputs, self.compute_dtype)
+      return fused_ops.bias_gelu(*fused_ops.dense_parts(self, inputs))
     linear = super().call(inputs)  # no activation: matmul and bias, as Dense's own
     if not training:
       return tf.keras.activations.gelu(linear)  # Dense(activation="gelu")'s last op
     return tf.cast(_gelu(tf.cast(linear, tf.float32)), linear.dtype)
-
-  def _matmul(self, inputs):
-    """Dense's product of dense inputs and the kernel, without the bias."""
-    inputs = tf.cast(inputs, self.compute_dtype)
-    rank = inputs.shape.rank
-    if rank == 2 or rank is None:
-      return tf.matmul(inputs, self.kernel)
-    outputs = tf.tensordot(inputs, self.kernel, [[rank - 1], [0]])
-    if not tf.executing_eagerly():
-      outputs.set_shape(inputs.shape[:-1] + [self.units])
-    return outputs
 
   def get_config(self):
     config = super().get_config()
