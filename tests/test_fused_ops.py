@@ -2,12 +2,17 @@
 (tflic/model/layers/fused_ops.py) against TensorFlow's composite path, which computes the
 same functions."""
 
+import types
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_compression as tfc
 
+from tflic import config
+from tflic.model import checkpoint
 from tflic.model import layers
+from tflic.model import tflic_model
 from tflic.model.layers import fused_ops
 
 pytestmark = pytest.mark.skipif(not fused_ops.enabled(), reason="fused kernels not built")
@@ -167,3 +172,48 @@ def test_noisy_normal_gradients_match_finite_differences():
                                                     [u, scale], delta=1e-3)
   for t, n in zip(theoretical, numerical):
     np.testing.assert_allclose(t, n, rtol=2e-2, atol=2e-2)
+
+
+def test_the_models_fused_rate_is_tfcs_with_the_same_noise(monkeypatch):
+  """TflicModel's training pass computes bits_y, y_hat and the gradients of the variables
+  with the fused rate kernel as with tfc's entropy model (the model's rate path alone
+  switched, so that the layers' kernels do not differ), given the same seed; inference,
+  the rounded rate and `disabled()` keep tfc's."""
+  tf.random.set_seed(0)
+  model = checkpoint.build_model(config.load("tiny"))
+  model.log_gains.assign(model.log_gains + 1.5)  # latents spanning several steps
+  x = tf.random.stateless_uniform([2, 64, 64, 3], [1, 2])
+  weights = tf.random.stateless_normal([2, 64, 64, 3], [3, 4])
+  calls = []
+  kernel = fused_ops.noisy_normal_log_prob
+  monkeypatch.setattr(fused_ops, "noisy_normal_log_prob",
+                      lambda *args: calls.append(1) or kernel(*args))
+
+  def training_pass():
+    del calls[:]
+    tf.random.set_seed(5)  # the same noise in both passes
+    with tf.GradientTape() as tape:
+      out = model(x, 0.4, training=True)
+      loss = tf.reduce_sum(out["bits_y"]) + tf.reduce_sum(out["x_hat"] * weights)
+    grads = tape.gradient(loss, model.trainable_variables)
+    return len(calls), [out["bits_y"], out["y_hat"]] + [
+        None if g is None else tf.convert_to_tensor(g) for g in grads]  # IndexedSlices too
+
+  fused_calls, fused = training_pass()
+  with monkeypatch.context() as patch:
+    patch.setattr(tflic_model, "fused_ops", types.SimpleNamespace(enabled=lambda dtype: False))
+    composite_calls, composite = training_pass()
+  assert (fused_calls, composite_calls) == (1, 0)
+  np.testing.assert_array_equal(fused[1], composite[1])  # the same noise
+  assert [g is None for g in fused] == [g is None for g in composite]
+  assert sum(g is not None for g in fused) > 100
+  for mine, theirs in zip(fused, composite):
+    if theirs is not None:
+      np.testing.assert_allclose(mine, theirs, rtol=1e-4,
+                                 atol=1e-5 * float(np.max(np.abs(theirs))))
+  del calls[:]
+  model(x, 0.4, training=False)
+  model(x, 0.4, training=True, rate_input="rounded")
+  with fused_ops.disabled():
+    model(x, 0.4, training=True)
+  assert not calls
