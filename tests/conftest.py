@@ -86,6 +86,7 @@ _COSTS = {
     "test_cli.py::test_the_fast_path_never_imports_tensorflow": 4,
     "test_fused_ops.py::test_inference_and_disabled_paths_use_no_fused_op": 1,
     "test_fused_ops.py::test_fused_layers_compute_the_composite_values_and_gradients": 1,
+    "test_fused_ops.py::test_the_models_fused_rate_is_tfcs_with_the_same_noise": 3,
     "test_export_tflite.py::test_the_export_is_the_codecs_synthesis": 2,
     "test_export_tflite.py::test_the_analysis_matches_tensorflow_at_any_size": 2,
     "test_robustness.py::test_ctrl_c_stops_compress_inside_a_long_tensorflow_call": 2,

@@ -1,12 +1,18 @@
-"""The fused CPU kernels of LayerNorm, bias + GELU and window attention's softmax
-(tflic/model/layers/fused_ops.py) against TensorFlow's composite path, which computes the
-same functions."""
+"""The fused CPU kernels of LayerNorm, bias + GELU, window attention's heads and softmax
+and the latent rate (tflic/model/layers/fused_ops.py) against TensorFlow's composite
+path, which computes the same functions."""
+
+import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_compression as tfc
 
+from tflic import config
+from tflic.model import checkpoint
 from tflic.model import layers
+from tflic.model import tflic_model
 from tflic.model.layers import fused_ops
 
 pytestmark = pytest.mark.skipif(not fused_ops.enabled(), reason="fused kernels not built")
@@ -246,3 +252,98 @@ def test_shape_errors_are_one_line():
     fused_ops.window_softmax(tf.zeros([3, 2, 4, 4]), tf.zeros([2, 4, 4]), tf.zeros([2, 4, 4]))
   with pytest.raises(tf.errors.InvalidArgumentError, match="bias must be"):
     fused_ops.window_softmax(tf.zeros([3, 2, 4, 4]), tf.zeros([3, 4, 4]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="u and scale must have one shape"):
+    fused_ops.noisy_normal_log_prob(tf.zeros([2, 5]), tf.ones([5]))
+
+
+def _noisy_normal(u, scale, fused, dtype=tf.float32):
+  """log p(u) at `scale` and its gradients (u, scale): the fused op's, or tfc's in `dtype`."""
+  u, scale = tf.cast(u, dtype), tf.cast(scale, dtype)
+  with tf.GradientTape() as tape:
+    tape.watch([u, scale])
+    if fused:
+      log_prob = fused_ops.noisy_normal_log_prob(u, scale)
+    else:
+      log_prob = tfc.NoisyNormal(loc=tf.constant(0, dtype), scale=scale).log_prob(u)
+  return [np.asarray(t, np.float64) for t in [log_prob] + tape.gradient(log_prob, [u, scale])]
+
+
+def test_noisy_normal_log_prob_is_tfcs_to_float_rounding():
+  """The fused rate kernel's values and gradients are tfc.NoisyNormal's log_prob computed in
+  float64, rounded to float32, on a grid from p ~ 1 to far tails (log p ~ -1e5) at the
+  scales training meets (scale_min 0.11 to scale_max 256); tfc's float32 composite is
+  further from them wherever the two differ."""
+  u = [0.0, 1e-6, 0.01, 0.25, 0.4999, 0.5, 0.5001, 0.75, 1.0, 1.6, 2.5, 4.0, 7.0, 12.0, 20.0,
+       50.0, 300.0]
+  u = np.concatenate([u, np.negative(u[1:])])
+  scale = [0.11, 0.13, 0.3, 0.7, 1.0, 2.2, 5.0, 16.0, 64.0, 180.0, 256.0]
+  u, scale = (np.float32(a).ravel() for a in np.meshgrid(u, scale, indexing="ij"))
+  random = np.random.default_rng(0)
+  random_scale = np.exp(random.uniform(np.log(0.11), np.log(256.0), 4000)).astype(np.float32)
+  random_u = (random.standard_normal(4000) * random_scale *
+              np.exp(random.uniform(-4, 2, 4000))).astype(np.float32)
+  u, scale = np.concatenate([u, random_u]), np.concatenate([scale, random_scale])
+  fused = _noisy_normal(u, scale, True)
+  exact = _noisy_normal(u, scale, False, tf.float64)
+  composite = _noisy_normal(u, scale, False, tf.float32)
+  assert np.min(exact[0]) < -1e5 and np.max(exact[0]) > -1e-5
+  for mine, truth, theirs in zip(fused, exact, composite):
+    assert np.all(np.isfinite(mine))
+    # Rounding to float32 (2^-24 relative), and at tiny values a few 1e-16 of double.
+    np.testing.assert_allclose(mine, truth, rtol=1.2e-7, atol=1e-15)
+    assert np.all(np.abs(mine - theirs) <= np.abs(theirs - truth) + 1.2e-7 * np.abs(truth) +
+                  1e-15)
+
+
+def test_noisy_normal_gradients_match_finite_differences():
+  u = tf.constant([-3.0, -0.7, -0.2, 0.0, 0.3, 0.5, 1.4, 6.0])
+  scale = tf.constant([0.4, 0.9, 0.15, 1.0, 2.5, 30.0, 0.6, 2.0])
+  theoretical, numerical = tf.test.compute_gradient(fused_ops.noisy_normal_log_prob,
+                                                    [u, scale], delta=1e-3)
+  for t, n in zip(theoretical, numerical):
+    np.testing.assert_allclose(t, n, rtol=2e-2, atol=2e-2)
+
+
+def test_the_models_fused_rate_is_tfcs_with_the_same_noise(monkeypatch):
+  """TflicModel's training pass computes bits_y, y_hat and the gradients of the variables
+  with the fused rate kernel as with tfc's entropy model (the model's rate path alone
+  switched, so that the layers' kernels do not differ), given the same seed; inference,
+  the rounded rate and `disabled()` keep tfc's."""
+  tf.random.set_seed(0)
+  model = checkpoint.build_model(config.load("tiny"))
+  model.log_gains.assign(model.log_gains + 1.5)  # latents spanning several steps
+  x = tf.random.stateless_uniform([2, 64, 64, 3], [1, 2])
+  weights = tf.random.stateless_normal([2, 64, 64, 3], [3, 4])
+  calls = []
+  kernel = fused_ops.noisy_normal_log_prob
+  monkeypatch.setattr(fused_ops, "noisy_normal_log_prob",
+                      lambda *args: calls.append(1) or kernel(*args))
+
+  def training_pass():
+    del calls[:]
+    tf.random.set_seed(5)  # the same noise in both passes
+    with tf.GradientTape() as tape:
+      out = model(x, 0.4, training=True)
+      loss = tf.reduce_sum(out["bits_y"]) + tf.reduce_sum(out["x_hat"] * weights)
+    grads = tape.gradient(loss, model.trainable_variables)
+    return len(calls), [out["bits_y"], out["y_hat"]] + [
+        None if g is None else tf.convert_to_tensor(g) for g in grads]  # IndexedSlices too
+
+  fused_calls, fused = training_pass()
+  with monkeypatch.context() as patch:
+    patch.setattr(tflic_model, "fused_ops", types.SimpleNamespace(enabled=lambda dtype: False))
+    composite_calls, composite = training_pass()
+  assert (fused_calls, composite_calls) == (1, 0)
+  np.testing.assert_array_equal(fused[1], composite[1])  # the same noise
+  assert [g is None for g in fused] == [g is None for g in composite]
+  assert sum(g is not None for g in fused) > 100
+  for mine, theirs in zip(fused, composite):
+    if theirs is not None:
+      np.testing.assert_allclose(mine, theirs, rtol=1e-4,
+                                 atol=1e-5 * float(np.max(np.abs(theirs))))
+  del calls[:]
+  model(x, 0.4, training=False)
+  model(x, 0.4, training=True, rate_input="rounded")
+  with fused_ops.disabled():
+    model(x, 0.4, training=True)
+  assert not calls

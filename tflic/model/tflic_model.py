@@ -15,6 +15,7 @@ from tflic import config as config_lib
 from tflic.model import context_model
 from tflic.model import precision
 from tflic.model import transforms
+from tflic.model.layers import fused_ops
 
 # The latent y is 1/16 of the image; z is 1/4 of y.
 LATENT_STRIDE = 16
@@ -243,8 +244,11 @@ class TflicModel(tf.keras.Model):
     if context_input == "rounded":
       y_context = self.rounded_context(y, y_context, hyper)
     mean, log_scale = self.context(y_context, hyper)
-    y_tilde, bits_y = self.latent_entropy_model()(
-        y, self.scale_index(log_scale), loc=mean, training=noisy_rate)
+    if noisy_rate and fused_ops.enabled(tf.float32):
+      y_tilde, bits_y = self._fused_noisy_rate(y, mean, log_scale)
+    else:
+      y_tilde, bits_y = self.latent_entropy_model()(
+          y, self.scale_index(log_scale), loc=mean, training=noisy_rate)
     if training and quantization == "ste":
       y_tilde = tfc.round_st(y - mean) + mean
     elif training and not noisy_rate:
@@ -252,6 +256,20 @@ class TflicModel(tf.keras.Model):
     x_hat = self.synthesize(y_tilde, log_gain)
     return dict(x_hat=x_hat, bits_y=bits_y, bits_z=bits_z, y=y, y_hat=y_tilde, mean=mean,
                 log_scale=log_scale)
+
+  def _fused_noisy_rate(self, y, mean, log_scale):
+    """(y_tilde, bits_y) of `latent_entropy_model()(y, scale_index(log_scale), loc=mean,
+    training=True)`, with the Gaussian's log-probability by one fused CPU kernel each way.
+
+    tfc computes it with tensorflow-probability's log_ndtr: some 800 ops over the whole
+    latent, forward and backward, ~8% of medium's CPU training step (76 of 940 ms) for a
+    small tensor. The noise is drawn as tfc draws it, and the scale goes through the same
+    index clip and exp: the function and its gradients are tfc's, up to float32 rounding.
+    """
+    u = (y - mean) + tf.random.uniform(tf.shape(y), minval=-.5, maxval=.5, dtype=y.dtype)
+    log_prob = fused_ops.noisy_normal_log_prob(u, self.scale_fn(self.scale_index(log_scale)))
+    bits = tf.reduce_sum(log_prob, axis=(1, 2, 3)) / -math.log(2.0)
+    return u + mean, bits
 
   def rounded_context(self, y, first_context, hyper):
     """y rounded around the means predicted from `first_context`: the decoder's context.

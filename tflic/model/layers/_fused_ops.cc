@@ -1,7 +1,9 @@
-// Fused CPU kernels of the transformer layers' training path (fused_ops.py is the API):
-// LayerNorm over the last axis, bias + exact GELU, window attention's bias + split into
-// heads, and its softmax over logits plus position bias plus mask, forward and backward,
-// on float32 or bfloat16 tensors with float32 arithmetic and statistics.
+// Fused CPU kernels of the training path (fused_ops.py is the API), forward and
+// backward: LayerNorm over the last axis, bias + exact GELU, window attention's bias +
+// split into heads and its softmax over logits plus position bias plus mask, on float32 or
+// bfloat16 tensors with float32 arithmetic and statistics; and the latent rate, the
+// log-probability of tfc.NoisyNormal (a Gaussian convolved with unit uniform noise),
+// float32 in and out with double arithmetic.
 //
 // Each replaces a chain of TensorFlow elementwise ops (casts, moments, normalization,
 // bias add, erf, exp) that each read and write the whole tensor: here a row is read
@@ -14,6 +16,10 @@
 // erf is Eigen's rational approximation (what tf.math.erf computes on CPUs), exp a
 // Cephes-style polynomial (within 2 ulp); bfloat16 outputs are rounded to nearest even,
 // as TensorFlow's casts round.
+//
+// The rate kernels replace tensorflow-probability's log_ndtr composite (erfc, log, exp and
+// many selects: some 800 passes over the tensor, forward and gradient); see the section
+// "Noisy Gaussian log-probability" for their numerics.
 
 #include <cmath>
 #include <cstdint>
@@ -160,6 +166,163 @@ inline float Erf(float x) {
 
 constexpr float kSqrtHalf = 0.70710678118654752f;
 constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+
+// ---------------------------------------------------------------------------------------
+// Noisy Gaussian log-probability: the numerics.
+//
+// log p(u) = log(Phi((u + 1/2)/s) - Phi((u - 1/2)/s)) is the log-density of u under a
+// Gaussian of scale s convolved with unit uniform noise. Training meets it from p ~ 1
+// (tiny scales, u near 0) through p ~ 1/(s sqrt(2 pi)) (s = 256: a difference of two CDFs
+// that agree to 3 digits) to far tails (log p ~ -1e5), where both CDFs underflow even in
+// double. One closed form covers all of these. p is even in u, so the kernels work at
+// -|u|, in the lower tail, where Phi(z) = erfc(-z/sqrt2)/2, and write erfc through the
+// scaled erfcx(x) = exp(x^2) erfc(x), which neither underflows nor loses digits. With
+//   xa = (|u| + 1/2)/(s sqrt2) > xb = (|u| - 1/2)/(s sqrt2),  xa^2 - xb^2 = |u|/s^2 = d:
+//   xb >= 0:  p = exp(-xb^2)/2 * (erfcx(xb) - exp(-d) erfcx(xa))
+//   xb < 0:   p = 1 - exp(-xb^2)/2 * (erfcx(-xb) + exp(-d) erfcx(xa))
+// (the second from erfc(-x) = 2 - erfc(x)). The exponent -xb^2 is added in log space,
+// and the Gaussian densities over p that the gradients need come from the same terms.
+// Double arithmetic (cheap here: no memory traffic to save) keeps the cancellation at
+// large scales well below float32's rounding, where the float32 composite loses ~1e-5.
+// exp, log and erfcx are polynomial and branch-free so that the loops vectorise.
+
+// exp(x) in double for x <= 0, 0 below -708 (where it would be subnormal): Cody-Waite
+// reduction by ln 2, then Taylor to degree 13 (error < 1e-17 on |r| <= ln2/2).
+inline double ExpNonPositiveDouble(double x) {
+  const double clamped = x < -708.0 ? -708.0 : x;
+  const double m = std::floor(clamped * 1.4426950408889634 + 0.5);
+  const double r = (clamped - m * 6.93147180369123816490e-01) - m * 1.90821492927058770002e-10;
+  double p = 1.0 / 6227020800.0;
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r * r + r + 1.0;
+  // 2^m from its bits; m >= -1021 keeps it normal. m is read from the low bits of
+  // m + 1.5 * 2^52 (AVX2 has no double-to-int64 conversion: a cast would not vectorise).
+  const double shifted = m + 6755399441055744.0;
+  uint64_t exponent;
+  std::memcpy(&exponent, &shifted, 8);
+  exponent = (exponent + 1023) << 52;
+  double scale;
+  std::memcpy(&scale, &exponent, 8);
+  return x < -708.0 ? 0.0 : p * scale;
+}
+
+// log(x) in double for normal x > 0: x = 2^e m with m in [sqrt(1/2), sqrt2), and
+// log m = 2 atanh(t), t = (m - 1)/(m + 1), |t| < 0.172, by its series to t^21 (error
+// < 1e-18).
+inline double LogPositiveDouble(double x) {
+  uint64_t bits;
+  std::memcpy(&bits, &x, 8);
+  // The biased exponent as the mantissa of 2^52 + it (no int64-to-double cast, as above).
+  const uint64_t exponent_bits = (bits >> 52) | 0x4330000000000000ull;
+  double exponent;
+  std::memcpy(&exponent, &exponent_bits, 8);
+  exponent -= 4503599627371519.0;  // 2^52 + 1023
+  bits = (bits & 0x000fffffffffffffull) | 0x3ff0000000000000ull;
+  double m;
+  std::memcpy(&m, &bits, 8);
+  const bool high = m > 1.4142135623730951;
+  m = high ? 0.5 * m : m;
+  const double e = high ? exponent + 1.0 : exponent;
+  const double t = (m - 1.0) / (m + 1.0);
+  const double t2 = t * t;
+  double p = 1.0 / 21.0;
+  p = p * t2 + 1.0 / 19.0;
+  p = p * t2 + 1.0 / 17.0;
+  p = p * t2 + 1.0 / 15.0;
+  p = p * t2 + 1.0 / 13.0;
+  p = p * t2 + 1.0 / 11.0;
+  p = p * t2 + 1.0 / 9.0;
+  p = p * t2 + 1.0 / 7.0;
+  p = p * t2 + 1.0 / 5.0;
+  p = p * t2 + 1.0 / 3.0;
+  const double log_m = 2.0 * t + 2.0 * t * t2 * p;
+  return e * 6.93147180369123816490e-01 + (e * 1.90821492927058770002e-10 + log_m);
+}
+
+// Chebyshev coefficients of (1 + 2x) erfcx(x) in t = (x - 3.75)/(x + 3.75), which maps
+// [0, inf) onto [-1, 1) (the form of Shepherd & Laframboise, Math. Comp. 36, 1981):
+// interpolated at 80 Chebyshev nodes with mpmath at 50 digits, the first halved, those
+// above 1e-16 kept. Erfcx below is within 3 ulp of mpmath's on [0, 1e7].
+constexpr double kErfcxChebyshev[] = {
+    1.1775789345674017,     -0.004590054580646478,  -0.08424913336651792,
+    0.05920993999819189,    -0.026658668435305753,  0.009074997670705265,
+    -0.002413163540417608,  0.0004907758365258086,  -6.916973302501207e-05,
+    4.13902798607301e-06,   7.74038306619849e-07,   -2.1886401049234397e-07,
+    1.076499946567091e-08,  4.521959811218287e-09,  -7.754400208831351e-10,
+    -6.318088340886684e-11, 2.86879501093067e-11,   1.9455868545777347e-13,
+    -9.65469674843344e-13,  3.25254814814874e-14,   3.3478119482868056e-14,
+    -1.864562880419313e-15, -1.2507950530688648e-15,
+};
+constexpr int kErfcxTerms = sizeof(kErfcxChebyshev) / sizeof(kErfcxChebyshev[0]);
+
+// erfcx(x) = exp(x^2) erfc(x) for x >= 0, by Clenshaw's recurrence.
+inline double Erfcx(double x) {
+  const double t = (x - 3.75) / (x + 3.75);
+  const double two_t = 2.0 * t;
+  double b1 = 0.0, b2 = 0.0;
+#pragma GCC unroll 32
+  for (int k = kErfcxTerms - 1; k >= 1; --k) {
+    const double b = two_t * b1 - b2 + kErfcxChebyshev[k];
+    b2 = b1;
+    b1 = b;
+  }
+  return (t * b1 - b2 + kErfcxChebyshev[0]) / (1.0 + 2.0 * x);
+}
+
+// The terms of p(u) at scale s (see above) that the value and the gradients share.
+struct NoisyNormalTerms {
+  double xa, xb;
+  double decay;     // exp(-d) = exp(-xa^2) / exp(-xb^2)
+  double gauss_b;   // exp(-xb^2)
+  bool tail;        // xb >= 0
+  double mass;      // p / (exp(-xb^2)/2) in the tail, else p
+};
+
+inline NoisyNormalTerms NoisyNormal(double u, double s) {
+  NoisyNormalTerms terms;
+  const double a = std::fabs(u);
+  const double k = 0.70710678118654752 / s;
+  terms.xa = (a + 0.5) * k;
+  terms.xb = (a - 0.5) * k;
+  terms.decay = ExpNonPositiveDouble(-a / (s * s));
+  terms.gauss_b = ExpNonPositiveDouble(-terms.xb * terms.xb);
+  terms.tail = terms.xb >= 0.0;
+  const double erfcx_b = Erfcx(std::fabs(terms.xb));
+  const double decayed_erfcx_a = terms.decay * Erfcx(terms.xa);
+  terms.mass = terms.tail ? erfcx_b - decayed_erfcx_a
+                          : 1.0 - 0.5 * terms.gauss_b * (erfcx_b + decayed_erfcx_a);
+  return terms;
+}
+
+inline double NoisyNormalLogProb(double u, double s) {
+  const NoisyNormalTerms terms = NoisyNormal(u, s);
+  const double log_factor = terms.tail ? -0.69314718055994531 - terms.xb * terms.xb : 0.0;
+  return LogPositiveDouble(terms.mass) + log_factor;
+}
+
+// d log p / du and d log p / ds. At -|u| the bin's ends are b = -xb sqrt2 and
+// a = -xa sqrt2 (standardised) and log p has derivatives (phi(b) - phi(a)) / (s p) and
+// (a phi(a) - b phi(b)) / (s p); phi(b) / p and phi(a) / p = exp(-d) phi(b) / p are
+// finite however small p is (both p and phi underflow in the tails).
+inline void NoisyNormalLogProbGrad(double u, double s, double* du, double* ds) {
+  const NoisyNormalTerms terms = NoisyNormal(u, s);
+  const double density_b =
+      (terms.tail ? 0.79788456080286536 : 0.39894228040143268 * terms.gauss_b) / terms.mass;
+  const double density_a = terms.decay * density_b;
+  const double d_minus_abs_u = (density_b - density_a) / s;  // d log p / d(-|u|)
+  *du = u > 0.0 ? -d_minus_abs_u : d_minus_abs_u;
+  *ds = 1.4142135623730951 * (terms.xb * density_b - terms.xa * density_a) / s;
+}
 
 // ---------------------------------------------------------------------------------------
 // Row kernels. `buf` holds one row (and a second for the backward passes).
@@ -340,6 +503,24 @@ TFLIC_CLONES void WindowSoftmaxGradRows(const S* dprobs, const S* probs, int64_t
       Store(dr, j, d);
       db[j] += d;
     }
+  }
+}
+
+TFLIC_CLONES void NoisyNormalLogProbRange(const float* u, const float* scale, int64_t begin,
+                                          int64_t end, float* log_prob) {
+  for (int64_t i = begin; i < end; ++i) {
+    log_prob[i] = static_cast<float>(NoisyNormalLogProb(u[i], scale[i]));
+  }
+}
+
+TFLIC_CLONES void NoisyNormalLogProbGradRange(const float* dlog_prob, const float* u,
+                                              const float* scale, int64_t begin, int64_t end,
+                                              float* du, float* dscale) {
+  for (int64_t i = begin; i < end; ++i) {
+    double d_u, d_s;
+    NoisyNormalLogProbGrad(u[i], scale[i], &d_u, &d_s);
+    du[i] = static_cast<float>(dlog_prob[i] * d_u);
+    dscale[i] = static_cast<float>(dlog_prob[i] * d_s);
   }
 }
 
@@ -691,6 +872,64 @@ class WindowSoftmaxGradOp : public OpKernel {
   }
 };
 
+// Cycles per element for the thread pool's sharding: ~150 double operations (two erfcx,
+// two exp, one log), vectorised.
+constexpr int64_t kNoisyNormalCost = 50;
+
+Status CheckSameShape(const Tensor& a, const Tensor& b, const char* names) {
+  if (a.shape() != b.shape()) {
+    return errors::InvalidArgument(names, " must have one shape, got ", a.shape().DebugString(),
+                                   " and ", b.shape().DebugString());
+  }
+  return Status();
+}
+
+class NoisyNormalLogProbOp : public OpKernel {
+ public:
+  explicit NoisyNormalLogProbOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& u = context->input(0);
+    const Tensor& scale = context->input(1);
+    OP_REQUIRES_OK(context, CheckSameShape(u, scale, "u and scale"));
+    Tensor* log_prob;
+    OP_REQUIRES_OK(context, context->allocate_output(0, u.shape(), &log_prob));
+    const float* us = u.flat<float>().data();
+    const float* ss = scale.flat<float>().data();
+    float* out = log_prob->flat<float>().data();
+    Pool(context)->ParallelFor(u.NumElements(), kNoisyNormalCost,
+                               [&](int64_t begin, int64_t end) {
+                                 NoisyNormalLogProbRange(us, ss, begin, end, out);
+                               });
+  }
+};
+
+class NoisyNormalLogProbGradOp : public OpKernel {
+ public:
+  explicit NoisyNormalLogProbGradOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& dlog_prob = context->input(0);
+    const Tensor& u = context->input(1);
+    const Tensor& scale = context->input(2);
+    OP_REQUIRES_OK(context, CheckSameShape(u, scale, "u and scale"));
+    OP_REQUIRES_OK(context, CheckSameShape(dlog_prob, u, "dlog_prob and u"));
+    Tensor *du, *dscale;
+    OP_REQUIRES_OK(context, context->allocate_output(0, u.shape(), &du));
+    OP_REQUIRES_OK(context, context->allocate_output(1, u.shape(), &dscale));
+    const float* ds = dlog_prob.flat<float>().data();
+    const float* us = u.flat<float>().data();
+    const float* ss = scale.flat<float>().data();
+    float* du_out = du->flat<float>().data();
+    float* dscale_out = dscale->flat<float>().data();
+    Pool(context)->ParallelFor(u.NumElements(), kNoisyNormalCost,
+                               [&](int64_t begin, int64_t end) {
+                                 NoisyNormalLogProbGradRange(ds, us, ss, begin, end, du_out,
+                                                             dscale_out);
+                               });
+  }
+};
+
 // ---------------------------------------------------------------------------------------
 // Op registrations.
 
@@ -822,6 +1061,37 @@ REGISTER_OP("TflicWindowSoftmaxGrad")
       c->set_output(1, bias);
       return Status();
     });
+
+REGISTER_OP("TflicNoisyNormalLogProb")
+    .Input("u: float")
+    .Input("scale: float")
+    .Output("log_prob: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle shape;
+      TF_RETURN_IF_ERROR(c->Merge(c->input(0), c->input(1), &shape));
+      c->set_output(0, shape);
+      return Status();
+    });
+
+REGISTER_OP("TflicNoisyNormalLogProbGrad")
+    .Input("dlog_prob: float")
+    .Input("u: float")
+    .Input("scale: float")
+    .Output("du: float")
+    .Output("dscale: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle shape;
+      TF_RETURN_IF_ERROR(c->Merge(c->input(1), c->input(2), &shape));
+      TF_RETURN_IF_ERROR(c->Merge(c->input(0), shape, &shape));
+      c->set_output(0, shape);
+      c->set_output(1, shape);
+      return Status();
+    });
+
+REGISTER_KERNEL_BUILDER(Name("TflicNoisyNormalLogProb").Device(DEVICE_CPU),
+                        NoisyNormalLogProbOp);
+REGISTER_KERNEL_BUILDER(Name("TflicNoisyNormalLogProbGrad").Device(DEVICE_CPU),
+                        NoisyNormalLogProbGradOp);
 
 #define TFLIC_REGISTER(T)                                                                \
   REGISTER_KERNEL_BUILDER(                                                               \

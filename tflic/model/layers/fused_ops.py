@@ -1,13 +1,16 @@
-"""Fused CPU kernels for the layers' training path: LayerNorm, bias + exact GELU, and
-window attention's heads and softmax.
+"""Fused CPU kernels for the training path: LayerNorm, bias + exact GELU, window
+attention's heads and softmax, the latent rate.
 
-`layer_norm`, `bias_gelu`, `split_heads` and `window_softmax` compute in float32 on float32 or bfloat16
-tensors (outputs in the input's dtype) with registered gradients, in one pass over each
-row instead of TensorFlow's chain of elementwise ops (`_fused_ops.cc`; `setup.py build_ext` builds
-`_fused_ops.so`). They have CPU kernels only: the layers use them where `enabled()`
-says so (the library loaded, no GPU or TPU in the process, not inside `disabled()`, as
-under XLA, which cannot compile them); elsewhere the layers keep TensorFlow's composite
-ops, which compute the same function up to float rounding.
+`layer_norm`, `bias_gelu`, `split_heads` and `window_softmax` compute in float32 on
+float32 or bfloat16 tensors (outputs in the input's dtype) with registered gradients, in
+one pass over each row instead of TensorFlow's chain of elementwise ops (`_fused_ops.cc`;
+`setup.py build_ext` builds `_fused_ops.so`). `noisy_normal_log_prob` is the
+log-probability of tfc.NoisyNormal, the latent rate of training (`TflicModel.call`), in
+one pass each way instead of tensorflow-probability's log_ndtr composite. They have CPU
+kernels only: the layers and the model use them where `enabled()` says so (the library
+loaded, no GPU or TPU in the process, not inside `disabled()`, as under XLA, which cannot
+compile them); elsewhere they keep TensorFlow's composite ops, which compute the same
+function up to float rounding.
 """
 
 import contextlib
@@ -116,6 +119,13 @@ def window_softmax(logits, bias, mask=None):
                                      tf.cast(mask, logits.dtype))
 
 
+def noisy_normal_log_prob(u, scale):
+  """log(Phi((u + 1/2) / scale) - Phi((u - 1/2) / scale)), elementwise on float32 tensors
+  of one shape: `tfc.NoisyNormal(loc=0, scale=scale).log_prob(u)`, to float32 rounding
+  (computed in double), from the mode to far tails."""
+  return _ops().tflic_noisy_normal_log_prob(u, scale)
+
+
 @tf.RegisterGradient("TflicLayerNorm")
 def _layer_norm_grad(op, dy, unused_dmean, unused_dinv_std):
   x, gamma, _ = op.inputs
@@ -138,3 +148,9 @@ def _split_heads_grad(op, *dheads):
 def _window_softmax_grad(op, dprobs):
   dlogits, dbias = _ops().tflic_window_softmax_grad(dprobs, op.outputs[0])
   return dlogits, dbias, None
+
+
+@tf.RegisterGradient("TflicNoisyNormalLogProb")
+def _noisy_normal_log_prob_grad(op, dlog_prob):
+  u, scale = op.inputs
+  return _ops().tflic_noisy_normal_log_prob_grad(dlog_prob, u, scale)
