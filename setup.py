@@ -156,7 +156,7 @@ setuptools.setup(
              "tflic/codec/rangecoder/range_coder.c"],
             depends=["tflic/codec/rangecoder/entropy_core.h", "tflic/codec/rangecoder/range_coder.h"],
         ),
-        # Compiled by BuildExt too: LayerNorm and bias + GELU kernels for training on CPUs.
+        # Compiled by BuildExt too: the fused kernels of training on CPUs (fused_ops.py).
         setuptools.Extension(FUSED_OPS, ["tflic/model/layers/_fused_ops.cc"]),
     ],
     cmdclass={"build_ext": BuildExt},

@@ -84,7 +84,7 @@ _COSTS = {
     "test_tfds.py::test_a_fresh_process_loads_it_with_tfds_alone": 3,
     "test_lite.py::test_the_bundled_lite_files_are_the_bundled_models": 8,
     "test_cli.py::test_the_fast_path_never_imports_tensorflow": 4,
-    "test_fused_ops.py::test_inference_and_disabled_paths_use_no_fused_op": 1,
+    "test_fused_ops.py::test_inference_and_disabled_paths_use_no_fused_op": 2,
     "test_fused_ops.py::test_fused_layers_compute_the_composite_values_and_gradients": 1,
     "test_fused_ops.py::test_the_models_fused_rate_is_tfcs_with_the_same_noise": 3,
     "test_export_tflite.py::test_the_export_is_the_codecs_synthesis": 2,
