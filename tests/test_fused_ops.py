@@ -22,73 +22,7 @@ pytestmark = pytest.mark.skipif(not fused_ops.enabled() and "TEST_SRCDIR" not in
                                 reason="fused kernels not built")
 
 
-def _layer_pass(layer, x, fused, weights):
-  """A weighted sum of the layer's training output and its gradients (x, variables)."""
-  with tf.GradientTape() as tape:
-    tape.watch(x)
-    if fused:
-      y = layer(x, training=True)
-    else:
-      with fused_ops.disabled():
-        y = layer(x, training=True)
-    loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
-  return [y, loss] + tape.gradient(loss, [x] + layer.trainable_variables)
-
-
-def _layers(policy):
-  previous = tf.keras.mixed_precision.global_policy()
-  tf.keras.mixed_precision.set_global_policy(policy)
-  try:
-    return layers.LayerNorm(epsilon=1e-5), layers.GeluDense(40)
-  finally:
-    tf.keras.mixed_precision.set_global_policy(previous)
-
-
-@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
-def test_fused_layers_compute_the_composite_values_and_gradients(policy):
-  """LayerNorm's and GeluDense's training outputs and gradients with the fused kernels
-  equal the composite path's up to rounding (float32), or to bfloat16's 8-bit mantissa;
-  channel counts off the kernels' 16-lane blocks included."""
-  norm, dense = _layers(policy)
-  dtype = tf.float32 if policy == "float32" else tf.bfloat16
-  x = tf.cast(tf.random.stateless_normal([3, 5, 7, 37], [1, 2]) * 2.0 + 0.5, dtype)
-  norm.build(x.shape)
-  dense.build(x.shape)
-  norm.gamma.assign(tf.random.stateless_normal([37], [3, 4]))
-  norm.beta.assign(tf.random.stateless_normal([37], [5, 6]))
-  dense.bias.assign(tf.random.stateless_normal([40], [7, 8]))
-  dense.kernel.assign(tf.random.stateless_normal([37, 40], [10, 11]) * 0.2)
-  tolerance = 1e-5 if dtype == tf.float32 else 2e-2
-  for layer, units in ((norm, 37), (dense, 40)):
-    weights = tf.random.stateless_normal([3, 5, 7, units], [9, units])
-    fused = _layer_pass(layer, x, True, weights)
-    composite = _layer_pass(layer, x, False, weights)
-    assert fused[0].dtype == dtype
-    # The loss sums thousands of terms that cancel: its error is bounded by the terms'
-    # absolute sum, not by its own size.
-    terms = float(np.sum(np.abs(np.asarray(tf.cast(composite[0], tf.float32)) * weights)))
-    for i, (mine, theirs) in enumerate(zip(fused, composite)):
-      mine, theirs = np.asarray(tf.cast(mine, tf.float32)), np.asarray(
-          tf.cast(theirs, tf.float32))
-      scale = terms if i == 1 else max(1.0, float(np.max(np.abs(theirs))))
-      np.testing.assert_allclose(mine, theirs, rtol=tolerance, atol=tolerance * scale)
-
-
-def test_fused_gradients_match_finite_differences():
-  """The registered gradients of both ops are their derivatives (float32)."""
-  ops = fused_ops
-  x = tf.random.stateless_normal([4, 19], [1, 1]) * 1.5
-  gamma = tf.random.stateless_normal([19], [2, 2])
-  beta = tf.random.stateless_normal([19], [3, 3])
-  bias = tf.random.stateless_normal([19], [4, 4])
-  for function, args in ((lambda x, g, b: ops.layer_norm(x, g, b, 1e-5), [x, gamma, beta]),
-                         (ops.bias_gelu, [x, bias])):
-    theoretical, numerical = tf.test.compute_gradient(function, args, delta=1e-2)
-    for t, n in zip(theoretical, numerical):
-      np.testing.assert_allclose(t, n, atol=5e-3)
-
-
-def _attention_pass(layer, inputs, fused, weights):
+def _training_pass(layer, inputs, fused, weights):
   """A layer's training output on `inputs` (the first watched) and the gradients of a
   weighted sum of it."""
   with tf.GradientTape() as tape:
@@ -103,14 +37,16 @@ def _attention_pass(layer, inputs, fused, weights):
   return [out, loss] + [tf.convert_to_tensor(g) for g in gradients]  # a table's: sparse
 
 
-def _assert_passes_agree(layer, inputs, dtype):
+def _assert_passes_agree(layer, inputs, dtype, bfloat16_tolerance=3e-2):
   """The fused and the composite training pass give the same outputs and gradients, up
   to rounding (float32) or to bfloat16's 8-bit mantissa."""
-  weights = tf.random.stateless_normal(inputs[0].shape, [5, 3])
-  fused = _attention_pass(layer, inputs, True, weights)
-  composite = _attention_pass(layer, inputs, False, weights)
+  weights = tf.random.stateless_normal(layer(*inputs).shape, [5, 3])
+  fused = _training_pass(layer, inputs, True, weights)
+  composite = _training_pass(layer, inputs, False, weights)
   assert fused[0].dtype == dtype
-  tolerance = 1e-5 if dtype == tf.float32 else 3e-2
+  tolerance = 1e-5 if dtype == tf.float32 else bfloat16_tolerance
+  # The loss sums thousands of terms that cancel: its error is bounded by the terms'
+  # absolute sum, not by its own size.
   terms = float(np.sum(np.abs(np.asarray(tf.cast(composite[0], tf.float32)) * weights)))
   for i, (mine, theirs) in enumerate(zip(fused, composite)):
     mine, theirs = np.asarray(tf.cast(mine, tf.float32)), np.asarray(
@@ -126,6 +62,39 @@ def _in_policy(policy, make):
     return make()
   finally:
     tf.keras.mixed_precision.set_global_policy(previous)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_fused_layers_compute_the_composite_values_and_gradients(policy):
+  """LayerNorm's and GeluDense's training outputs and gradients with the fused kernels
+  equal the composite path's up to rounding (float32), or to bfloat16's 8-bit mantissa;
+  channel counts off the kernels' 16-lane blocks included."""
+  norm, dense = _in_policy(policy, lambda: (layers.LayerNorm(epsilon=1e-5),
+                                            layers.GeluDense(40)))
+  dtype = tf.float32 if policy == "float32" else tf.bfloat16
+  x = tf.cast(tf.random.stateless_normal([3, 5, 7, 37], [1, 2]) * 2.0 + 0.5, dtype)
+  norm.build(x.shape)
+  dense.build(x.shape)
+  norm.gamma.assign(tf.random.stateless_normal([37], [3, 4]))
+  norm.beta.assign(tf.random.stateless_normal([37], [5, 6]))
+  dense.bias.assign(tf.random.stateless_normal([40], [7, 8]))
+  dense.kernel.assign(tf.random.stateless_normal([37, 40], [10, 11]) * 0.2)
+  for layer in (norm, dense):
+    _assert_passes_agree(layer, [x], dtype, bfloat16_tolerance=2e-2)
+
+
+def test_fused_gradients_match_finite_differences():
+  """The registered gradients of both ops are their derivatives (float32)."""
+  ops = fused_ops
+  x = tf.random.stateless_normal([4, 19], [1, 1]) * 1.5
+  gamma = tf.random.stateless_normal([19], [2, 2])
+  beta = tf.random.stateless_normal([19], [3, 3])
+  bias = tf.random.stateless_normal([19], [4, 4])
+  for function, args in ((lambda x, g, b: ops.layer_norm(x, g, b, 1e-5), [x, gamma, beta]),
+                         (ops.bias_gelu, [x, bias])):
+    theoretical, numerical = tf.test.compute_gradient(function, args, delta=1e-2)
+    for t, n in zip(theoretical, numerical):
+      np.testing.assert_allclose(t, n, atol=5e-3)
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
