@@ -414,8 +414,8 @@ def test_weights_average_follows_its_decay_and_lives_in_the_checkpoints(tmp_path
 
 def test_resume_point_is_the_average_and_seeds_a_new_run(tmp_path):
   """tools/resume_point.py writes the weights' average (or the weights) as a model-only
-  training directory, replacing the previous one whole; --init_from starts from it at the
-  run's step."""
+  training directory, float16 (half the bytes) or float32, replacing the previous one
+  whole; --init_from and restore_model read it at the run's step."""
   cfg = config.load("tiny")
   cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, average_decay=0.5))
   workdir, out = tmp_path / "run", tmp_path / "models" / "tiny"
@@ -440,10 +440,27 @@ def test_resume_point_is_the_average_and_seeds_a_new_run(tmp_path):
     assert step == 12
     return trainer_lib.weights_digest(restored)
 
-  assert resume_point("--source=weights") == trainer_lib.weights_digest(trainer.model)
-  # The next call replaces it.
-  assert resume_point() == trainer_lib.weights_digest(trainer.average)
+  def stored_dtypes():
+    prefix = checkpoint.latest_checkpoint(str(out))
+    return {d for n, d in tf.train.load_checkpoint(prefix).get_variable_to_dtype_map().items()
+            if n.startswith("model/")}
+
+  def as_float16(model):  # the float32 values a float16 resume point restores
+    copy = checkpoint.build_model(cfg)
+    for source, target in zip(model.variables, copy.variables):
+      target.assign(tf.cast(tf.cast(source, tf.float16), source.dtype) if
+                    source.dtype.is_floating else source)
+    return trainer_lib.weights_digest(copy)
+
+  assert resume_point("--source=weights", "--dtype=float32") == trainer_lib.weights_digest(
+      trainer.model)
+  assert stored_dtypes() == {tf.float32}
+  float32_bytes = sum(p.stat().st_size for p in out.rglob("*.data-*"))
+  # The next call replaces it; float16 is the default.
+  assert resume_point() == as_float16(trainer.average)
+  assert stored_dtypes() == {tf.float16}
+  assert sum(p.stat().st_size for p in out.rglob("*.data-*")) < 0.6 * float32_bytes
   seeded = trainer_lib.Trainer(cfg, str(tmp_path / "new"), tf.distribute.get_strategy())
   seeded.warm_start(str(out))
   assert int(seeded.step.numpy()) == 12
-  assert trainer_lib.weights_digest(seeded.model) == trainer_lib.weights_digest(trainer.average)
+  assert trainer_lib.weights_digest(seeded.model) == as_float16(trainer.average)

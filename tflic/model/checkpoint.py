@@ -1,9 +1,12 @@
 """Training directories: the config they were trained with and their checkpoints."""
 
+import contextlib
 import logging
 import os
 import re
+import tempfile
 
+import numpy as np
 import tensorflow as tf
 
 from tflic import config as config_lib
@@ -96,6 +99,44 @@ def latest_checkpoint(workdir):
   return tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_SUBDIR))
 
 
+def cast_checkpoint(prefix, out_prefix, dtype):
+  """Writes checkpoint `prefix` again at `out_prefix` with its float tensors in `dtype`.
+
+  Object-based checkpoints find their tensors by name, and the object graph does not
+  record dtypes, so the copy restores wherever the original did once its floats are
+  float32 again (`float32_prefix`). Tensors other than floats (the step, the object graph)
+  are copied as they are. A float16 copy (a resume point at half the bytes) is refused
+  with TflicError where a finite value overflows float16.
+  """
+  reader = tf.train.load_checkpoint(prefix)
+  names, tensors = [], []
+  for name, stored in sorted(reader.get_variable_to_dtype_map().items()):
+    value = reader.get_tensor(name)
+    if stored.is_floating:
+      cast = np.asarray(value).astype(tf.as_dtype(dtype).as_numpy_dtype)
+      if np.any(np.isfinite(value) & ~np.isfinite(cast)):
+        raise errors.TflicError(f"{name} has values beyond {tf.as_dtype(dtype).name}'s range")
+      value = cast
+    names.append(name)
+    tensors.append(tf.convert_to_tensor(value))
+  tf.raw_ops.SaveV2(prefix=out_prefix, tensor_names=names,
+                    shape_and_slices=[""] * len(names), tensors=tensors)
+
+
+@contextlib.contextmanager
+def float32_prefix(prefix):
+  """`prefix`, or where its checkpoint stores float16 tensors (a resume point), that of a
+  float32 copy in a temporary directory, for the duration of the context: TensorFlow
+  restores a variable only from a tensor of its own dtype."""
+  if tf.float16 not in tf.train.load_checkpoint(prefix).get_variable_to_dtype_map().values():
+    yield prefix
+    return
+  with tempfile.TemporaryDirectory(prefix="tflic-float32-") as directory:
+    copy = os.path.join(directory, os.path.basename(prefix))
+    cast_checkpoint(prefix, copy, tf.float32)
+    yield copy
+
+
 # The checkpoint key of the weights' moving average (TrainConfig.average_decay), a second
 # model of the same config: its variables are named as the model's, under this root.
 AVERAGE = "average"
@@ -121,8 +162,9 @@ def restore_model(workdir, average=False):
   model = build_model(cfg)
   step = tf.Variable(0, dtype=tf.int64)
   root = tf.train.Checkpoint(step=step, **{AVERAGE if average else "model": model})
-  status = root.restore(latest)
-  status.expect_partial().assert_existing_objects_matched()  # optimizer slots may be absent
+  with float32_prefix(latest) as prefix:
+    status = root.restore(prefix)
+    status.expect_partial().assert_existing_objects_matched()  # optimizer slots may be absent
   return cfg, model, int(step.numpy())
 
 

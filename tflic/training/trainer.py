@@ -245,7 +245,8 @@ class Trainer:
       self.model.log_gains = tf.Variable(
           tf.zeros([len(source_lambdas), own_gains.shape[1]]), name="log_gains")
     try:
-      tf.train.Checkpoint(model=self.model, step=self.step).restore(latest).expect_partial()
+      with checkpoint_lib.float32_prefix(latest) as prefix:
+        tf.train.Checkpoint(model=self.model, step=self.step).restore(prefix).expect_partial()
     except ValueError as e:  # a variable of another shape
       raise errors.TflicError(f"{misfit}: {str(e).splitlines()[0]}") from None
     finally:
