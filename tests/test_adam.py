@@ -46,6 +46,7 @@ def test_fused_adam_updates_as_keras_adam():
   for a, b in zip(mine, theirs):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
   assert int(optimizer.iterations) == 4
+  assert "_step_scalars" not in optimizer._trackable_children()  # pylint: disable=protected-access
   graph = tf.function(lambda: optimizer.apply_gradients(
       zip([tf.ones([7, 5]), tf.ones([5])], mine[:2]))).get_concrete_function().graph
   assert "ResourceApplyAdam" in {op.type for op in graph.get_operations()}

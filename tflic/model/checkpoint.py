@@ -100,19 +100,20 @@ def latest_checkpoint(workdir):
 
 
 def cast_checkpoint(prefix, out_prefix, dtype):
-  """Writes checkpoint `prefix` again at `out_prefix` with its float tensors in `dtype`.
+  """Writes checkpoint `prefix` again at `out_prefix` with its float16 and float32
+  tensors in `dtype` (float16 or float32).
 
   Object-based checkpoints find their tensors by name, and the object graph does not
   record dtypes, so the copy restores wherever the original did once its floats are
-  float32 again (`float32_prefix`). Tensors other than floats (the step, the object graph)
-  are copied as they are. A float16 copy (a resume point at half the bytes) is refused
+  float32 again (`float32_prefix`). Other tensors (the step, the object graph) are copied
+  as they are. A float16 copy (a resume point at half the bytes) is refused
   with TflicError where a finite value overflows float16.
   """
   reader = tf.train.load_checkpoint(prefix)
   names, tensors = [], []
   for name, stored in sorted(reader.get_variable_to_dtype_map().items()):
     value = reader.get_tensor(name)
-    if stored.is_floating:
+    if stored in (tf.float16, tf.float32):  # other dtypes (e.g. float64) as they are
       cast = np.asarray(value).astype(tf.as_dtype(dtype).as_numpy_dtype)
       if np.any(np.isfinite(value) & ~np.isfinite(cast)):
         raise errors.TflicError(f"{name} has values beyond {tf.as_dtype(dtype).name}'s range")

@@ -20,13 +20,16 @@ class FusedAdam(tf.keras.optimizers.Adam):
   def _distributed_apply_gradients_fn(self, distribution, grads_and_vars, **kwargs):
     # Cross-replica context, once per step: the scalars every variable's update shares.
     step = tf.cast(self.iterations + 1, tf.float32)
-    self._step_scalars = (tf.cast(self.learning_rate, tf.float32),
-                          tf.pow(tf.cast(self.beta_1, tf.float32), step),
-                          tf.pow(tf.cast(self.beta_2, tf.float32), step))
+    # object.__setattr__: a tuple set as an attribute would be tracked (a checkpoint
+    # dependency holding on to this step's graph tensors).
+    object.__setattr__(self, "_step_scalars", (
+        tf.cast(self.learning_rate, tf.float32),
+        tf.pow(tf.cast(self.beta_1, tf.float32), step),
+        tf.pow(tf.cast(self.beta_2, tf.float32), step)))
     try:
       return super()._distributed_apply_gradients_fn(distribution, grads_and_vars, **kwargs)
     finally:
-      self._step_scalars = None
+      object.__setattr__(self, "_step_scalars", None)
 
   def update_step(self, gradient, variable):
     if (self._step_scalars is None or self.jit_compile or self.amsgrad or

@@ -537,13 +537,16 @@ void ForRows(OpKernelContext* context, int64_t rows, int64_t channels, Fn fn) {
   Pool(context)->ParallelFor(rows, /*cost_per_unit=*/channels * 8, fn);
 }
 
-// Runs fn(begin, end, partial) over [0, rows) in a few shards, each adding to a zeroed
-// float[width] of its own; returns their sum (the reduction over rows).
+// Runs fn(begin, end, partial) over [0, rows) in a few shards (at most `max_shards`, if
+// given), each adding to a zeroed float[width] of its own; returns their sum (the
+// reduction over rows).
 template <typename Fn>
 std::vector<float> ReduceRows(OpKernelContext* context, int64_t rows, int64_t width,
-                              Fn fn) {
+                              Fn fn, int64_t max_shards = 0) {
   auto* pool = Pool(context);
-  const int64_t shards = std::max<int64_t>(1, std::min<int64_t>(rows, 4 * pool->NumThreads()));
+  int64_t shards = std::min<int64_t>(rows, 4 * pool->NumThreads());
+  if (max_shards > 0) shards = std::min(shards, max_shards);
+  shards = std::max<int64_t>(1, shards);
   std::vector<float> partial(shards * width, 0.0f);
   const int64_t per_shard = (rows + shards - 1) / shards;
   pool->ParallelFor(shards, /*cost_per_unit=*/per_shard * width * 20,
@@ -864,10 +867,15 @@ class WindowSoftmaxGradOp : public OpKernel {
     const auto* gs = Data<T>(dprobs);
     const auto* ps = Data<T>(probs);
     auto* ds = Data<T>(dlogits);
-    const std::vector<float> sums =
-        ReduceRows(context, rows, width, [&](int64_t begin, int64_t end, float* part) {
+    // The position bias's gradient is wide (H N^2 floats): on many threads, fewer shards
+    // keep its per-shard copies within 8 MB.
+    const int64_t max_shards = std::max<int64_t>(1, (int64_t{1} << 21) / width);
+    const std::vector<float> sums = ReduceRows(
+        context, rows, width,
+        [&](int64_t begin, int64_t end, float* part) {
           WindowSoftmaxGradRows(gs, ps, heads, n, begin, end, ds, part);
-        });
+        },
+        max_shards);
     for (int64_t k = 0; k < width; ++k) Store(db, k, sums[k]);
   }
 };
