@@ -80,8 +80,8 @@ def dense_parts(dense, inputs, column_scales=None):
   """A Keras Dense layer's product `inputs @ kernel` (over the last axis, in the inputs'
   dtype) and its bias in float32 (zeros if it has none), for a kernel that adds the bias
   itself; `column_scales` [units] multiplies the kernel's and the bias's columns."""
-  if not dense.built:
-    dense.build(inputs.shape)
+  if not dense.built:  # by a call (on no rows), so its variables get its name scope
+    dense(inputs[:0])
   kernel = dense.kernel
   bias = tf.cast(dense.bias, tf.float32) if dense.use_bias else tf.zeros([dense.units])
   if column_scales is not None:
