@@ -574,6 +574,14 @@ Status CheckLastAxis(const Tensor& x, const Tensor& vector, const char* name) {
   return Status();
 }
 
+Status CheckSameShape(const Tensor& a, const Tensor& b, const char* names) {
+  if (a.shape() != b.shape()) {
+    return errors::InvalidArgument(names, " must have one shape, got ", a.shape().DebugString(),
+                                   " and ", b.shape().DebugString());
+  }
+  return Status();
+}
+
 TensorShape RowsShape(const Tensor& x) {
   TensorShape shape = x.shape();
   shape.RemoveLastDims(1);
@@ -629,8 +637,7 @@ class LayerNormGradOp : public OpKernel {
     const Tensor& gamma = context->input(2);
     const Tensor& mean = context->input(3);
     const Tensor& inv_std = context->input(4);
-    OP_REQUIRES(context, dy.shape() == x.shape(),
-                errors::InvalidArgument("dy and x differ in shape"));
+    OP_REQUIRES_OK(context, CheckSameShape(dy, x, "dy and x"));
     OP_REQUIRES_OK(context, CheckLastAxis(x, gamma, "gamma"));
     OP_REQUIRES(context, mean.shape() == RowsShape(x) && inv_std.shape() == RowsShape(x),
                 errors::InvalidArgument("mean and inv_std must have x's shape without its "
@@ -694,8 +701,7 @@ class BiasGeluGradOp : public OpKernel {
     const Tensor& dy = context->input(0);
     const Tensor& x = context->input(1);
     const Tensor& bias = context->input(2);
-    OP_REQUIRES(context, dy.shape() == x.shape(),
-                errors::InvalidArgument("dy and x differ in shape"));
+    OP_REQUIRES_OK(context, CheckSameShape(dy, x, "dy and x"));
     OP_REQUIRES_OK(context, CheckLastAxis(x, bias, "bias"));
     const int64_t channels = x.dim_size(x.dims() - 1);
     Tensor *dx, *dbias;
@@ -771,10 +777,7 @@ class SplitHeadsGradOp : public OpKernel {
     const int64_t parts = dheads.size();
     std::vector<const typename StorageOf<T>::type*> ins(parts);
     for (int64_t part = 0; part < parts; ++part) {
-      OP_REQUIRES(context, dheads[part].shape() == first.shape(),
-                  errors::InvalidArgument("dheads differ in shape: ",
-                                          first.shape().DebugString(), " and ",
-                                          dheads[part].shape().DebugString()));
+      OP_REQUIRES_OK(context, CheckSameShape(first, dheads[part], "dheads"));
       ins[part] = Data<T>(dheads[part]);
     }
     const int64_t m = first.dim_size(0), heads = first.dim_size(1), n = first.dim_size(2);
@@ -848,8 +851,7 @@ class WindowSoftmaxGradOp : public OpKernel {
   void Compute(OpKernelContext* context) override {
     const Tensor& dprobs = context->input(0);
     const Tensor& probs = context->input(1);
-    OP_REQUIRES(context, dprobs.shape() == probs.shape(),
-                errors::InvalidArgument("dprobs and probs differ in shape"));
+    OP_REQUIRES_OK(context, CheckSameShape(dprobs, probs, "dprobs and probs"));
     OP_REQUIRES(context, probs.dims() == 4 && probs.dim_size(2) == probs.dim_size(3),
                 errors::InvalidArgument("probs must be [windows, heads, N, N], got ",
                                         probs.shape().DebugString()));
@@ -883,14 +885,6 @@ class WindowSoftmaxGradOp : public OpKernel {
 // Cycles per element for the thread pool's sharding: ~150 double operations (two erfcx,
 // two exp, one log), vectorised.
 constexpr int64_t kNoisyNormalCost = 50;
-
-Status CheckSameShape(const Tensor& a, const Tensor& b, const char* names) {
-  if (a.shape() != b.shape()) {
-    return errors::InvalidArgument(names, " must have one shape, got ", a.shape().DebugString(),
-                                   " and ", b.shape().DebugString());
-  }
-  return Status();
-}
 
 class NoisyNormalLogProbOp : public OpKernel {
  public:
