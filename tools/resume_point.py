@@ -41,11 +41,7 @@ def write(workdir, out, average=True, dtype="float16"):
   cfg, model, step = checkpoint.restore_model(workdir, average=average)
   staged = out.rstrip("/") + ".staged"
   shutil.rmtree(staged, ignore_errors=True)
-  prefix = checkpoint.save_model(staged, cfg, model, step)
-  if dtype != "float32":
-    checkpoint.cast_checkpoint(prefix, prefix + "_cast", dtype)
-    for suffix in (".index", ".data-00000-of-00001"):
-      os.replace(prefix + "_cast" + suffix, prefix + suffix)
+  checkpoint.save_model(staged, cfg, model, step, dtype)
   old = out.rstrip("/") + ".old"
   shutil.rmtree(old, ignore_errors=True)
   if os.path.exists(out):

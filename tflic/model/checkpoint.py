@@ -169,10 +169,17 @@ def restore_model(workdir, average=False):
   return cfg, model, int(step.numpy())
 
 
-def save_model(workdir, cfg, model, step=0):
-  """Writes config and a model-only checkpoint (no optimizer state), e.g. for shipping."""
+def save_model(workdir, cfg, model, step=0, dtype="float32"):
+  """Writes config and a model-only checkpoint (no optimizer state), e.g. for shipping;
+  with dtype="float16" its floats are stored in float16 (`cast_checkpoint`). Returns the
+  checkpoint's prefix."""
   save_config(workdir, cfg)
   checkpoint = tf.train.Checkpoint(model=model, step=tf.Variable(step, dtype=tf.int64))
   manager = tf.train.CheckpointManager(
       checkpoint, os.path.join(workdir, CHECKPOINT_SUBDIR), max_to_keep=1)
-  return manager.save(checkpoint_number=step)
+  prefix = manager.save(checkpoint_number=step)
+  if tf.as_dtype(dtype) != tf.float32:
+    cast_checkpoint(prefix, prefix + "_cast", dtype)
+    for suffix in (".index", ".data-00000-of-00001"):  # SaveV2's files for one shard
+      tf.io.gfile.rename(prefix + "_cast" + suffix, prefix + suffix, overwrite=True)
+  return prefix
