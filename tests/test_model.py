@@ -219,8 +219,9 @@ def test_configs_load_and_reject_bad_input(tmp_path):
   odd_heads["model"].update(latent_depth=1, num_heads=[1, 1, 1, 3])
   with pytest.raises(errors.TflicError, match="divisible by num_heads"):
     config.from_dict(odd_heads)
-  for weights in ([1, 1, 1], [1, -1, 1, 1], [0, 0, 0, 0]):  # tiny has four lambdas
-    bad_weights = json.loads(json.dumps(d))
-    bad_weights["train"]["lambda_weights"] = weights
-    with pytest.raises(errors.TflicError, match="lambda_weights needs 4 non-negative"):
-      config.from_dict(bad_weights)
+  for name in ("lambda_weights", "loss_weights"):
+    for weights in ([1, 1, 1], [1, -1, 1, 1], [0, 0, 0, 0]):  # tiny has four lambdas
+      bad_weights = json.loads(json.dumps(d))
+      bad_weights["train"][name] = weights
+      with pytest.raises(errors.TflicError, match=f"{name} needs 4 non-negative"):
+        config.from_dict(bad_weights)

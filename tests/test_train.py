@@ -149,7 +149,10 @@ def test_bad_arguments_give_one_line_errors_before_writing_anything(tmp_path, ru
       (("--config=tiny", "--train_only=analysis,gs"), "train_only names unknown parts gs"),
       (("--config=tiny", "--lambda_weights=1,x,1,1"), "--lambda_weights must be numbers"),
       (("--config=tiny", "--lambda_weights=1,2"),
-       "lambda_weights needs 4 non-negative numbers")):
+       "lambda_weights needs 4 non-negative numbers"),
+      (("--config=tiny", "--loss_weights=1,2,x,1"), "--loss_weights must be numbers"),
+      (("--config=tiny", "--loss_weights=1,-2,1,1"),
+       "loss_weights needs 4 non-negative numbers")):
     status, _, stderr = run_main("train", "--progress=false", f"--workdir={tmp_path}", *args)
     assert status == 2, stderr
     [line] = stderr.strip().splitlines()
@@ -189,6 +192,25 @@ def test_lambda_weights_set_how_often_each_lambda_is_drawn(tmp_path):
   uniform = trainer_lib.Trainer(cfg, str(tmp_path / "u"), tf.distribute.get_strategy(), seed=0)
   counts = np.bincount([uniform.draw_lambda() for _ in range(4000)], minlength=4)
   assert counts.min() > 900 and counts.max() < 1100, counts
+
+
+def test_loss_weights_scale_each_lambdas_gradient_not_its_logged_loss(train_dir, tmp_path):
+  """A lambda whose loss weight is 0 moves no weight; its logged loss stays unweighted."""
+  cfg = config.load("tiny")
+  cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+      cfg.train, lambda_weights=(1, 0, 0, 0), loss_weights=(0, 1, 1, 1), warmup_steps=1))
+  trainer = trainer_lib.Trainer(cfg, str(tmp_path), tf.distribute.get_strategy(), seed=0)
+  trainer._train_step = trainer._distributed_step  # pylint: disable=protected-access
+  batches = iter(data.train_dataset(str(train_dir), 64, 2, seed=1))
+  before = trainer_lib.weights_digest(trainer.model)
+  for _ in range(2):  # the first step's learning rate is 0 (warm-up)
+    lambda_index, metrics = trainer.train_step(next(batches))
+    assert lambda_index == 0 and metrics["loss"] > 0.01
+  assert trainer_lib.weights_digest(trainer.model) == before
+  trainer.cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+      cfg.train, loss_weights=(0.5, 1, 1, 1)))
+  trainer.train_step(next(batches))
+  assert trainer_lib.weights_digest(trainer.model) != before
 
 
 def _grown(tmp_path, **gains):

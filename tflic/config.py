@@ -88,6 +88,11 @@ class TrainConfig:
   # Relative frequencies with which training draws each of the model's lambdas; empty:
   # uniform. E.g. weighting the high lambdas spends more steps on the high-rate end.
   lambda_weights: tuple = ()
+  # Multipliers of each lambda's loss in its steps' gradients; empty: 1 each (the logged
+  # losses stay unweighted). The loss at a high lambda is many times that at a low one, so
+  # under one optimizer the high lambdas' steps dominate the shared weights' updates; e.g.
+  # weights near 1 / (each lambda's loss) give every lambda's steps a like share.
+  loss_weights: tuple = ()
   # Decay of an exponential moving average of the weights kept beside them (0: none), e.g.
   # 0.999 averages about the last 1,000 steps; checkpoints hold both, and the export and
   # tools/crop_check can use the average (`checkpoint.restore_model(average=True)`).
@@ -165,11 +170,12 @@ def from_dict(d):
   if unknown:
     raise errors.TflicError(f"invalid config: train_only names unknown parts "
                             f"{', '.join(sorted(unknown))}; known: {', '.join(MODEL_PARTS)}")
-  weights = train.lambda_weights
-  if weights and (len(weights) != len(model.lambdas) or min(weights) < 0 or
-                  sum(weights) <= 0):
-    raise errors.TflicError(f"invalid config: lambda_weights needs {len(model.lambdas)} "
-                            "non-negative numbers (one per lambda), not all zero")
+  for name in ("lambda_weights", "loss_weights"):
+    weights = getattr(train, name)
+    if weights and (len(weights) != len(model.lambdas) or min(weights) < 0 or
+                    sum(weights) <= 0):
+      raise errors.TflicError(f"invalid config: {name} needs {len(model.lambdas)} "
+                              "non-negative numbers (one per lambda), not all zero")
   if not 0 <= train.average_decay < 1:
     raise errors.TflicError("invalid config: average_decay must be in [0, 1)")
   return Config(name=d.get("name", "custom"), model=model, train=train)

@@ -75,6 +75,11 @@ _LAMBDA_WEIGHTS = flags.DEFINE_list(
     "Override how often training draws each lambda: one relative weight per lambda of "
     "the config (e.g. 1,1,1,1,2,2 for twice the steps at the two highest rates); "
     "'uniform' draws them alike.")
+_LOSS_WEIGHTS = flags.DEFINE_list(
+    "loss_weights", None,
+    "Override the multipliers of each lambda's loss in the gradient: one per lambda of "
+    "the config (e.g. about 1 / each lambda's logged loss, so that the low lambdas' steps "
+    "move the shared weights as much as the high ones'); 'uniform' weights them alike.")
 _AVERAGE_DECAY = flags.DEFINE_float(
     "average_decay", None,
     "Override the config's decay of the weights' moving average kept in the checkpoints "
@@ -115,16 +120,17 @@ def _train_only():
   return [] if _TRAIN_ONLY.value == ["all"] else _TRAIN_ONLY.value
 
 
-def _lambda_weights():
-  if _LAMBDA_WEIGHTS.value is None:
+def _per_lambda(flag):
+  """A per-lambda list flag's numbers: None if unset, [] for 'uniform'."""
+  if flag.value is None:
     return None
-  if _LAMBDA_WEIGHTS.value == ["uniform"]:
+  if flag.value == ["uniform"]:
     return []
   try:
-    return [float(w) for w in _LAMBDA_WEIGHTS.value]
+    return [float(w) for w in flag.value]
   except ValueError:
-    raise errors.TflicError(f"--lambda_weights must be numbers, got "
-                            f"{','.join(_LAMBDA_WEIGHTS.value)!r}") from None
+    raise errors.TflicError(f"--{flag.name} must be numbers, got "
+                            f"{','.join(flag.value)!r}") from None
 
 
 def _cluster_task():
@@ -191,7 +197,8 @@ def main(argv):
                                       hyper_input=_HYPER_INPUT.value,
                                       rate_input=_RATE_INPUT.value,
                                       train_only=_train_only(),
-                                      lambda_weights=_lambda_weights(),
+                                      lambda_weights=_per_lambda(_LAMBDA_WEIGHTS),
+                                      loss_weights=_per_lambda(_LOSS_WEIGHTS),
                                       average_decay=_AVERAGE_DECAY.value,
                                       precision=_PRECISION.value,
                                       checkpoint_every=_CHECKPOINT_EVERY.value).items()

@@ -311,6 +311,8 @@ class Trainer:
     with tf.GradientTape() as tape:
       metrics = self._loss(x, lambda_index)
       loss = metrics["loss"] / self.strategy.num_replicas_in_sync
+      if self.cfg.train.loss_weights:
+        loss *= tf.gather(tf.constant(self.cfg.train.loss_weights, tf.float32), lambda_index)
       if self._loss_scale is not None:
         loss = self._loss_scale.get_scaled_loss(loss)
     variables = self.trainable_variables()
