@@ -107,6 +107,7 @@ _COSTS = {
     "test_export_tflite.py::"
     "test_a_shifted_block_converts_and_computes_the_layers_floats": 1,
     "test_train.py::test_lambda_weights_set_how_often_each_lambda_is_drawn": 1,
+    "test_train.py::test_loss_weights_scale_each_lambdas_gradient_not_its_logged_loss": 4,
     "test_train.py::test_nan_loss_stops_and_keeps_last_good_checkpoint": 1,
     "test_deterministic.py::test_a_flipped_table_index_is_a_desync_error": 1,
     "test_train.py::test_resume_point_is_the_average_and_seeds_a_new_run": 20,

@@ -9,7 +9,7 @@ from tflic.codec import tiling
 from tflic import config as config_lib
 
 REPO_CONFIGS = {name: json.loads(config_lib.load(name).to_json())["model"]
-                for name in ("tiny", "small", "cnn_small")}
+                for name in ("tiny", "small", "cnn_small", "medium_hifi")}
 
 
 def _covers_once(tiles, height, width):
@@ -60,6 +60,19 @@ def test_the_budget_sets_the_tile_and_one_tile_fits_a_small_image():
   assert tiling.plan(512, 768, cfg) == [tiling.single(512, 768)]
   with pytest.raises(ValueError, match="multiple of 8"):
     tiling.plan(512, 768, cfg, kept=12)
+
+
+def test_an_image_whose_whole_area_fits_the_budget_is_one_piece():
+  """One piece needs no margins: a wider model's Kodak image is not tiled although its side
+  exceeds a margined tile's, and a larger image of the same shape is."""
+  cfg = REPO_CONFIGS["medium_hifi"]
+  budget = tiling.DEFAULT_BUDGET_BYTES
+  assert tiling.kept_side(cfg, budget) * tiling.LATENT_STRIDE < 768
+  assert tiling.plan(512, 768, cfg, budget) == [tiling.single(512, 768)]
+  assert 512 * 768 * tiling.activation_bytes_per_pixel(cfg) <= budget
+  assert 1024 * 1536 * tiling.activation_bytes_per_pixel(cfg) > budget
+  assert len(tiling.plan(1024, 1536, cfg, budget)) > 1
+  assert len(tiling.plan(512, 768, cfg, budget, kept=8)) == 6 * 4  # kept= still tiles
 
 
 def _tiled(transform, inputs, tiles, scale_in, scale_out, out_channels):

@@ -261,7 +261,8 @@ def single(height, width):
 
 
 def plan(height, width, config, budget_bytes=DEFAULT_BUDGET_BYTES, kept=None):
-  """The tiles of an image of height x width pixels, in row-major order.
+  """The tiles of an image of height x width pixels, in row-major order: one where the
+  whole image's activations fit `budget_bytes`.
 
   Each tile is a `Tile` in latent units; together the kept regions cover the latent grid
   (ceil(height / 16) x ceil(width / 16)) once. `kept` (latent units, a multiple of the
@@ -269,6 +270,11 @@ def plan(height, width, config, budget_bytes=DEFAULT_BUDGET_BYTES, kept=None):
   """
   geo = geometry(config)
   if kept is None:
+    rows, cols = -(-height // LATENT_STRIDE), -(-width // LATENT_STRIDE)
+    if rows * cols * LATENT_STRIDE**2 * activation_bytes_per_pixel(config) <= budget_bytes:
+      # In one piece an image needs no margins: its whole area may fill the budget, where
+      # a tile's side must leave room for them.
+      return [single(height, width)]
     kept = kept_side(config, budget_bytes, geo)
   elif kept < geo.align or kept % geo.align:
     raise ValueError(f"a tile's kept side must be a positive multiple of {geo.align} "
