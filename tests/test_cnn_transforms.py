@@ -19,7 +19,7 @@ from tflic.model import checkpoint
 from tflic.training import data
 from tflic.training import trainer as trainer_lib
 
-SMALL_PARAMETERS = 1_389_980  # configs/small.json, the bundled model's config
+SMALL_PARAMETERS = 1_389_980  # configs/small.json's: the budget cnn_small matches
 
 
 def _tiny_cnn_dict():

@@ -16,11 +16,19 @@ import tensorflow as tf
 import tensorflow_compression as tfc
 
 from tflic.codec import rangecoder
+from tflic.codec.deterministic import reference
 from tflic.codec.rangecoder import RangeCoderError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# The bundled checkpoint's coding tables (one file, named after its step).
-TABLES, = (REPO / "models" / "small" / "checkpoints").glob("ckpt-*.tables.npz")
+
+
+def _bundled_tables():
+  """A trained model's coding tables: the bundled SavedModel's, as it ships them."""
+  with np.load(REPO / "tflic" / "bundled" / "model" / "assets" / reference.FILENAME) as f:
+    return {k.removeprefix("tables/"): f[k] for k in f if k.startswith("tables/")}
+
+
+TABLES = _bundled_tables()
 MAX_ESCAPE = 2**30 - 1  # Largest escape magnitude tfc's encoder can write.
 
 
@@ -188,10 +196,9 @@ def _codec_like_calls(rng, tables, steps=4):
 
 
 def test_real_tables_match_tfc():
-  tables = np.load(TABLES)
-  z_calls, y_calls = _codec_like_calls(np.random.default_rng(0), tables)
-  _check_against_tfc(tables["z_cdf"], z_calls)
-  _check_against_tfc(tables["y_cdf"], y_calls)
+  z_calls, y_calls = _codec_like_calls(np.random.default_rng(0), TABLES)
+  _check_against_tfc(TABLES["z_cdf"], z_calls)
+  _check_against_tfc(TABLES["y_cdf"], y_calls)
 
 
 @pytest.mark.parametrize("extra", [-40, -1, 1, 6])
@@ -306,7 +313,7 @@ def test_tfc_hang_streams_are_errors():
     with pytest.raises(RangeCoderError, match="already failed"):
       decoder.decode_index([0])
   # The same trap for every row of the real y table.
-  y_cdf = np.load(TABLES)["y_cdf"]
+  y_cdf = TABLES["y_cdf"]
   for index, (start, precision, symbols) in enumerate(_rows(y_cdf)):
     low = (2**32 * int(y_cdf[start + symbols])) >> -precision
     values, complete = _decode_quickly(low.to_bytes(4, "big"), y_cdf, np.array([index]))
@@ -349,9 +356,8 @@ def test_reading_past_the_end_where_tfc_never_does_is_an_error():
 
 def test_damaged_streams_end_quickly():
   rng = np.random.default_rng(5)
-  tables = np.load(TABLES)
-  _, y_calls = _codec_like_calls(rng, tables, steps=2)
-  table = tables["y_cdf"]
+  _, y_calls = _codec_like_calls(rng, TABLES, steps=2)
+  table = TABLES["y_cdf"]
   indexes = np.concatenate([c[1].ravel() for c in y_calls])
   values = np.concatenate([c[2].ravel() for c in y_calls])
   stream = _our_encode(table, [("index", indexes, values)])
