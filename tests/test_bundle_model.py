@@ -121,7 +121,7 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(tiny_workdir, tmp_
   for error, run in runs.items():
     out, err = run.communicate(timeout=300)
     assert run.returncode == 2 and not out
-    assert err.startswith("bundle_model: error: ") and err.count("\n") == 1, err
+    assert err.startswith("tflic bundle_model: error: ") and err.count("\n") == 1, err
     assert error in err
   assert _contents(bundled) == before
   assert sorted(p.name for p in tmp_path.iterdir()) == ["bundled"]

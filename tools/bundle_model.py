@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf
 
 from export import tflite
+from tflic import cli
 from tflic import errors
 from tflic.codec import bitstream
 from tflic.codec import tf_codec
@@ -91,14 +92,6 @@ def main(argv):
         f"{manifest['fingerprint']} ({sizes})")
 
 
-def _one_line_errors(argv):
-  try:
-    main(argv)
-  except errors.TflicError as e:
-    print(f"bundle_model: error: {e}", file=sys.stderr)
-    sys.exit(2)
-
-
 if __name__ == "__main__":
   # Defined only when run: tflic.export has a --checkpoint and an --average too, and the
   # tests import this module (`bundle`) beside it.
@@ -110,4 +103,4 @@ if __name__ == "__main__":
       "keeps one).")
   _BUNDLED = flags.DEFINE_string(
       "bundled", os.path.join(REPO, "tflic", "bundled"), "The bundled directory to update.")
-  app.run(_one_line_errors)
+  app.run(cli.guarded(main, "bundle_model"))
