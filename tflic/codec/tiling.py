@@ -270,11 +270,12 @@ def plan(height, width, config, budget_bytes=DEFAULT_BUDGET_BYTES, kept=None):
   """
   geo = geometry(config)
   if kept is None:
-    rows, cols = -(-height // LATENT_STRIDE), -(-width // LATENT_STRIDE)
-    if rows * cols * LATENT_STRIDE**2 * activation_bytes_per_pixel(config) <= budget_bytes:
+    whole = single(height, width)
+    if (whole.bottom * whole.right * LATENT_STRIDE**2 * activation_bytes_per_pixel(config)
+        <= budget_bytes):
       # In one piece an image needs no margins: its whole area may fill the budget, where
       # a tile's side must leave room for them.
-      return [single(height, width)]
+      return [whole]
     kept = kept_side(config, budget_bytes, geo)
   elif kept < geo.align or kept % geo.align:
     raise ValueError(f"a tile's kept side must be a positive multiple of {geo.align} "
