@@ -11,6 +11,7 @@ import tensorflow_probability as tfp
 from tflic import config
 from tflic import errors
 from tflic.model import checkpoint
+from tflic.model.layers import fused_ops
 from tflic.model import tflic_model as model_lib
 
 
@@ -186,6 +187,25 @@ def test_scale_index_round_trip(tiny):
   np.testing.assert_allclose(tiny.scale_index(log_scale), index, atol=1e-4)
   assert float(tiny.scale_index(tf.constant(-50.0))) == 0.0
   assert float(tiny.scale_index(tf.constant(50.0))) == 63.0
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_rate_gradient_lifts_a_scale_predicted_below_the_table(tiny, fused):
+  # A non-zero latent predicted with a scale below the smallest table's is expensive: its
+  # rate must pull the prediction up. A zero there is cheap, and nothing pushes it lower.
+  if fused and not fused_ops.enabled():
+    pytest.skip("the fused kernels are not built here")
+  y = tf.constant([[[[1.0, 0.0]]]])
+  log_scale = tf.Variable([[[[-8.0, -8.0]]]])
+  with tf.GradientTape() as tape:
+    if fused:
+      _, bits = tiny._fused_noisy_rate(y, tf.zeros_like(y), log_scale)
+    else:
+      _, bits = tiny.latent_entropy_model()(
+          y, tiny.scale_index(log_scale), loc=tf.zeros_like(y), training=True)
+  grad = tape.gradient(bits, log_scale).numpy().ravel()
+  assert grad[0] < 0.0
+  assert grad[1] == 0.0
 
 
 def test_coding_tables_sit_at_the_centre_of_their_scale_buckets(tiny):

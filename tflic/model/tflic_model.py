@@ -148,9 +148,19 @@ class TflicModel(tf.keras.Model):
     return tf.exp(self._log_scale_min + self._log_scale_step * index)
 
   def scale_index(self, log_scale):
-    """Float table index of a predicted log-scale; the coder truncates it to int."""
-    return tf.clip_by_value((log_scale - self._log_scale_min) / self._log_scale_step,
-                            0.0, self.config.num_scales - 1.0)
+    """Float table index of a predicted log-scale; the coder truncates it to int.
+
+    The index is bounded to the table, but a gradient that would bring a prediction
+    beyond the bounds back inside still reaches it (tfc's "identity_if_towards", as tfc
+    bounds its own indexes): with `tf.clip_by_value` a scale predicted below the smallest
+    got no gradient at all, so a latent that the context model wrongly held certain to be
+    zero could never teach it otherwise. `medium_hifi` at step 14,750 predicted 93% of
+    its scales at quality 0 below 0.2, and spent 9.8 bits on each non-zero latent there
+    (small, 3.6).
+    """
+    index = (log_scale - self._log_scale_min) / self._log_scale_step
+    index = tfc.lower_bound(index, 0.0, gradient="identity_if_towards")
+    return tfc.upper_bound(index, self.config.num_scales - 1.0, gradient="identity_if_towards")
 
   def table_scale_fn(self, index):
     """Gaussian scale of coding table `index`: the centre (in log space) of the scales
