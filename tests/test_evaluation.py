@@ -234,6 +234,7 @@ def test_tflic_codec_plugs_in_through_tflic_codec_load(monkeypatch, tmp_path):
   calls = []
 
   class FakeModel:
+    fingerprint = bytes.fromhex("0123456789abcdef")
 
     def compress(self, image, quality, refine_steps=0):
       calls.append((quality, refine_steps))
@@ -248,7 +249,7 @@ def test_tflic_codec_plugs_in_through_tflic_codec_load(monkeypatch, tmp_path):
   codec = codecs.make_codec("tflic", [0.25, 0.75], model_path=str(tmp_path / "model"))
   image = np.full((16, 16, 3), 7, np.uint8)
   assert harness.measure(codec, image, 0.25)["bytes"] > 0 and calls == [(0.25, 0)]
-  assert codec.config() == {"model": str(tmp_path / "model")}
+  assert codec.config() == {"model_fingerprint": "0123456789abcdef"}
   refined = codecs.make_codec("tflic", [0.5], model_path=str(tmp_path / "model"),
                               refine_steps=7)
   harness.measure(refined, image, 0.5)

@@ -341,7 +341,10 @@ class TflicCodec(Codec):
       raise errors.TflicError(f"cannot load tflic model {model_path}: {e}") from e
 
   def config(self):
-    config = {"model": os.path.abspath(self.model_path)}
+    # The weights' fingerprint (as files' headers carry it), not the path: a report then
+    # resumes from another checkout or machine, and refuses another model at the same path
+    # (a replaced bundled model) instead of mixing the two models' results.
+    config = {"model_fingerprint": self._model.fingerprint.hex()}
     if self.refine_steps:  # absent when 0, so earlier results files still resume
       config["refine_steps"] = self.refine_steps
     return config
