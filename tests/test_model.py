@@ -128,11 +128,8 @@ def test_rounded_hyper_input_is_the_codecs_z_hat_with_straight_through_gradient(
     tiny(x, 0.5, hyper_input="exact")
 
 
-def test_rounded_rate_input_is_the_bits_of_the_rounded_latent(tiny):
-  x = tf.random.uniform([2, 32, 32, 3], seed=4)
-  with tf.GradientTape() as tape:
-    out = tiny(x, 0.5, training=True, quantization="ste", rate_input="rounded")
-    loss = tf.reduce_mean(out["bits_y"] + out["bits_z"])
+def _coded_bits(tiny, out):
+  """The bits of round(y - mean) under the predicted scales, in float64, per image."""
   k = np.round(out["y"] - out["mean"]).astype(np.float64)
   scale = tiny.scale_fn(tiny.scale_index(out["log_scale"])).numpy().astype(np.float64)
   # The Gaussian is symmetric, so each bin is measured in the upper tail of |k| and in log space:
@@ -141,13 +138,39 @@ def test_rounded_rate_input_is_the_bits_of_the_rounded_latent(tiny):
   lower = tfp.math.logerfc((np.abs(k) - 0.5) / (scale * math.sqrt(2))).numpy()
   upper = tfp.math.logerfc((np.abs(k) + 0.5) / (scale * math.sqrt(2))).numpy()
   log_p = math.log(0.5) + lower + np.log1p(-np.exp(upper - lower))
-  expected = -log_p.sum(axis=(1, 2, 3)) / math.log(2)
-  np.testing.assert_allclose(out["bits_y"], expected, rtol=1e-3)
+  return -log_p.sum(axis=(1, 2, 3)) / math.log(2)
+
+
+def test_rounded_rate_input_is_the_bits_of_the_rounded_latent(tiny):
+  x = tf.random.uniform([2, 32, 32, 3], seed=4)
+  with tf.GradientTape() as tape:
+    out = tiny(x, 0.5, training=True, quantization="ste", rate_input="rounded")
+    loss = tf.reduce_mean(out["bits_y"] + out["bits_z"])
+  np.testing.assert_allclose(out["bits_y"], _coded_bits(tiny, out), rtol=1e-3)
   grads = tape.gradient(loss, tiny.analysis.trainable_variables)
   assert all(np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)
   assert any(np.abs(tf.convert_to_tensor(g).numpy()).max() > 0 for g in grads)
   with pytest.raises(ValueError, match="rate_input"):
     tiny(x, 0.5, rate_input="exact")
+
+
+def test_split_rate_input_fits_the_scales_to_the_coded_bits(tiny):
+  # The value is the coded bits; the context model (means, scales) learns from them alone,
+  # while y also gets the noisy density's gradient.
+  x = tf.random.uniform([2, 32, 32, 3], seed=5)
+  with tf.GradientTape(persistent=True) as tape:
+    out = tiny(x, 0.5, training=True, quantization="ste", rate_input="split")
+    _, coded = tiny.latent_entropy_model()(
+        tf.stop_gradient(out["y"]), tiny.scale_index(out["log_scale"]), loc=out["mean"],
+        training=False)
+  np.testing.assert_allclose(out["bits_y"], _coded_bits(tiny, out), rtol=1e-3)
+  context = tiny.context.trainable_variables
+  for mine, theirs in zip(tape.gradient(out["bits_y"], context), tape.gradient(coded, context)):
+    np.testing.assert_allclose(tf.convert_to_tensor(mine), tf.convert_to_tensor(theirs),
+                               rtol=1e-4, atol=1e-6)
+  grads = tape.gradient(out["bits_y"], tiny.analysis.trainable_variables)
+  assert all(np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)
+  assert any(np.abs(tf.convert_to_tensor(g).numpy()).max() > 0 for g in grads)
 
 
 def test_initial_gains_follow_sqrt_lambda():

@@ -58,6 +58,8 @@ TRANSFORMS = ("swin", "cnn")
 # What training may feed a part of the model in place of the codec's rounding: the latent
 # plus uniform noise, or the latent rounded as the codec does (straight-through gradient).
 TRAINING_INPUTS = ("noise", "rounded")
+# What the rate term may measure: those two, or "split" (TflicModel.call).
+RATE_INPUTS = TRAINING_INPUTS + ("split",)
 # The networks' arithmetic in training (tflic.model.precision; kept here as data, since the
 # config must not import TensorFlow).
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -80,7 +82,7 @@ class TrainConfig:
   quantization: str = "noise"  # "noise" or "ste" (for the decoder's input)
   context_input: str = "noise"  # "noise" or "rounded" (the decoder's context, approximated)
   hyper_input: str = "noise"  # "noise" or "rounded" (what the hyper synthesis sees)
-  rate_input: str = "noise"  # "noise" or "rounded" (what the rate term measures)
+  rate_input: str = "noise"  # "noise", "rounded" or "split" (what the rate term measures)
   distortion: str = "mse"  # "mse" or "ms-ssim"
   # Parts (MODEL_PARTS) to train, the rest frozen; empty: all. E.g. the encoder alone
   # ("analysis", "hyper_analysis") keeps the decoder, and so its files, as they are.
@@ -161,9 +163,11 @@ def from_dict(d):
   if train.quantization not in ("noise", "ste") or train.distortion not in DISTORTIONS:
     raise errors.TflicError("invalid config: quantization must be noise|ste, "
                             f"distortion {'|'.join(DISTORTIONS)}")
-  for name in ("context_input", "hyper_input", "rate_input"):
+  for name in ("context_input", "hyper_input"):
     if getattr(train, name) not in TRAINING_INPUTS:
       raise errors.TflicError(f"invalid config: {name} must be noise|rounded")
+  if train.rate_input not in RATE_INPUTS:
+    raise errors.TflicError(f"invalid config: rate_input must be {'|'.join(RATE_INPUTS)}")
   if train.precision not in PRECISIONS:
     raise errors.TflicError(f"invalid config: precision must be {'|'.join(PRECISIONS)}")
   unknown = set(train.train_only) - set(MODEL_PARTS)

@@ -61,10 +61,11 @@ _HYPER_INPUT = flags.DEFINE_enum(
     "Override what the hyper synthesis sees in training: z plus uniform noise, or z "
     "quantized as by the codec, with a straight-through gradient.")
 _RATE_INPUT = flags.DEFINE_enum(
-    "rate_input", None, config_lib.TRAINING_INPUTS,
+    "rate_input", None, config_lib.RATE_INPUTS,
     "Override what the rate term measures in training: the density of the latents plus "
-    "uniform noise, or the probabilities of the rounded latents (the coded bits), with a "
-    "straight-through gradient.")
+    "uniform noise, the probabilities of the rounded latents (the coded bits) with a "
+    "straight-through gradient, or split: the coded bits, whose gradient reaches y from "
+    "the noisy density and the means and scales from the coded bits.")
 _TRAIN_ONLY = flags.DEFINE_list(
     "train_only", None,
     "Override the config's parts to train, freezing the rest: any of "

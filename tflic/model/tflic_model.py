@@ -227,16 +227,23 @@ class TflicModel(tf.keras.Model):
       rate_input: what bits_y and bits_z are measured on in training. "noise": the
         density of the latents plus uniform noise (which exceeds the coded bits where
         scales are small); "rounded": the probabilities of the rounded latents, i.e. the
-        coded bits, with a straight-through gradient.
+        coded bits, with a straight-through gradient; "split" (y only; z as "noise"): the
+        coded bits, y's gradient from the noisy density at the predicted means and scales,
+        theirs from the coded bits. The noisy density, minimised over a scale, drives the
+        scales of zeros below any table and charges a surprise there a fraction of its
+        cost; the coded bits are what the scales should fit.
 
     Returns:
       dict with x_hat, bits_y and bits_z [B], y, y_hat, mean, log_scale.
     """
-    for name, value in (("context_input", context_input), ("hyper_input", hyper_input),
-                        ("rate_input", rate_input)):
-      if value not in config_lib.TRAINING_INPUTS:
-        raise ValueError(f"{name} must be noise or rounded, got {value!r}")
-    noisy_rate = training and rate_input == "noise"
+    for name, value, allowed in (
+        ("context_input", context_input, config_lib.TRAINING_INPUTS),
+        ("hyper_input", hyper_input, config_lib.TRAINING_INPUTS),
+        ("rate_input", rate_input, config_lib.RATE_INPUTS)):
+      if value not in allowed:
+        raise ValueError(f"{name} must be {' or '.join(allowed)}, got {value!r}")
+    split_rate = training and rate_input == "split"
+    noisy_rate = training and rate_input in ("noise", "split")
     log_gain = self.log_gain(quality)
     y = self.analyze(x) * tf.exp(log_gain)
     z = self.hyper_latent(y)
@@ -254,11 +261,19 @@ class TflicModel(tf.keras.Model):
     if context_input == "rounded":
       y_context = self.rounded_context(y, y_context, hyper)
     mean, log_scale = self.context(y_context, hyper)
+    # Under "split" the noisy density is y's rate only: the parameters learn from the coded bits.
+    rate_mean, rate_log_scale = ((tf.stop_gradient(mean), tf.stop_gradient(log_scale))
+                                 if split_rate else (mean, log_scale))
     if noisy_rate and fused_ops.enabled(tf.float32):
-      y_tilde, bits_y = self._fused_noisy_rate(y, mean, log_scale)
+      y_tilde, bits_y = self._fused_noisy_rate(y, rate_mean, rate_log_scale)
     else:
       y_tilde, bits_y = self.latent_entropy_model()(
-          y, self.scale_index(log_scale), loc=mean, training=noisy_rate)
+          y, self.scale_index(rate_log_scale), loc=rate_mean, training=noisy_rate)
+    if split_rate:
+      _, coded = self.latent_entropy_model()(
+          tf.stop_gradient(y), self.scale_index(log_scale), loc=mean, training=False)
+      bits_y = (tf.stop_gradient(coded) + bits_y - tf.stop_gradient(bits_y)
+                + coded - tf.stop_gradient(coded))
     if training and quantization == "ste":
       y_tilde = tfc.round_st(y - mean) + mean
     elif training and not noisy_rate:
