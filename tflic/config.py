@@ -163,11 +163,10 @@ def from_dict(d):
   if train.quantization not in ("noise", "ste") or train.distortion not in DISTORTIONS:
     raise errors.TflicError("invalid config: quantization must be noise|ste, "
                             f"distortion {'|'.join(DISTORTIONS)}")
-  for name in ("context_input", "hyper_input"):
-    if getattr(train, name) not in TRAINING_INPUTS:
-      raise errors.TflicError(f"invalid config: {name} must be noise|rounded")
-  if train.rate_input not in RATE_INPUTS:
-    raise errors.TflicError(f"invalid config: rate_input must be {'|'.join(RATE_INPUTS)}")
+  for name, allowed in (("context_input", TRAINING_INPUTS), ("hyper_input", TRAINING_INPUTS),
+                        ("rate_input", RATE_INPUTS)):
+    if getattr(train, name) not in allowed:
+      raise errors.TflicError(f"invalid config: {name} must be {'|'.join(allowed)}")
   if train.precision not in PRECISIONS:
     raise errors.TflicError(f"invalid config: precision must be {'|'.join(PRECISIONS)}")
   unknown = set(train.train_only) - set(MODEL_PARTS)

@@ -264,13 +264,14 @@ class TflicModel(tf.keras.Model):
     # Under "split" the noisy density is y's rate only: the parameters learn from the coded bits.
     rate_mean, rate_log_scale = ((tf.stop_gradient(mean), tf.stop_gradient(log_scale))
                                  if split_rate else (mean, log_scale))
+    entropy_model = self.latent_entropy_model()
     if noisy_rate and fused_ops.enabled(tf.float32):
       y_tilde, bits_y = self._fused_noisy_rate(y, rate_mean, rate_log_scale)
     else:
-      y_tilde, bits_y = self.latent_entropy_model()(
+      y_tilde, bits_y = entropy_model(
           y, self.scale_index(rate_log_scale), loc=rate_mean, training=noisy_rate)
     if split_rate:
-      _, coded = self.latent_entropy_model()(
+      _, coded = entropy_model(
           tf.stop_gradient(y), self.scale_index(log_scale), loc=mean, training=False)
       bits_y = (tf.stop_gradient(coded) + bits_y - tf.stop_gradient(bits_y)
                 + coded - tf.stop_gradient(coded))
