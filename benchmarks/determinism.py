@@ -198,7 +198,7 @@ def main(argv):
       "", "Mean seconds per Kodak decode (in the worker process, after its first file): " +
       ", ".join(f"{t} thread(s) {s:.2f} s" for t, s in decode_seconds.items()) +
       f"; v1's eval report says {v1_decode:.2f} s (measured when it was made, on the "
-      "machine of that session: compare speeds measured side by side).",
+      "machine of that day: compare speeds measured side by side).",
       f"numpy verification of a Kodak latent: {summary['numpy_seconds_per_kodak_file']:.2f} s.",
   ]
   (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -82,7 +82,7 @@ def test_layers_round_trip_through_get_config(tiny_cnn):
 
 
 def test_cnn_small_has_the_parameter_budget_of_small():
-  """Equal budget (issue 23): within 5% of small's parameters, with its lambdas, context
+  """Equal budget: within 5% of small's parameters, with its lambdas, context
   model, entropy model and training settings."""
   small, cnn = config.load("small"), config.load("cnn_small")
   counts = [checkpoint.build_model(c).count_params() for c in (small, cnn)]

@@ -1,4 +1,4 @@
-"""Robustness of the command line against kills, interrupts and unwritable outputs (issue 25).
+"""Robustness of the command line against kills, interrupts and unwritable outputs.
 
 No temporary file stays for good after a kill, an unwritable or taken output is refused
 before any coding work, Ctrl-C and SIGTERM stop a run at once even inside one long
