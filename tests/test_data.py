@@ -36,3 +36,20 @@ def test_a_source_without_images_is_a_one_line_error(tmp_path):
     data.image_files(f"{red},{tmp_path / 'empty'}")
   with pytest.raises(errors.TflicError, match="no images found at '.*missing"):
     data.train_dataset(f"{tmp_path / 'missing'}/*.jpg,{red}", 16, 1)
+
+
+def test_area_crops_see_each_image_in_proportion_to_its_pixels(tmp_path):
+  # 16x16 crops: a 64x64 image holds 16 crop areas (4 crops by area), a 32x32 one 4 (1).
+  large = _folder(tmp_path / "large", (255, 0, 0), 1, size=(64, 64))
+  small = _folder(tmp_path / "small", (0, 0, 255), 2, size=(32, 32))
+  sources = f"{large},{small}"
+  counts = {}
+  for crops in ("image", "area"):
+    batches = data.train_dataset(sources, patch_size=16, batch_size=6, seed=0, crops=crops)
+    patches = np.concatenate([batch.numpy() for batch in batches.take(60)])
+    red = np.mean(np.round(patches[:, 0, 0, 0]) == 1)
+    counts[crops] = red
+  assert counts["image"] == pytest.approx(1 / 3, abs=0.02)  # one crop per image
+  assert counts["area"] == pytest.approx(4 / 6, abs=0.02)   # 4 of the 6 crops of a pass
+  with pytest.raises(errors.TflicError, match="crops must be image|area"):
+    data.train_dataset(sources, 16, 1, crops="pixels")

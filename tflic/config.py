@@ -68,6 +68,7 @@ MODEL_PARTS = ("analysis", "hyper_analysis", "synthesis", "hyper_synthesis", "co
                "hyperprior", "log_gains")
 # The distortions a model can be trained for (tflic.model.distortion).
 DISTORTIONS = ("mse", "ms-ssim")
+CROPS = ("image", "area")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,9 @@ class TrainConfig:
   """Optimisation and data settings."""
   batch_size: int = 8
   patch_size: int = 128
+  # Crops per image and pass (CROPS; `tflic.training.data`): "image", one each, or "area",
+  # in proportion to the image's pixels (large photos are seen by their area).
+  crops: str = "image"
   learning_rate: float = 1e-4
   warmup_steps: int = 1000
   decay_steps: int = 0  # 0: constant learning rate after warm-up
@@ -167,6 +171,8 @@ def from_dict(d):
                         ("rate_input", RATE_INPUTS)):
     if getattr(train, name) not in allowed:
       raise errors.TflicError(f"invalid config: {name} must be {'|'.join(allowed)}")
+  if train.crops not in CROPS:
+    raise errors.TflicError(f"invalid config: crops must be {'|'.join(CROPS)}")
   if train.precision not in PRECISIONS:
     raise errors.TflicError(f"invalid config: precision must be {'|'.join(PRECISIONS)}")
   unknown = set(train.train_only) - set(MODEL_PARTS)

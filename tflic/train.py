@@ -46,6 +46,11 @@ _TPU = flags.DEFINE_string("tpu", "", "TPU address for --strategy=tpu.")
 _JIT = flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Override the config's global batch size.")
 _PATCH = flags.DEFINE_integer("patch_size", None, "Override the config's crop size.")
+_CROPS = flags.DEFINE_enum(
+    "crops", None, config_lib.CROPS,
+    "Override the crops per image and pass: image (one each) or area (one per 4 crop "
+    "areas of the image, at least one: large photos are seen in proportion to their "
+    "pixels).")
 _LR = flags.DEFINE_float("learning_rate", None, "Override the config's learning rate.")
 _QUANTIZATION = flags.DEFINE_enum(
     "quantization", None, ["noise", "ste"],
@@ -192,6 +197,7 @@ def main(argv):
   cfg = config_lib.load(_CONFIG.value)
   saved = checkpoint_lib.load_config(_WORKDIR.value)
   overrides = {k: v for k, v in dict(batch_size=_BATCH.value, patch_size=_PATCH.value,
+                                      crops=_CROPS.value,
                                       learning_rate=_LR.value,
                                       quantization=_QUANTIZATION.value,
                                       context_input=_CONTEXT_INPUT.value,

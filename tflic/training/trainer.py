@@ -504,7 +504,8 @@ def train(cfg, workdir, steps, dataset, strategy, jit_compile=False, seed=0,
   logging.info("parameters: %d", trainer.parameter_count())
   train_cfg = cfg.train
   batches = data.train_dataset(dataset, train_cfg.patch_size, train_cfg.batch_size,
-                               seed=seed, tfds_data_dir=tfds_data_dir)
+                               seed=seed, tfds_data_dir=tfds_data_dir,
+                               crops=train_cfg.crops)
   if trainer.num_workers > 1:
     # Every worker reads the whole dataset and keeps its share of each global batch (the
     # images are not split into files per worker); said here, TF does not warn about it.
