@@ -11,7 +11,8 @@ quality, plus crops of kodim01 of sizes 1x1, 17x300, 300x17 and 97x131:
   and the decode seconds;
 - the numpy implementation (`tflic.codec.deterministic.reference`, no TensorFlow) recomputes
   every chunk's mean from the decoded latent and checks the file's latent check;
-- the RD cost against --v1_results (the float entropy model's Kodak results): BD-rate
+- the RD cost against --v1_results (the float entropy model's Kodak results, or the
+  bundled model's own report, which the files must then match): BD-rate
   and BD-PSNR of the mean curves, and decode seconds against theirs.
 Writes results.json and report.md to --out. Run it with nothing else on the CPU: its
 seconds are measurements.
@@ -34,8 +35,10 @@ _IMAGES = flags.DEFINE_string("images", "../shared/data/kodak", "Kodak folder.")
 _QUALITIES = flags.DEFINE_list("qualities", ["0", "0.25", "0.5", "0.75", "1"], "Qualities.")
 _THREADS = flags.DEFINE_list("threads", ["1", "2", "4"], "TensorFlow thread counts.")
 _OUT = flags.DEFINE_string("out", "reports/determinism_kodak", "Output folder.")
-_V1 = flags.DEFINE_string("v1_results", "reports/bundled_small_kodak/results.json",
-                          "tflic eval results of the float entropy model (bitstream v1).")
+_V1 = flags.DEFINE_string(
+    "v1_results", "reports/bundled_medium_hifi_kodak/results.json",
+    "tflic eval results to set the files against: the float entropy model's (bitstream "
+    "v1), for v2's cost, or the bundled model's own report, which the files must match.")
 _ROLE = flags.DEFINE_enum("role", None, ["encode", "decode"], "Internal: a worker process.")
 _FILES = flags.DEFINE_string("files", None, "Internal: the worker's file folder.")
 
