@@ -6,10 +6,10 @@
 A generated block sits between marker comments that name its report directory, a folder
 written by `tflic eval` (its results.json):
 
-    <!-- results: reports/bundled_medium_hifi_kodak -->     the model's RD table and a BD-rate line
+    <!-- results: reports/bundled_medium_hifi_kodak -->    the model's RD table and a BD-rate line
     ...
     <!-- /results -->
-    <!-- bd-rates: reports/bundled_medium_hifi_kodak -->    BD-rate and BD-PSNR against each anchor
+    <!-- bd-rates: reports/bundled_medium_hifi_kodak -->   BD-rate and BD-PSNR against each anchor
     ...
     <!-- /bd-rates -->
 

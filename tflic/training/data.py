@@ -90,13 +90,15 @@ def train_dataset(source, patch_size, batch_size, seed=None, tfds_data_dir=None,
       shape = tf.cast(tf.shape(image), tf.int64)
       count = tf.maximum(shape[0] * shape[1] // (AREA_PER_CROP * patch_size**2), 1)
       return tf.data.Dataset.from_tensors(image).repeat(count)
-    # The crops of one photo arrive together; the shuffle (of uint8 crops, 50 MB at
-    # 256x256) spreads them over batches.
+    # The crops of one photo arrive together; the shuffle (50 MB of crops at 256x256)
+    # spreads them over batches.
     patches = images.flat_map(repeat_by_area).map(
         crop, num_parallel_calls=tf.data.AUTOTUNE).shuffle(
             PATCH_BUFFER, seed=seed, reshuffle_each_iteration=True)
   else:
     patches = images.map(crop, num_parallel_calls=tf.data.AUTOTUNE)
-  return (patches.map(lambda patch: tf.cast(patch, tf.float32) / 255.0)
-          .batch(batch_size, drop_remainder=True)
+  # uint8 up to the batch: the shuffle holds a quarter of the bytes, and the conversion is
+  # one op per batch.
+  return (patches.batch(batch_size, drop_remainder=True)
+          .map(lambda batch: tf.cast(batch, tf.float32) / 255.0)
           .prefetch(tf.data.AUTOTUNE))
